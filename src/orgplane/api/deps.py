@@ -1,0 +1,89 @@
+"""The typed dependencies every endpoint uses: the service container, the principal, the actor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Request
+from litestar.di import NamedDependency
+
+from orgplane.api.observability import Metrics
+from orgplane.api.ratelimit import RateLimiter
+from orgplane.config import Settings
+from orgplane.core.access.principal import Actor, Principal, RequestMeta
+from orgplane.core.access.service import (
+    KeyCache,
+    authenticate,
+    parse_authorization,
+    unauthenticated,
+)
+from orgplane.core.audit.access_log import AccessLogWriter
+from orgplane.core.errors import RateLimited
+from orgplane.db.engine import Database
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    keys: KeyCache
+    access_log: AccessLogWriter
+    limiter: RateLimiter
+    metrics: Metrics
+
+
+ServicesDep = NamedDependency[Services]
+PrincipalDep = NamedDependency[Principal]
+ActorDep = NamedDependency[Actor]
+
+
+def request_meta(request: Request[Any, Any, Any]) -> RequestMeta:
+    client = request.scope.get("client")
+    return RequestMeta(
+        request_id=request.scope.get("state", {}).get("request_id"),
+        ip=client[0] if client else None,
+        user_agent=request.headers.get("user-agent"),
+    )
+
+
+async def provide_principal(request: Request[Any, Any, Any], services: ServicesDep) -> Principal:
+    """Authenticate the request (401 on failure), log the attempt, and apply the rate limits."""
+    secret = parse_authorization(request.headers.get("authorization"))
+    result = await authenticate(services.db.read, services.keys, secret)
+    meta = request_meta(request)
+    principal = result.principal
+    services.access_log.record(
+        actor=principal.label
+        if principal
+        else (f"key:{result.key_id}" if result.key_id else "anonymous"),
+        action="API_KEY_AUTH",
+        status="SUCCESS" if principal else "FAILURE",
+        org_id=result.org_id,
+        root_id=result.root_id,
+        key_id=result.key_id,
+        key_pk=principal.key_pk if principal else None,
+        method=request.method,
+        path=request.url.path,
+        ip=meta.ip,
+        user_agent=meta.user_agent,
+        detail=None if principal else result.reason,
+    )
+    if principal is None:
+        services.metrics.auth_failures.labels(result.reason).inc()
+        raise unauthenticated(result.reason)
+    verdict = await services.limiter.check(principal.key_id, principal.org_id)
+    if verdict is not None:
+        request.state.rate_limit = verdict
+        if not verdict.allowed:
+            services.metrics.rate_limited.labels(verdict.name).inc()
+            raise RateLimited(
+                f"rate limit of {verdict.limit} requests per {verdict.window} s per {verdict.name} "
+                f"exceeded; retry in {max(1, verdict.reset_after)} s",
+                headers=verdict.headers(),
+            )
+    return principal
+
+
+def provide_actor(request: Request[Any, Any, Any], principal: PrincipalDep) -> Actor:
+    return Actor(meta=request_meta(request), principal=principal)

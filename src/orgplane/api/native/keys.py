@@ -1,0 +1,78 @@
+"""Native API key endpoints: create (secret shown once), list, revoke."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Router, delete, get, post
+from litestar.params import FromQuery, JSONBody, PathParameter
+
+from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
+from orgplane.api.native.openapi import problems
+from orgplane.api.native.orgs import Cursor, Limit, OrgId
+from orgplane.api.native.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPage, key_out
+from orgplane.core.credentials import service as key_service
+from orgplane.core.errors import InvalidInput
+from orgplane.core.pagination import DEFAULT_LIMIT
+
+
+@post(
+    "/{org_id:str}/api_keys",
+    summary="Create an API key",
+    status_code=201,
+    responses=problems(),
+    description="The secret is in `api_key` of this response only; orgplane stores its hash. "
+    "A key can only grant scopes its creator holds, and cannot outlive its creator.",
+)
+async def create_key(
+    org_id: OrgId, data: JSONBody[ApiKeyCreate], services: ServicesDep, actor: ActorDep
+) -> ApiKeyCreated:
+    if data.expires_at is not None and data.expires_at.tzinfo is None:
+        raise InvalidInput.for_field("body.expires_at", "must include a time zone, e.g. 'Z'")
+    created = await services.db.transaction(
+        key_service.create,
+        actor,
+        org_id,
+        name=data.name,
+        scopes=data.scopes,
+        expires_at=data.expires_at,
+    )
+    out = key_out(created.row, org_id)
+    return ApiKeyCreated(
+        **{f: getattr(out, f) for f in out.__struct_fields__}, api_key=created.secret
+    )
+
+
+@get("/{org_id:str}/api_keys", summary="List API keys", responses=problems())
+async def list_keys(
+    org_id: OrgId,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    include_revoked: FromQuery[bool] = False,
+) -> ApiKeyPage:
+    async with services.db.read() as conn:
+        rows, next_cursor = await key_service.list_keys(
+            conn, principal, org_id, limit=limit, cursor=cursor, include_revoked=include_revoked
+        )
+    return ApiKeyPage([key_out(r, org_id) for r in rows], next_cursor)
+
+
+@delete(
+    "/{org_id:str}/api_keys/{key_id:str}",
+    summary="Revoke an API key",
+    status_code=204,
+    responses=problems(),
+)
+async def revoke_key(
+    org_id: OrgId,
+    key_id: Annotated[str, PathParameter(max_length=64)],
+    services: ServicesDep,
+    actor: ActorDep,
+) -> None:
+    _, key_hash = await services.db.transaction(key_service.revoke, actor, org_id, key_id)
+    services.keys.invalidate(key_hash)
+
+
+router = Router(path="/orgs", route_handlers=[create_key, list_keys, revoke_key], tags=["api keys"])

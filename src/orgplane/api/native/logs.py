@@ -1,0 +1,241 @@
+"""Audit and access logs: filtered keyset pages, or the whole range as NDJSON or CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Request, Router, get
+from litestar.params import FromQuery, QueryParameter
+from litestar.response import Stream
+
+from orgplane.api.deps import PrincipalDep, ServicesDep
+from orgplane.api.native.openapi import problems
+from orgplane.api.native.orgs import Cursor, Limit, OrgId
+from orgplane.api.native.schemas import (
+    AccessLogEntry,
+    AccessLogPage,
+    AuditEntry,
+    AuditPage,
+)
+from orgplane.core.audit import queries
+from orgplane.core.pagination import DEFAULT_LIMIT
+
+Since = Annotated[
+    datetime | None, QueryParameter(description="Only entries at or after (ISO 8601)")
+]
+Until = Annotated[datetime | None, QueryParameter(description="Only entries before (ISO 8601)")]
+ActorFilter = Annotated[
+    str | None, QueryParameter(name="actor", max_length=200, description="e.g. key:key_abc")
+]
+ActionFilter = Annotated[
+    str | None, QueryParameter(max_length=64, description="Exact, or a prefix ending in *")
+]
+NDJSON = "application/x-ndjson"
+CSV = "text/csv"
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _export_format(request: Request[Any, Any, Any]) -> str | None:
+    accept = request.headers.get("accept", "")
+    if NDJSON in accept:
+        return NDJSON
+    if CSV in accept:
+        return CSV
+    return None
+
+
+def audit_out(row: Any, org_public_id: str) -> AuditEntry:
+    return AuditEntry(
+        id=row.id,
+        seq=row.seq,
+        timestamp=row.at,
+        org_id=getattr(row, "org_public_id", None) or org_public_id,
+        actor=row.actor,
+        actor_key_id=row.actor_key_id,
+        action=row.action,
+        target_type=row.target_type,
+        target_id=row.target_id,
+        before=row.before,
+        after=row.after,
+        request_id=row.request_id,
+        ip=row.ip,
+        user_agent=row.user_agent,
+        hash=row.hash,
+    )
+
+
+def access_out(row: Any) -> AccessLogEntry:
+    return AccessLogEntry(
+        id=row.id,
+        timestamp=row.at,
+        user=row.actor,
+        key_id=row.key_id,
+        action=row.action,
+        status=row.status,
+        method=row.method,
+        path=row.path,
+        ip=row.ip,
+        user_agent=row.user_agent,
+        detail=row.detail,
+    )
+
+
+async def _respond(
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    principal: PrincipalDep,
+    org_id: str,
+    log: queries.Log,
+    filters: queries.LogFilters,
+    limit: int,
+    cursor: str | None,
+) -> Any:
+    if log == "access":
+        await services.access_log.flush()
+    async with services.db.read() as conn:
+        org = await queries.target(conn, principal, org_id)
+        fmt = _export_format(request)
+        if fmt is None:
+            rows, next_cursor = await queries.page(
+                conn, org, log, filters, limit=limit, cursor=cursor
+            )
+    render = access_out if log == "access" else (lambda r: audit_out(r, org.public_id))
+    if fmt is None:
+        data = [render(r) for r in rows]
+        page_type = AccessLogPage if log == "access" else AuditPage
+        return page_type(data, next_cursor)  # type: ignore[arg-type]
+    filters.check()
+    filename = f"{org.public_id}-{log}.{'ndjson' if fmt == NDJSON else 'csv'}"
+    return Stream(
+        _export(services, org, log, filters, render, fmt),
+        media_type=fmt,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+async def _export(
+    services: ServicesDep,
+    org: Any,
+    log: queries.Log,
+    filters: queries.LogFilters,
+    render: Any,
+    fmt: str,
+) -> AsyncIterator[bytes]:
+    header_written = False
+    async with services.db.read() as conn:
+        async for batch in queries.stream(conn, org, log, filters):
+            entries = [msgspec.to_builtins(render(r)) for r in batch]
+            if fmt == NDJSON:
+                yield b"".join(msgspec.json.encode(e) + b"\n" for e in entries)
+                continue
+            out = io.StringIO()
+            writer = csv.DictWriter(out, fieldnames=list(entries[0]))
+            if not header_written:
+                writer.writeheader()
+                header_written = True
+            for entry in entries:
+                writer.writerow({k: _csv_cell(v) for k, v in entry.items()})
+            yield out.getvalue().encode()
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        return msgspec.json.encode(value).decode()
+    return "" if value is None else value
+
+
+_EXPORT_DOC = (
+    " Newest first. Send `Accept: application/x-ndjson` or `Accept: text/csv` to export the "
+    "whole filtered range as a stream instead of a page."
+)
+
+
+@get(
+    "/{org_id:str}/audit",
+    summary="The organization's own audit trail",
+    responses=problems(),
+    description="Changes made to this organization." + _EXPORT_DOC,
+)
+async def get_audit(
+    org_id: OrgId,
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    principal: PrincipalDep,
+    since: Since = None,
+    until: Until = None,
+    actor_filter: ActorFilter = None,
+    action: ActionFilter = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> AuditPage:
+    filters = queries.LogFilters(_utc(since), _utc(until), actor_filter, action)
+    result: AuditPage = await _respond(
+        request, services, principal, org_id, "audit", filters, limit, cursor
+    )
+    return result
+
+
+@get(
+    "/{org_id:str}/children_audit",
+    summary="Audit trail of all descendants",
+    responses=problems(),
+    description="Changes made to any organization below this one." + _EXPORT_DOC,
+)
+async def get_children_audit(
+    org_id: OrgId,
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    principal: PrincipalDep,
+    since: Since = None,
+    until: Until = None,
+    actor_filter: ActorFilter = None,
+    action: ActionFilter = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> AuditPage:
+    filters = queries.LogFilters(_utc(since), _utc(until), actor_filter, action)
+    result: AuditPage = await _respond(
+        request, services, principal, org_id, "children_audit", filters, limit, cursor
+    )
+    return result
+
+
+@get(
+    "/{org_id:str}/access_log",
+    summary="Authentication attempts with this org's keys",
+    responses=problems(),
+    description="Every sign-in and key use, success and failure." + _EXPORT_DOC,
+)
+async def get_access_log(
+    org_id: OrgId,
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    principal: PrincipalDep,
+    since: Since = None,
+    until: Until = None,
+    actor_filter: ActorFilter = None,
+    action: ActionFilter = None,
+    status: FromQuery[Literal["SUCCESS", "FAILURE", "success", "failure"] | None] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> AccessLogPage:
+    filters = queries.LogFilters(_utc(since), _utc(until), actor_filter, action, status)
+    result: AccessLogPage = await _respond(
+        request, services, principal, org_id, "access", filters, limit, cursor
+    )
+    return result
+
+
+router = Router(
+    path="/orgs", route_handlers=[get_audit, get_children_audit, get_access_log], tags=["logs"]
+)

@@ -1,0 +1,32 @@
+"""OpenAPI helpers: the problem responses each operation can give, declared once."""
+
+from __future__ import annotations
+
+from litestar.openapi.datastructures import ResponseSpec
+
+from orgplane.api.native.schemas import Problem
+
+_DESCRIPTIONS = {
+    400: "Invalid input: `errors` names each bad field",
+    401: "Missing or invalid credentials",
+    403: "The credential lacks the required scope",
+    404: "No such organization within the credential's reach",
+    409: "The change conflicts with the current state",
+    410: "Gone: past the restore window",
+    412: "If-Match does not match the current ETag",
+    413: "Request body too large",
+    422: "Idempotency-Key reused with a different request",
+    429: "Rate limit exceeded; see Retry-After",
+}
+
+
+def problems(*statuses: int) -> dict[int, ResponseSpec]:
+    codes = sorted({400, 401, 403, 404, 429, *statuses})
+    return {
+        code: ResponseSpec(
+            data_container=Problem,
+            description=_DESCRIPTIONS[code],
+            media_type="application/problem+json",
+        )
+        for code in codes
+    }

@@ -1,0 +1,285 @@
+"""Native organization endpoints: one org, its children and descendants, moves, delete/restore."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Request, Response, Router, delete, get, patch, post
+from litestar.params import FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
+from sqlalchemy.exc import IntegrityError
+
+from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
+from orgplane.api.native.openapi import problems
+from orgplane.api.native.schemas import (
+    Message,
+    Org,
+    OrgCreate,
+    OrgMove,
+    OrgPage,
+    OrgUpdate,
+    org_out,
+    set_fields,
+)
+from orgplane.core import idempotency
+from orgplane.core.access.principal import Principal
+from orgplane.core.access.service import reach
+from orgplane.core.orgs import service as org_service
+from orgplane.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from orgplane.db.engine import Tx
+
+OrgId = Annotated[str, PathParameter(description="The organization's public id", max_length=64)]
+Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size")]
+Cursor = Annotated[
+    str | None, QueryParameter(description="`next_cursor` of the previous page", max_length=512)
+]
+NameFilter = Annotated[
+    str | None,
+    QueryParameter(
+        name="filter[name]", max_length=100, description="Case-insensitive substring of the name"
+    ),
+]
+StatusFilter = Annotated[
+    Literal["active", "disabled", "deactivated", "deleted"] | None,
+    QueryParameter(description="Status"),
+]
+TagFilter = Annotated[
+    str | None, QueryParameter(max_length=200, description="Only orgs with this tag")
+]
+IfMatch = Annotated[str | None, HeaderParameter(name="If-Match", required=False)]
+
+
+def org_response(row: Any, principal: PrincipalDep, status_code: int = 200) -> Response[Org]:
+    return Response(
+        org_out(row, show_parent=row.id != principal.org_id),
+        status_code=status_code,
+        headers={"ETag": org_service.etag(row)},
+    )
+
+
+@get("/{org_id:str}", summary="Get an organization", responses=problems())
+async def get_org(org_id: OrgId, services: ServicesDep, principal: PrincipalDep) -> Response[Org]:
+    async with services.db.read() as conn:
+        row = await reach(conn, principal, org_id, scope="orgs:read")
+    return org_response(row, principal)
+
+
+@patch("/{org_id:str}", summary="Update an organization", responses=problems(409, 412))
+async def update_org(
+    org_id: OrgId,
+    data: JSONBody[OrgUpdate],
+    services: ServicesDep,
+    actor: ActorDep,
+    if_match: IfMatch = None,
+) -> Response[Org]:
+    row = await services.db.transaction(
+        org_service.update, actor, org_id, set_fields(data), if_match=if_match
+    )
+    assert actor.principal is not None
+    return org_response(row, actor.principal)
+
+
+@delete(
+    "/{org_id:str}",
+    summary="Delete an organization",
+    status_code=200,
+    responses=problems(409),
+    description="Soft-deletes the organization; it can be restored for the configured window "
+    "(30 days by default). An organization with children needs `cascade=true`.",
+)
+async def delete_org(
+    org_id: OrgId, services: ServicesDep, actor: ActorDep, cascade: FromQuery[bool] = False
+) -> Message:
+    await services.db.transaction(org_service.delete, actor, org_id, cascade=cascade)
+    # Keys of deleted orgs stop working now in this process, within the cache TTL elsewhere.
+    services.keys.clear()
+    return Message(message="Organization deleted successfully")
+
+
+@post(
+    "/{org_id:str}/restore",
+    summary="Restore a deleted organization",
+    status_code=200,
+    responses=problems(409, 410),
+)
+async def restore_org(org_id: OrgId, services: ServicesDep, actor: ActorDep) -> Response[Org]:
+    row = await services.db.transaction(
+        org_service.restore, actor, org_id, window_days=services.settings.restore_window_days
+    )
+    services.keys.clear()
+    assert actor.principal is not None
+    return org_response(row, actor.principal)
+
+
+@post(
+    "/{org_id:str}/children",
+    summary="Create a child organization",
+    status_code=201,
+    responses=problems(409, 422),
+    description="Send an `Idempotency-Key` header to make retries safe: a repeated key returns "
+    "the first response (with `Idempotent-Replayed: true`) and creates nothing.",
+)
+async def create_child(
+    org_id: OrgId,
+    data: JSONBody[OrgCreate],
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    actor: ActorDep,
+    idempotency_key: Annotated[
+        str | None, HeaderParameter(name="Idempotency-Key", required=False)
+    ] = None,
+) -> Response[Any]:
+    principal = actor.principal
+    assert principal is not None
+    fields = set_fields(data)
+    max_depth = services.settings.max_tree_depth
+
+    async def work(tx: Tx) -> Any:
+        return await org_service.create_child(tx, actor, org_id, fields, max_depth=max_depth)
+
+    if idempotency_key is None:
+        row = await services.db.transaction(work)
+        return _created(row, principal)
+    return await run_idempotent(request, services, principal, idempotency_key, work, _created)
+
+
+def _created(row: Any, principal: Principal) -> Response[Org]:
+    response = org_response(row, principal, status_code=201)
+    response.headers["Location"] = f"/orgs/{row.public_id}"
+    return response
+
+
+async def run_idempotent(
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    principal: PrincipalDep,
+    key: str,
+    work: Any,
+    render: Any,
+) -> Response[Any]:
+    """Run ``work`` once per (credential, Idempotency-Key); replay the first response after."""
+    key = idempotency.check_key(key)
+    fp = idempotency.fingerprint(request.method, request.url.path, await request.body())
+    ttl = services.settings.idempotency_ttl_hours
+
+    async def once(tx: Tx) -> Response[Any]:
+        stored = await idempotency.claim(tx, principal.key_id, key, fp, ttl)
+        if stored is not None:
+            return _replay(stored)
+        response = render(await work(tx), principal)
+        body = msgspec.json.encode(response.content)
+        await idempotency.complete(tx, principal.key_id, key, response.status_code, body)
+        return response
+
+    try:
+        return await services.db.transaction(once)
+    except IntegrityError:
+        # A concurrent request with the same key committed first: replay what it stored.
+        async with services.db.read() as conn:
+            stored = await idempotency.lookup(conn, principal.key_id, key, fp, ttl)
+        if stored is None:
+            raise
+        return _replay(stored)
+
+
+def _replay(stored: idempotency.StoredResponse) -> Response[Any]:
+    return Response(
+        stored.body,
+        status_code=stored.status_code,
+        media_type="application/json",
+        headers={"Idempotent-Replayed": "true"},
+    )
+
+
+@get("/{org_id:str}/children", summary="List child organizations", responses=problems())
+async def list_children(
+    org_id: OrgId,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    name: NameFilter = None,
+    status: StatusFilter = None,
+    tag: TagFilter = None,
+) -> OrgPage:
+    async with services.db.read() as conn:
+        page = await org_service.list_children(
+            conn, principal, org_id, limit=limit, cursor=cursor, name=name, status=status, tag=tag
+        )
+    return OrgPage([org_out(r) for r in page.rows], page.next_cursor)
+
+
+@get(
+    "/{org_id:str}/descendants",
+    summary="List all descendants, depth first",
+    responses=problems(),
+)
+async def list_descendants(
+    org_id: OrgId,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    max_depth: Annotated[
+        int | None, QueryParameter(ge=1, le=64, description="Levels below")
+    ] = None,
+    name: NameFilter = None,
+    status: StatusFilter = None,
+    tag: TagFilter = None,
+) -> OrgPage:
+    async with services.db.read() as conn:
+        page = await org_service.list_descendants(
+            conn,
+            principal,
+            org_id,
+            limit=limit,
+            cursor=cursor,
+            max_depth=max_depth,
+            name=name,
+            status=status,
+            tag=tag,
+        )
+    return OrgPage([org_out(r) for r in page.rows], page.next_cursor)
+
+
+@post(
+    "/{org_id:str}/move",
+    summary="Move an organization under another parent",
+    status_code=200,
+    responses=problems(409, 412),
+)
+async def move_org(
+    org_id: OrgId,
+    data: JSONBody[OrgMove],
+    services: ServicesDep,
+    actor: ActorDep,
+    if_match: IfMatch = None,
+) -> Response[Org]:
+    row = await services.db.transaction(
+        org_service.move,
+        actor,
+        org_id,
+        data.parent_id,
+        max_depth=services.settings.max_tree_depth,
+        if_match=if_match,
+    )
+    # A moved principal's reach is derived from paths, but cached principals are cleared anyway.
+    services.keys.clear()
+    assert actor.principal is not None
+    return org_response(row, actor.principal)
+
+
+router = Router(
+    path="/orgs",
+    route_handlers=[
+        get_org,
+        update_org,
+        delete_org,
+        restore_org,
+        create_child,
+        list_children,
+        list_descendants,
+        move_org,
+    ],
+    tags=["organizations"],
+)

@@ -1,0 +1,259 @@
+"""Request and response bodies of the native API (msgspec structs, snake_case JSON)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from orgplane.core.ids import sumo_org_id
+
+OrgStatus = Literal["active", "disabled", "deactivated"]
+Plan = Literal["trial", "free", "pro", "enterprise"]
+Name = Annotated[
+    str, Meta(min_length=1, max_length=200, description="1-100 characters after trimming")
+]
+
+
+class Problem(Struct, omit_defaults=True):
+    """An RFC 9457 problem document; ``errors`` lists each bad field."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    request_id: str | None = None
+    errors: list[dict[str, str]] = []
+
+
+class Message(Struct):
+    message: str
+
+
+class Org(Struct):
+    id: str = msgspec.field(name="id")
+    uuid: str
+    key: int
+    sumo_id: str
+    parent_id: str | None
+    name: str
+    description: str
+    status: str
+    deployment: str
+    country: str | None
+    timezone: str
+    plan: str
+    depth: int
+    tags: list[str]
+    settings: dict[str, Any]
+    customizations: dict[str, Any]
+    created_at: datetime
+    modified_at: datetime
+    deleted_at: datetime | None
+    version: int
+
+
+class OrgCreate(Struct, forbid_unknown_fields=True):
+    name: Name
+    description: str | UnsetType = UNSET
+    deployment: str | UnsetType = UNSET
+    country: str | UnsetType | None = UNSET
+    timezone: str | UnsetType = UNSET
+    plan: Plan | UnsetType = UNSET
+    tags: list[str] | UnsetType = UNSET
+    settings: dict[str, Any] | UnsetType = UNSET
+    customizations: dict[str, Any] | UnsetType = UNSET
+
+
+class OrgUpdate(Struct, forbid_unknown_fields=True):
+    name: Name | UnsetType = UNSET
+    description: str | UnsetType = UNSET
+    status: OrgStatus | UnsetType = UNSET
+    country: str | UnsetType | None = UNSET
+    timezone: str | UnsetType = UNSET
+    plan: Plan | UnsetType = UNSET
+    tags: list[str] | UnsetType = UNSET
+    settings: dict[str, Any] | UnsetType = UNSET
+    customizations: dict[str, Any] | UnsetType = UNSET
+
+
+class OrgMove(Struct, forbid_unknown_fields=True):
+    parent_id: Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class OrgPage(Struct):
+    data: list[Org]
+    next_cursor: str | None
+
+
+class ApiKeyCreate(Struct, forbid_unknown_fields=True):
+    name: Name
+    scopes: Annotated[list[str], Meta(min_length=1, max_length=50)]
+    expires_at: datetime | None = None
+
+
+class ApiKey(Struct):
+    id: str
+    org_id: str
+    name: str
+    kind: str
+    hint: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKey):
+    """Returned once, on creation: ``api_key`` is the secret and is never shown again."""
+
+    api_key: str = ""
+
+
+class ApiKeyPage(Struct):
+    data: list[ApiKey]
+    next_cursor: str | None
+
+
+class AuditEntry(Struct):
+    id: int
+    seq: int
+    timestamp: datetime
+    org_id: str
+    actor: str
+    actor_key_id: str | None
+    action: str
+    target_type: str
+    target_id: str
+    before: Any
+    after: Any
+    request_id: str | None
+    ip: str | None
+    user_agent: str | None
+    hash: str
+
+
+class AuditPage(Struct):
+    data: list[AuditEntry]
+    next_cursor: str | None
+
+
+class AccessLogEntry(Struct):
+    id: int
+    timestamp: datetime
+    user: str
+    key_id: str | None
+    action: str
+    status: str
+    method: str | None
+    path: str | None
+    ip: str | None
+    user_agent: str | None
+    detail: str | None
+
+
+class AccessLogPage(Struct):
+    data: list[AccessLogEntry]
+    next_cursor: str | None
+
+
+class MeterConsumption(Struct):
+    meter: str
+    unit: str
+    consumed: int
+    extra: int
+    limit: int | None
+    utilization_pct: float | None
+    forecast: int
+    forecast_utilization_pct: float | None
+    last_week: int
+    change_vs_previous_week_pct: float | None
+    previous_period: int
+    change_vs_previous_period_pct: float | None
+
+
+class ConsumptionEntry(Struct):
+    org_id: str
+    name: str
+    meters: list[MeterConsumption]
+
+
+class Consumption(Struct):
+    org_id: str
+    period: str
+    rollup: str
+    timezone: str
+    last_reset: datetime
+    next_reset: datetime
+    days_elapsed: int
+    days_in_period: int
+    entries: list[ConsumptionEntry]
+
+
+class Me(Struct):
+    key_id: str
+    key_name: str
+    org_id: str
+    scopes: list[str]
+    expires_at: datetime | None
+
+
+class Health(Struct):
+    status: str
+    database: str | None = None
+
+
+def org_out(row: Any, *, show_parent: bool = True) -> Org:
+    return Org(
+        id=row.public_id,
+        uuid=row.uuid,
+        key=row.id,
+        sumo_id=sumo_org_id(row.deployment, row.id),
+        parent_id=row.parent_public_id if show_parent else None,
+        name=row.name,
+        description=row.description,
+        status="deleted" if row.deleted_at is not None else row.status,
+        deployment=row.deployment,
+        country=row.country,
+        timezone=row.timezone,
+        plan=row.plan,
+        depth=row.depth,
+        tags=list(row.tags),
+        settings=row.settings,
+        customizations=row.customizations,
+        created_at=row.created_at,
+        modified_at=row.modified_at,
+        deleted_at=row.deleted_at,
+        version=row.version,
+    )
+
+
+def key_out(row: Any, org_public_id: str) -> ApiKey:
+    return ApiKey(
+        id=row.public_id,
+        org_id=org_public_id,
+        name=row.name,
+        kind=row.kind,
+        hint=row.hint,
+        scopes=list(row.scopes),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        last_used_at=row.last_used_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def set_fields(struct: Struct) -> dict[str, Any]:
+    """The fields a client actually sent (UNSET ones left out)."""
+    return {
+        name: getattr(struct, name)
+        for name in struct.__struct_fields__
+        if getattr(struct, name) is not UNSET
+    }
+
+
+__all__ = ["UNSET", "date"]

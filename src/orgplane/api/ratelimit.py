@@ -1,0 +1,75 @@
+"""Rate limits per credential and per org, in memory (one process) or Redis (several)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.strategies import FixedWindowRateLimiter
+from limits.storage import storage_from_string
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after: int  # whole seconds until the window resets
+    window: int
+    name: str
+
+    def headers(self) -> dict[str, str]:
+        values = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_after),
+            "RateLimit-Policy": f'{self.limit};w={self.window};name="{self.name}"',
+        }
+        if not self.allowed:
+            values["Retry-After"] = str(max(1, self.reset_after))
+        return values
+
+
+class RateLimiter:
+    def __init__(self, per_key: str, per_org: str, redis_url: str | None) -> None:
+        storage: Storage
+        if redis_url:
+            uri = redis_url if redis_url.startswith("async+") else "async+" + redis_url
+            storage = storage_from_string(uri)  # type: ignore[assignment]
+        else:
+            storage = MemoryStorage()
+        self.storage = storage
+        self.strategy = FixedWindowRateLimiter(storage)
+        self.per_key: RateLimitItem | None = parse(per_key) if per_key else None
+        self.per_org: RateLimitItem | None = parse(per_org) if per_org else None
+
+    async def check(self, key_id: str, org_id: int) -> Verdict | None:
+        """Count one request against both limits; the verdict of the tighter one, or None."""
+        verdicts = []
+        for name, item, ident in (
+            ("key", self.per_key, key_id),
+            ("org", self.per_org, str(org_id)),
+        ):
+            if item is None:
+                continue
+            allowed = await self.strategy.hit(item, name, ident)
+            stats = await self.strategy.get_window_stats(item, name, ident)
+            verdicts.append(
+                Verdict(
+                    allowed=allowed,
+                    limit=item.amount,
+                    remaining=max(0, stats.remaining),
+                    reset_after=max(0, math.ceil(stats.reset_time - time.time())),
+                    window=item.get_expiry(),
+                    name=name,
+                )
+            )
+        if not verdicts:
+            return None
+        refused = [v for v in verdicts if not v.allowed]
+        if refused:
+            return max(refused, key=lambda v: v.reset_after)
+        return min(verdicts, key=lambda v: v.remaining)

@@ -1,0 +1,124 @@
+"""create_app(): the one ASGI application serving every surface."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request, get
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme, Tag
+
+from orgplane import __version__
+from orgplane.api.deps import Services, provide_actor, provide_principal
+from orgplane.api.native import consumption, customizations, keys, logs, ops, orgs
+from orgplane.api.observability import Metrics, ObservabilityMiddleware
+from orgplane.api.problems import EXCEPTION_HANDLERS
+from orgplane.api.ratelimit import RateLimiter
+from orgplane.config import Settings, get_settings
+from orgplane.core.access.service import KeyCache
+from orgplane.core.audit import service as audit
+from orgplane.core.audit.access_log import AccessLogWriter
+from orgplane.db.engine import Database
+from orgplane.logging import configure as configure_logging
+
+DESCRIPTION = """A control plane for trees of organizations: the orgs, their API keys, what
+they consume, and the audit and access logs. Authenticate with `Authorization: Bearer <key>`.
+Errors are RFC 9457 problem+json documents whose `errors` member names each bad field."""
+
+
+def build_services(settings: Settings) -> Services:
+    db = Database(settings.database_url, pool_size=settings.db_pool_size)
+    db.before_commit = audit.append_pending
+    return Services(
+        settings=settings,
+        db=db,
+        keys=KeyCache(settings.key_cache_seconds),
+        access_log=AccessLogWriter(db, settings.access_log_flush_seconds),
+        limiter=RateLimiter(
+            settings.rate_limit_per_key, settings.rate_limit_per_org, settings.redis_url
+        ),
+        metrics=Metrics(),
+    )
+
+
+def create_litestar(services: Services) -> Litestar:
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        services.access_log.start()
+        try:
+            yield
+        finally:
+            await services.access_log.stop()
+            await services.db.dispose()
+
+    openapi = OpenAPIConfig(
+        title="orgplane",
+        version=__version__,
+        description=DESCRIPTION,
+        path="/docs",
+        render_plugins=[SwaggerRenderPlugin(path="/")],
+        components=Components(
+            security_schemes={
+                "ApiKey": SecurityScheme(
+                    type="http", scheme="bearer", description="An orgplane API key (opk_...)"
+                )
+            }
+        ),
+        security=[{"ApiKey": []}],
+        tags=[
+            Tag(name="organizations", description="The organization tree"),
+            Tag(name="api keys", description="Scoped API keys, shown once, stored hashed"),
+            Tag(name="logs", description="Audit trail (hash-chained) and access log"),
+            Tag(name="customizations", description="Per-org customization documents"),
+            Tag(name="consumption", description="Monthly consumption per meter"),
+            Tag(name="operations", description="Health, readiness, metrics"),
+        ],
+    )
+
+    @get("/openapi.json", include_in_schema=False, media_type="application/json")
+    async def openapi_json(request: Request[Any, Any, Any]) -> dict[str, Any]:
+        return request.app.openapi_schema.to_schema()
+
+    def provide_services() -> Services:
+        return services
+
+    return Litestar(
+        route_handlers=[
+            orgs.router,
+            keys.router,
+            logs.router,
+            customizations.router,
+            customizations.customizations_schema,
+            consumption.router,
+            ops.healthz,
+            ops.readyz,
+            ops.metrics,
+            ops.me,
+            openapi_json,
+        ],
+        dependencies={
+            "services": Provide(provide_services, sync_to_thread=False, use_cache=True),
+            "principal": Provide(provide_principal),
+            "actor": Provide(provide_actor, sync_to_thread=False),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=openapi,
+        lifespan=[lifespan],
+        request_max_body_size=services.settings.max_body_bytes,
+        debug=False,
+    )
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Any:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    services = services or build_services(settings)
+    app = create_litestar(services)
+    wrapped = ObservabilityMiddleware(app, services.metrics)
+    wrapped.litestar = app  # type: ignore[attr-defined]
+    wrapped.services = services  # type: ignore[attr-defined]
+    return wrapped

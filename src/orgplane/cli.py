@@ -1,0 +1,349 @@
+"""The ``orgplane`` command: serve, migrate, bootstrap, keys, orgs, audit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+
+import sqlalchemy as sa
+import typer
+
+from orgplane.config import Settings
+from orgplane.core.access import scopes as scope_catalog
+from orgplane.core.access.principal import Actor
+from orgplane.core.audit import service as audit
+from orgplane.core.errors import OrgplaneError
+from orgplane.db.engine import Database
+
+app = typer.Typer(
+    help="orgplane: a control plane for trees of organizations.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+orgs_app = typer.Typer(help="Inspect and create organizations.", no_args_is_help=True)
+audit_app = typer.Typer(help="Check the audit log.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(orgs_app, name="orgs")
+app.add_typer(audit_app, name="audit")
+
+T = TypeVar("T")
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option("--database-url", envvar="ORGPLANE_DATABASE_URL", help="Database URL."),
+]
+
+
+def _settings(database_url: str | None) -> Settings:
+    if database_url:
+        os.environ["ORGPLANE_DATABASE_URL"] = database_url
+    try:
+        return Settings()
+    except Exception as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _with_db(database_url: str | None, fn: Callable[[Database], Awaitable[T]]) -> T:
+    settings = _settings(database_url)
+
+    async def run() -> T:
+        db = Database(settings.database_url)
+        db.before_commit = audit.append_pending
+        try:
+            return await fn(db)
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(run())
+    except OrgplaneError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def migrate(database_url: DatabaseUrl = None) -> None:
+    """Bring the database schema up to date."""
+    from orgplane.db.migrate import upgrade
+
+    settings = _settings(database_url)
+    upgrade(settings.database_url)
+    typer.echo("database is up to date")
+
+
+@app.command()
+def bootstrap(
+    database_url: DatabaseUrl = None,
+    name: Annotated[str, typer.Option(help="Name of the root organization.")] = "Root",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """On an empty database: create the root org and an admin key (printed once)."""
+    from orgplane.core.bootstrap import bootstrap as run_bootstrap
+
+    done = _with_db(database_url, lambda db: run_bootstrap(db, name=name))
+    if done is None:
+        if as_json:
+            typer.echo(json.dumps({"org_id": None, "api_key": None, "bootstrapped": False}))
+        else:
+            typer.echo("already bootstrapped: the database has organizations; nothing changed")
+        return
+    if as_json:
+        typer.echo(json.dumps({"org_id": done.org_id, "api_key": done.api_key}))
+        return
+    typer.echo(f"root org:   {done.org_id}")
+    typer.echo(f"admin key:  {done.api_key}")
+    typer.echo("The key is shown only this once; store it now.")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    server: Annotated[str | None, typer.Option(help="granian or uvicorn.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Serve the API (granian by default, or uvicorn with uvloop and httptools)."""
+    settings = _settings(database_url)
+    host = host or settings.host
+    port = port or settings.port
+    workers = workers or settings.workers
+    server = server or settings.server
+    if workers > 1 and not settings.redis_url:
+        typer.echo(
+            "warning: several workers without ORGPLANE_REDIS_URL keep separate rate-limit counters",
+            err=True,
+        )
+    typer.echo(f"orgplane serving on http://{host}:{port} ({server}, {workers} worker(s))")
+    if server == "uvicorn":
+        import uvicorn
+
+        uvicorn.run(
+            "orgplane.asgi:app",
+            host=host,
+            port=port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_level=settings.log_level,
+        )
+        return
+    if server != "granian":
+        typer.echo("error: --server must be granian or uvicorn", err=True)
+        raise typer.Exit(2)
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+
+    Granian(
+        "orgplane.asgi:app",
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        loop=Loops.uvloop,
+        log_access=False,
+    ).serve()
+
+
+@keys_app.command("create")
+def keys_create(
+    org: Annotated[str, typer.Argument(help="Public id of the organization.")],
+    name: Annotated[str, typer.Option(help="A name to tell the key apart.")] = "cli",
+    scope: Annotated[
+        list[str] | None, typer.Option(help="A scope; repeat for several. Default: *")
+    ] = None,
+    expires: Annotated[datetime | None, typer.Option(help="Expiry (ISO 8601, UTC).")] = None,
+    database_url: DatabaseUrl = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Create an API key for any org (operator access: no key needed)."""
+    from orgplane.core.credentials.service import insert_key
+    from orgplane.core.orgs.validation import clean_name
+    from orgplane.models import orgs
+
+    scopes = scope_catalog.validate(scope or ["*"])
+
+    async def run(db: Database) -> Any:
+        async def work(tx: Any) -> Any:
+            row = (await tx.execute(sa.select(orgs).where(orgs.c.public_id == org))).first()
+            if row is None or row.deleted_at is not None:
+                raise OrgplaneError(f"organization {org!r} not found")
+            expires_at = expires.astimezone() if expires else None
+            created = await insert_key(
+                tx,
+                org=row,
+                name=clean_name(name),
+                scopes=scopes,
+                expires_at=expires_at,
+                created_by=None,
+            )
+            audit.record(
+                tx,
+                Actor.system("cli"),
+                action="key.created",
+                root_id=row.root_id,
+                org_id=row.id,
+                target_type="key",
+                target_id=created.row.public_id,
+                after={"name": name, "scopes": scopes},
+            )
+            return created
+
+        return await db.transaction(work)
+
+    created = _with_db(database_url, run)
+    if as_json:
+        typer.echo(json.dumps({"key_id": created.row.public_id, "api_key": created.secret}))
+    else:
+        typer.echo(f"key id:  {created.row.public_id}\napi key: {created.secret}")
+
+
+@keys_app.command("list")
+def keys_list(
+    org: Annotated[str, typer.Argument(help="Public id of the organization.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List the keys of an org (never their secrets)."""
+    from orgplane.models import credentials, orgs
+
+    async def run(db: Database) -> list[Any]:
+        async with db.read() as conn:
+            statement = (
+                sa.select(credentials)
+                .select_from(credentials.join(orgs, orgs.c.id == credentials.c.org_id))
+                .where(orgs.c.public_id == org)
+                .order_by(credentials.c.id)
+            )
+            return list((await conn.execute(statement)).all())
+
+    for row in _with_db(database_url, run):
+        state = "revoked" if row.revoked_at else "active"
+        typer.echo(f"{row.public_id}  {row.hint}…  {state:7}  {' '.join(row.scopes)}  {row.name}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (key_...).")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Revoke a key at once (running servers notice within their key cache TTL)."""
+    from orgplane.models import credentials
+    from orgplane.models.base import utcnow
+
+    async def run(db: Database) -> bool:
+        async def work(tx: Any) -> bool:
+            row = (
+                await tx.execute(sa.select(credentials).where(credentials.c.public_id == key_id))
+            ).first()
+            if row is None:
+                raise OrgplaneError(f"API key {key_id!r} not found")
+            if row.revoked_at is not None:
+                return False
+            await tx.execute(
+                sa.update(credentials).where(credentials.c.id == row.id).values(revoked_at=utcnow())
+            )
+            audit.record(
+                tx,
+                Actor.system("cli"),
+                action="key.revoked",
+                root_id=row.root_id,
+                org_id=row.org_id,
+                target_type="key",
+                target_id=row.public_id,
+                before={"name": row.name},
+            )
+            return True
+
+        return await db.transaction(work)
+
+    changed = _with_db(database_url, run)
+    typer.echo(f"revoked {key_id}" if changed else f"{key_id} was already revoked")
+
+
+@orgs_app.command("tree")
+def orgs_tree(
+    root: Annotated[
+        str | None, typer.Argument(help="Public id of the top org (default: all roots).")
+    ] = None,
+    database_url: DatabaseUrl = None,
+    include_deleted: Annotated[
+        bool, typer.Option("--deleted", help="Show deleted orgs too.")
+    ] = False,
+) -> None:
+    """Print the tree of organizations."""
+    from orgplane.models import orgs
+
+    async def run(db: Database) -> list[Any]:
+        async with db.read() as conn:
+            statement = sa.select(
+                orgs.c.public_id,
+                orgs.c.name,
+                orgs.c.path,
+                orgs.c.depth,
+                orgs.c.status,
+                orgs.c.deleted_at,
+            ).order_by(orgs.c.path)
+            if root is not None:
+                top = (
+                    await conn.execute(sa.select(orgs.c.path).where(orgs.c.public_id == root))
+                ).first()
+                if top is None:
+                    raise OrgplaneError(f"organization {root!r} not found")
+                statement = statement.where(orgs.c.path >= top.path, orgs.c.path < top.path + "~")
+            if not include_deleted:
+                statement = statement.where(orgs.c.deleted_at.is_(None))
+            return list((await conn.execute(statement)).all())
+
+    rows = _with_db(database_url, run)
+    base = rows[0].depth if rows else 0
+    for row in rows:
+        marks = "" if row.status == "active" else f" [{row.status}]"
+        marks += " [deleted]" if row.deleted_at else ""
+        typer.echo(f"{'  ' * (row.depth - base)}{row.name} ({row.public_id}){marks}")
+
+
+@orgs_app.command("create-root")
+def orgs_create_root(
+    name: Annotated[str, typer.Argument(help="Name of the new tenant root.")],
+    database_url: DatabaseUrl = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Create another tenant tree with its own admin key (printed once)."""
+    from orgplane.core.bootstrap import create_root_with_admin_key
+
+    done = _with_db(
+        database_url, lambda db: db.transaction(create_root_with_admin_key, name=name, label="cli")
+    )
+    if as_json:
+        typer.echo(json.dumps({"org_id": done.org_id, "api_key": done.api_key}))
+    else:
+        typer.echo(f"root org:   {done.org_id}\nadmin key:  {done.api_key}")
+
+
+@audit_app.command("verify")
+def audit_verify(database_url: DatabaseUrl = None) -> None:
+    """Recompute every tenant's audit hash chain; exit 1 at the first broken link."""
+
+    async def run(db: Database) -> list[audit.ChainBreak]:
+        async with db.read() as conn:
+            return await audit.verify(conn)
+
+    breaks = _with_db(database_url, run)
+    if not breaks:
+        typer.echo("audit log verified: every chain is intact")
+        return
+    for b in breaks:
+        where = f"entry id {b.entry_id}" if b.entry_id is not None else "end of chain"
+        typer.echo(f"tenant root {b.root_id}: broken at seq {b.seq} ({where}): {b.reason}")
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,66 @@
+"""Settings, read from the environment (prefix ``ORGPLANE_``) and an optional ``.env`` file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET_KEY = "orgplane-development-secret-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ORGPLANE_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "production", "test"] = "development"
+    database_url: str = "sqlite+aiosqlite:///./orgplane.db"
+    secret_key: str = DEFAULT_SECRET_KEY
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    server: Literal["granian", "uvicorn"] = "granian"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["console", "json"] = "console"
+    # Rate limits in the `limits` notation ("600/minute"); empty disables that limit.
+    rate_limit_per_key: str = "1200/minute"
+    rate_limit_per_org: str = "6000/minute"
+    redis_url: str | None = None
+    max_tree_depth: int = Field(default=10, ge=1, le=64)
+    max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    # How long a key lookup stays cached in the process; revocation clears it at once.
+    key_cache_seconds: float = Field(default=30.0, ge=0)
+    # How often buffered access-log rows and key last-used times are written.
+    access_log_flush_seconds: float = Field(default=0.5, gt=0)
+    restore_window_days: int = Field(default=30, ge=1)
+    idempotency_ttl_hours: int = Field(default=24, ge=1)
+    db_pool_size: int = Field(default=10, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "database_url must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _no_default_secret_in_production(self) -> Settings:
+        if self.environment == "production" and self.secret_key == DEFAULT_SECRET_KEY:
+            raise ValueError(
+                "ORGPLANE_SECRET_KEY must be set to a secret of your own in production"
+            )
+        if self.environment == "production" and len(self.secret_key) < 32:
+            raise ValueError("ORGPLANE_SECRET_KEY must be at least 32 characters in production")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

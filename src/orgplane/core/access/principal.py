@@ -1,0 +1,59 @@
+"""Who is calling, and from where: carried from authentication to the services and the audit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated credential. It may act on its org and that org's descendants only."""
+
+    key_pk: int
+    key_id: str
+    key_hash: str
+    org_id: int
+    org_public_id: str
+    root_id: int
+    scopes: frozenset[str]
+    name: str
+    user_id: int | None = None
+    expires_at: datetime | None = None
+
+    @property
+    def label(self) -> str:
+        return f"key:{self.key_id}"
+
+    def reaches(self, path: str) -> bool:
+        """True when the org at ``path`` is this principal's org or one of its descendants."""
+        return f"/{self.org_id}/" in path
+
+
+@dataclass(frozen=True, slots=True)
+class RequestMeta:
+    request_id: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+SYSTEM_META = RequestMeta(request_id=None, ip=None, user_agent="orgplane-cli")
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """The principal behind a change plus the request it came in, as the audit log records it."""
+
+    meta: RequestMeta
+    principal: Principal | None = None
+    label_override: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.label_override:
+            return self.label_override
+        return self.principal.label if self.principal else "system"
+
+    @classmethod
+    def system(cls, label: str = "system") -> Actor:
+        return cls(meta=SYSTEM_META, label_override=label)

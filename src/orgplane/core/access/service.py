@@ -1,0 +1,203 @@
+"""Authentication and reach: the one place that decides who may touch which org.
+
+Order of answers: no or bad credentials → 401; an org outside the principal's subtree (or that
+does not exist) → 404 with the same body; inside it but without the scope → 403.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from orgplane.core.access import scopes as scope_catalog
+from orgplane.core.access.principal import Principal
+from orgplane.core.errors import Forbidden, NotFound, Unauthenticated
+from orgplane.core.ids import hash_secret, native_key_well_formed
+from orgplane.models import credentials, orgs
+from orgplane.models.base import utcnow
+
+PARENT = orgs.alias("parent")
+_parent = PARENT
+
+# Everything a handler needs about an org, including the parent's public id, in one query.
+ORG_COLUMNS = (*orgs.c, _parent.c.public_id.label("parent_public_id"))
+_ORG_BY_PUBLIC_ID = (
+    sa.select(*ORG_COLUMNS)
+    .select_from(orgs.outerjoin(_parent, _parent.c.id == orgs.c.parent_id))
+    .where(orgs.c.public_id == sa.bindparam("public_id"))
+)
+_KEY_BY_HASH = (
+    sa.select(
+        credentials.c.id,
+        credentials.c.public_id,
+        credentials.c.org_id,
+        credentials.c.root_id,
+        credentials.c.user_id,
+        credentials.c.name,
+        credentials.c.scopes,
+        credentials.c.expires_at,
+        credentials.c.revoked_at,
+        orgs.c.public_id.label("org_public_id"),
+        orgs.c.status.label("org_status"),
+        orgs.c.deleted_at.label("org_deleted_at"),
+    )
+    .select_from(credentials.join(orgs, orgs.c.id == credentials.c.org_id))
+    .where(credentials.c.key_hash == sa.bindparam("key_hash"))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    """The outcome of one authentication; for a known but unusable key, whose it was."""
+
+    principal: Principal | None
+    reason: str
+    key_id: str | None = None
+    org_id: int | None = None
+    root_id: int | None = None
+
+
+class KeyCache:
+    """A short-lived, bounded cache of key lookups, hits and misses alike.
+
+    Caching misses too keeps an unknown key as cheap as a known one. Revocation, deletion and
+    moves clear entries at once in this process; other workers see the change after ``ttl``.
+    """
+
+    def __init__(self, ttl: float, max_entries: int = 50_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, AuthResult]] = OrderedDict()
+
+    def get(self, key_hash: str) -> AuthResult | None:
+        entry = self._entries.get(key_hash)
+        if entry is None:
+            return None
+        expires, result = entry
+        if expires < time.monotonic():
+            self._entries.pop(key_hash, None)
+            return None
+        return result
+
+    def put(self, key_hash: str, result: AuthResult) -> None:
+        if self.ttl <= 0:
+            return
+        self._entries[key_hash] = (time.monotonic() + self.ttl, result)
+        self._entries.move_to_end(key_hash)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def invalidate(self, key_hash: str) -> None:
+        self._entries.pop(key_hash, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def parse_authorization(header: str | None) -> str | None:
+    """The secret from ``Authorization: Bearer <key>`` or ``Token <key>``, else None."""
+    if not header:
+        return None
+    scheme, _, secret = header.strip().partition(" ")
+    if scheme.lower() not in ("bearer", "token") or not secret.strip():
+        return None
+    return secret.strip()
+
+
+async def authenticate(conn_factory: Any, cache: KeyCache, secret: str | None) -> AuthResult:
+    """Resolve a secret to a principal, or say why not (for the access log).
+
+    ``conn_factory`` is only entered on a cache miss, so a cached key costs no connection.
+    """
+    if secret is None:
+        return AuthResult(None, "missing credentials")
+    key_hash = hash_secret(secret)
+    result = cache.get(key_hash)
+    if result is None:
+        if native_key_well_formed(secret):
+            async with conn_factory() as conn:
+                row = (await conn.execute(_KEY_BY_HASH, {"key_hash": key_hash})).first()
+            result = _result_from_row(row, key_hash)
+        else:
+            # Hashed and cached all the same: a malformed key costs what an unknown one does.
+            result = AuthResult(None, "malformed key")
+        cache.put(key_hash, result)
+    principal = result.principal
+    if (
+        principal is not None
+        and principal.expires_at is not None
+        and principal.expires_at <= utcnow()
+    ):
+        return AuthResult(
+            None, "expired key", principal.key_id, principal.org_id, principal.root_id
+        )
+    return result
+
+
+def _result_from_row(row: Any, key_hash: str) -> AuthResult:
+    if row is None:
+        return AuthResult(None, "unknown key")
+    if row.revoked_at is not None:
+        return AuthResult(None, "revoked key", row.public_id, row.org_id, row.root_id)
+    if row.org_deleted_at is not None or row.org_status in ("deactivated", "deleted"):
+        return AuthResult(None, "organization not active", row.public_id, row.org_id, row.root_id)
+    principal = Principal(
+        key_pk=row.id,
+        key_id=row.public_id,
+        key_hash=key_hash,
+        org_id=row.org_id,
+        org_public_id=row.org_public_id,
+        root_id=row.root_id,
+        scopes=scope_catalog.expand(row.scopes),
+        name=row.name,
+        user_id=row.user_id,
+        expires_at=row.expires_at,
+    )
+    return AuthResult(principal, "ok", row.public_id, row.org_id, row.root_id)
+
+
+def require_scope(principal: Principal, scope: str) -> None:
+    if scope not in principal.scopes:
+        raise Forbidden(f"this credential lacks the {scope!r} scope")
+
+
+def org_not_found(org_ref: str) -> NotFound:
+    return NotFound(f"organization {org_ref!r} not found")
+
+
+async def reach(
+    conn: AsyncConnection,
+    principal: Principal,
+    org_ref: str,
+    *,
+    scope: str,
+    include_deleted: bool = False,
+    lock: Literal["share", "update"] | None = None,
+) -> Any:
+    """Fetch the org ``org_ref`` if the principal may reach it, then check ``scope``.
+
+    ``lock`` takes a row lock (PostgreSQL) for a write that depends on what was read.
+    """
+    statement = _ORG_BY_PUBLIC_ID
+    if lock is not None:
+        statement = statement.with_for_update(of=orgs, read=lock == "share")
+    row = (await conn.execute(statement, {"public_id": org_ref})).first()
+    if row is None or not principal.reaches(row.path):
+        raise org_not_found(org_ref)
+    if row.deleted_at is not None and not include_deleted:
+        raise org_not_found(org_ref)
+    require_scope(principal, scope)
+    return row
+
+
+def unauthenticated(reason: str) -> Unauthenticated:
+    detail = "missing credentials" if reason == "missing credentials" else "invalid credentials"
+    return Unauthenticated(
+        f"{detail}: send 'Authorization: Bearer <api key>'",
+        headers={"WWW-Authenticate": 'Bearer realm="orgplane"'},
+    )

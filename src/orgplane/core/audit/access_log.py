@@ -1,0 +1,120 @@
+"""The access log: every authentication attempt, buffered in memory and written in batches.
+
+Writing a row per request inline would put a write on every read; instead rows (and keys'
+last-used times) are flushed every ``flush_seconds`` with one multi-row insert, and on shutdown.
+Readers of the log call ``flush()`` first, so a process always sees its own entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from orgplane.db.engine import Database, Tx
+from orgplane.models import access_log, credentials
+from orgplane.models.base import utcnow
+
+log = logging.getLogger(__name__)
+MAX_BUFFER = 100_000
+
+
+class AccessLogWriter:
+    def __init__(self, db: Database, flush_seconds: float) -> None:
+        self.db = db
+        self.flush_seconds = flush_seconds
+        self._rows: list[dict[str, Any]] = []
+        self._last_used: dict[int, datetime] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    def record(
+        self,
+        *,
+        actor: str,
+        action: str,
+        status: str,
+        org_id: int | None = None,
+        root_id: int | None = None,
+        key_id: str | None = None,
+        key_pk: int | None = None,
+        user_id: int | None = None,
+        method: str | None = None,
+        path: str | None = None,
+        ip: str | None = None,
+        user_agent: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        now = utcnow()
+        if len(self._rows) >= MAX_BUFFER:
+            # The database is not keeping up; dropping is better than exhausting memory.
+            log.warning("access log buffer full; dropping an entry")
+            return
+        self._rows.append(
+            {
+                "at": now,
+                "actor": actor[:200],
+                "action": action,
+                "status": status,
+                "org_id": org_id,
+                "root_id": root_id,
+                "key_id": key_id,
+                "user_id": user_id,
+                "method": method,
+                "path": (path or "")[:400] or None,
+                "ip": ip,
+                "user_agent": (user_agent or "")[:400] or None,
+                "detail": detail,
+            }
+        )
+        if key_pk is not None and status == "SUCCESS":
+            self._last_used[key_pk] = now
+
+    async def flush(self) -> None:
+        async with self._lock:
+            rows, self._rows = self._rows, []
+            last_used, self._last_used = self._last_used, {}
+            if not rows and not last_used:
+                return
+            try:
+                await self.db.transaction(_write, rows, last_used)
+            except Exception:
+                log.exception(
+                    "access log flush failed; %d entries kept for the next try", len(rows)
+                )
+                self._rows[:0] = rows
+                for key, value in last_used.items():
+                    self._last_used.setdefault(key, value)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_seconds)
+            await self.flush()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="orgplane-access-log")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+
+async def _write(tx: Tx, rows: list[dict[str, Any]], last_used: dict[int, datetime]) -> None:
+    if rows:
+        await tx.execute(sa.insert(access_log), rows)
+    if last_used:
+        await tx.execute(
+            sa.update(credentials)
+            .where(credentials.c.id == sa.bindparam("key_pk"))
+            .values(last_used_at=sa.bindparam("used_at")),
+            [{"key_pk": k, "used_at": v} for k, v in sorted(last_used.items())],
+        )

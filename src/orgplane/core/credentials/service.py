@@ -1,0 +1,183 @@
+"""API keys: minted within the creator's scopes and expiry, shown once, stored as a hash."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from orgplane.core.access import scopes as scope_catalog
+from orgplane.core.access.principal import Actor, Principal
+from orgplane.core.access.service import reach
+from orgplane.core.audit import service as audit
+from orgplane.core.errors import Forbidden, InvalidInput, NotFound
+from orgplane.core.ids import hash_secret, new_native_key, new_public_id
+from orgplane.core.orgs.validation import clean_name
+from orgplane.core.pagination import decode_cursor, encode_cursor
+from orgplane.db.engine import Tx
+from orgplane.models import credentials
+from orgplane.models.base import utcnow
+
+KEY_COLUMNS = (
+    credentials.c.id,
+    credentials.c.public_id,
+    credentials.c.org_id,
+    credentials.c.kind,
+    credentials.c.name,
+    credentials.c.hint,
+    credentials.c.scopes,
+    credentials.c.created_at,
+    credentials.c.expires_at,
+    credentials.c.last_used_at,
+    credentials.c.revoked_at,
+    credentials.c.user_id,
+)
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    row: Any
+    secret: str
+
+
+def _describe(row: Any) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "kind": row.kind,
+        "scopes": list(row.scopes),
+        "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+    }
+
+
+async def insert_key(
+    tx: Tx,
+    *,
+    org: Any,
+    name: str,
+    scopes: list[str],
+    expires_at: datetime | None,
+    created_by: int | None,
+) -> CreatedKey:
+    secret = new_native_key()
+    values = {
+        "public_id": new_public_id("key_"),
+        "org_id": org.id,
+        "root_id": org.root_id,
+        "kind": "native",
+        "name": name,
+        "key_hash": hash_secret(secret),
+        "hint": secret[:8],
+        "scopes": scopes,
+        "created_at": utcnow(),
+        "created_by": created_by,
+        "expires_at": expires_at,
+    }
+    key_id = (
+        await tx.execute(sa.insert(credentials).values(values).returning(credentials.c.id))
+    ).scalar_one()
+    row = (await tx.execute(sa.select(*KEY_COLUMNS).where(credentials.c.id == key_id))).one()
+    return CreatedKey(row=row, secret=secret)
+
+
+async def create(
+    tx: Tx,
+    actor: Actor,
+    org_ref: str,
+    *,
+    name: str,
+    scopes: list[str],
+    expires_at: datetime | None,
+) -> CreatedKey:
+    principal = actor.principal
+    assert principal is not None
+    org = await reach(tx.conn, principal, org_ref, scope="keys:write")
+    name = clean_name(name)
+    scopes = scope_catalog.validate(scopes)
+    _within_creator(principal, scopes, expires_at)
+    created = await insert_key(
+        tx, org=org, name=name, scopes=scopes, expires_at=expires_at, created_by=principal.key_pk
+    )
+    audit.record(
+        tx,
+        actor,
+        action="key.created",
+        root_id=org.root_id,
+        org_id=org.id,
+        target_type="key",
+        target_id=created.row.public_id,
+        after=_describe(created.row),
+    )
+    return created
+
+
+def _within_creator(principal: Principal, scopes: list[str], expires_at: datetime | None) -> None:
+    """A key can never mint a key that can do more, or live longer, than itself."""
+    granted = scope_catalog.expand(scopes)
+    excess = sorted(granted - principal.scopes)
+    if excess:
+        raise Forbidden(f"a key cannot grant scopes it does not hold: {', '.join(excess)}")
+    if expires_at is not None and expires_at <= utcnow():
+        raise InvalidInput.for_field("expires_at", "must be in the future")
+    if principal.expires_at is not None and (
+        expires_at is None or expires_at > principal.expires_at
+    ):
+        raise Forbidden(
+            "a key cannot outlive the key that creates it: set expires_at no later than "
+            f"{principal.expires_at.isoformat()}"
+        )
+
+
+async def list_keys(
+    conn: AsyncConnection,
+    principal: Principal,
+    org_ref: str,
+    *,
+    limit: int,
+    cursor: str | None,
+    include_revoked: bool = False,
+) -> tuple[list[Any], str | None]:
+    org = await reach(conn, principal, org_ref, scope="keys:read")
+    after = decode_cursor(cursor, int)
+    statement = sa.select(*KEY_COLUMNS).where(credentials.c.org_id == org.id)
+    if not include_revoked:
+        statement = statement.where(credentials.c.revoked_at.is_(None))
+    if after is not None:
+        statement = statement.where(credentials.c.id > after[0])
+    rows = list((await conn.execute(statement.order_by(credentials.c.id).limit(limit + 1))).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1].id) if more else None
+
+
+async def revoke(tx: Tx, actor: Actor, org_ref: str, key_ref: str) -> tuple[Any, str]:
+    """Revoke a key of the org; returns the row and its hash (for the caller's cache)."""
+    principal = actor.principal
+    assert principal is not None
+    org = await reach(tx.conn, principal, org_ref, scope="keys:write")
+    row = (
+        await tx.execute(
+            sa.select(*KEY_COLUMNS, credentials.c.key_hash).where(
+                credentials.c.public_id == key_ref, credentials.c.org_id == org.id
+            )
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"API key {key_ref!r} not found in organization {org_ref!r}")
+    if row.revoked_at is None:
+        await tx.execute(
+            sa.update(credentials).where(credentials.c.id == row.id).values(revoked_at=utcnow())
+        )
+        audit.record(
+            tx,
+            actor,
+            action="key.revoked",
+            root_id=org.root_id,
+            org_id=org.id,
+            target_type="key",
+            target_id=row.public_id,
+            before=_describe(row),
+        )
+    return row, row.key_hash

@@ -1,0 +1,66 @@
+"""Identifiers and secrets: public ids, and API key formats with a checksum.
+
+A native key reads ``opk_<32 base62 characters><6 base62 checksum characters>``: the prefix
+makes a leaked key recognisable to secret scanners, the checksum lets a typo be rejected without
+touching the database, and only the sha256 of the whole key is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import string
+import uuid
+import zlib
+
+_BASE62 = string.digits + string.ascii_letters
+NATIVE_KEY_PREFIX = "opk_"
+_BODY_LEN = 32
+_CHECKSUM_LEN = 6
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+def new_public_id(prefix: str = "") -> str:
+    """A short random id: 12 characters from [0-9a-z], about 62 bits."""
+    alphabet = string.digits + string.ascii_lowercase
+    return prefix + "".join(secrets.choice(alphabet) for _ in range(12))
+
+
+def _base62(number: int, length: int) -> str:
+    chars = []
+    for _ in range(length):
+        number, rem = divmod(number, 62)
+        chars.append(_BASE62[rem])
+    return "".join(reversed(chars))
+
+
+def _checksum(body: str) -> str:
+    return _base62(zlib.crc32(body.encode()), _CHECKSUM_LEN)
+
+
+def new_native_key() -> str:
+    body = "".join(secrets.choice(_BASE62) for _ in range(_BODY_LEN))
+    return f"{NATIVE_KEY_PREFIX}{body}{_checksum(body)}"
+
+
+def native_key_well_formed(key: str) -> bool:
+    if not key.startswith(NATIVE_KEY_PREFIX):
+        return False
+    rest = key[len(NATIVE_KEY_PREFIX) :]
+    if len(rest) != _BODY_LEN + _CHECKSUM_LEN or any(c not in _BASE62 for c in rest):
+        return False
+    body, check = rest[:_BODY_LEN], rest[_BODY_LEN:]
+    return secrets.compare_digest(_checksum(body), check)
+
+
+def hash_secret(secret: str) -> str:
+    """The stored form of a key. Keys carry ~190 random bits, so a plain sha256 is enough."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def sumo_org_id(deployment: str, org_key: int) -> str:
+    """Sumo Logic's face of an org: ``<deployment>-<16 upper-case hex digits>``."""
+    return f"{deployment}-{org_key:016X}"

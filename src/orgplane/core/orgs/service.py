@@ -1,0 +1,494 @@
+"""The organization tree: create, change, move, delete and restore, and its listings.
+
+Every function that writes takes the transaction first and the acting principal second, checks
+reach through ``access.service.reach`` and queues its audit entries on the transaction.
+
+Locking (PostgreSQL; SQLite has one writer): a create holds its parent row FOR SHARE; a move or
+a cascading delete first locks the tenant root row FOR UPDATE (so structural changes in one tree
+are serialized), then the rows of the subtree. A create under a moving subtree therefore either
+finishes before the move reads the subtree or sees the moved parent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from orgplane.core.access.principal import Actor, Principal
+from orgplane.core.access.service import ORG_COLUMNS, PARENT, org_not_found, reach, require_scope
+from orgplane.core.audit import service as audit
+from orgplane.core.errors import Conflict, Gone, InvalidInput, PreconditionFailed
+from orgplane.core.ids import new_public_id, new_uuid
+from orgplane.core.orgs.validation import clean_fields, clean_name
+from orgplane.core.pagination import decode_cursor, encode_cursor
+from orgplane.db.engine import Tx
+from orgplane.models import org_tags, orgs
+from orgplane.models.base import utcnow
+
+# Upper bound of a subtree's range: every path character ("/", digits) sorts below "~".
+_PATH_END = "~"
+_parent = PARENT
+AUDITED_FIELDS = (
+    "name",
+    "description",
+    "status",
+    "deployment",
+    "country",
+    "timezone",
+    "plan",
+    "settings",
+    "tags",
+    "customizations",
+)
+UPDATABLE_FIELDS = frozenset(AUDITED_FIELDS)
+
+
+def subtree_range(path: str) -> sa.ColumnElement[bool]:
+    """The org at ``path`` and all its descendants: one range scan on the unique path index."""
+    return sa.and_(orgs.c.path >= path, orgs.c.path < path + _PATH_END)
+
+
+def descendants_range(path: str) -> sa.ColumnElement[bool]:
+    return sa.and_(orgs.c.path > path, orgs.c.path < path + _PATH_END)
+
+
+def snapshot(row: Any) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in AUDITED_FIELDS}
+
+
+def etag(row: Any) -> str:
+    return f'"{row.uuid}.{row.version}"'
+
+
+def check_if_match(row: Any, if_match: str | None) -> None:
+    if if_match is None:
+        return
+    candidates = [c.strip() for c in if_match.split(",")]
+    current = etag(row)
+    if "*" in candidates:
+        return
+    if not any(c.removeprefix("W/") == current for c in candidates):
+        raise PreconditionFailed(
+            f"the organization has changed (its ETag is now {current}); read it again and retry",
+            headers={"ETag": current},
+        )
+
+
+async def fetch(conn: AsyncConnection | Tx, org_id: int) -> Any:
+    statement = (
+        sa.select(*ORG_COLUMNS)
+        .select_from(orgs.outerjoin(_parent, _parent.c.id == orgs.c.parent_id))
+        .where(orgs.c.id == org_id)
+    )
+    return (await conn.execute(statement)).one()
+
+
+async def _insert(tx: Tx, values: dict[str, Any], parent: Any | None) -> int:
+    now = utcnow()
+    row = {
+        "uuid": new_uuid(),
+        "public_id": new_public_id(),
+        "parent_id": parent.id if parent is not None else None,
+        "root_id": parent.root_id if parent is not None else 0,
+        # A unique placeholder until the id is known.
+        "path": f"new:{new_uuid()}",
+        "depth": parent.depth + 1 if parent is not None else 0,
+        "description": "",
+        "status": "active",
+        "deployment": parent.deployment if parent is not None else "us1",
+        "timezone": parent.timezone if parent is not None else "UTC",
+        "plan": "free",
+        "settings": {},
+        "tags": [],
+        "customizations": {},
+        "created_at": now,
+        "modified_at": now,
+        "version": 1,
+        **values,
+    }
+    org_id: int = (await tx.execute(sa.insert(orgs).values(row).returning(orgs.c.id))).scalar_one()
+    path = (parent.path if parent is not None else "/") + f"{org_id}/"
+    fixes: dict[str, Any] = {"path": path}
+    if parent is None:
+        fixes["root_id"] = org_id
+    await tx.execute(sa.update(orgs).where(orgs.c.id == org_id).values(fixes))
+    if row["tags"]:
+        await tx.execute(sa.insert(org_tags), [{"org_id": org_id, "tag": t} for t in row["tags"]])
+    return org_id
+
+
+async def create_root(tx: Tx, actor: Actor, *, name: str, **fields: Any) -> Any:
+    """A new tenant tree (bootstrap and operators only: no API principal can create a root)."""
+    values = clean_fields({"name": name, **fields})
+    org_id = await _insert(tx, values, None)
+    await audit.start_chain(tx, org_id)
+    row = await fetch(tx, org_id)
+    audit.record(
+        tx,
+        actor,
+        action="org.created",
+        root_id=org_id,
+        org_id=org_id,
+        target_type="org",
+        target_id=row.public_id,
+        after=snapshot(row),
+    )
+    return row
+
+
+async def create_child(
+    tx: Tx, actor: Actor, parent_ref: str, fields: dict[str, Any], *, max_depth: int
+) -> Any:
+    principal = _principal(actor)
+    values = clean_fields(fields)
+    if "name" not in values:
+        raise InvalidInput.for_field("name", "is required")
+    parent = await reach(tx.conn, principal, parent_ref, scope="orgs:write", lock="share")
+    if parent.status != "active":
+        raise Conflict(
+            f"organization {parent_ref!r} is {parent.status}; children can only be "
+            "created under an active organization"
+        )
+    if parent.depth + 1 >= max_depth:
+        raise Conflict(f"the tree may be at most {max_depth} levels deep")
+    org_id = await _insert(tx, values, parent)
+    row = await fetch(tx, org_id)
+    audit.record(
+        tx,
+        actor,
+        action="org.created",
+        root_id=row.root_id,
+        org_id=row.id,
+        target_type="org",
+        target_id=row.public_id,
+        after=snapshot(row),
+    )
+    return row
+
+
+async def update(
+    tx: Tx, actor: Actor, org_ref: str, changes: dict[str, Any], *, if_match: str | None = None
+) -> Any:
+    principal = _principal(actor)
+    unknown = set(changes) - UPDATABLE_FIELDS
+    if unknown:
+        raise InvalidInput.for_field(sorted(unknown)[0], "cannot be changed")
+    values = clean_fields(changes)
+    row = await reach(tx.conn, principal, org_ref, scope="orgs:write", lock="update")
+    check_if_match(row, if_match)
+    if "status" in values and row.id == principal.org_id and values["status"] != "active":
+        raise Conflict("a credential cannot disable or deactivate its own organization")
+    return await apply_changes(tx, actor, row, values)
+
+
+async def apply_changes(tx: Tx, actor: Actor, row: Any, values: dict[str, Any]) -> Any:
+    """Write already-checked field changes to a locked org row, with its audit entry."""
+    before = snapshot(row)
+    changed = {k: v for k, v in values.items() if before[k] != v}
+    if not changed:
+        return row
+    await tx.execute(
+        sa.update(orgs)
+        .where(orgs.c.id == row.id)
+        .values(**changed, modified_at=utcnow(), version=orgs.c.version + 1)
+    )
+    if "tags" in changed:
+        await tx.execute(sa.delete(org_tags).where(org_tags.c.org_id == row.id))
+        if changed["tags"]:
+            await tx.execute(
+                sa.insert(org_tags), [{"org_id": row.id, "tag": t} for t in changed["tags"]]
+            )
+    updated = await fetch(tx, row.id)
+    audit.record(
+        tx,
+        actor,
+        action="org.updated",
+        root_id=row.root_id,
+        org_id=row.id,
+        target_type="org",
+        target_id=row.public_id,
+        before={k: before[k] for k in changed},
+        after=changed,
+    )
+    return updated
+
+
+async def _lock_tree(tx: Tx, root_id: int) -> None:
+    if tx.is_postgres:
+        await tx.execute(sa.select(orgs.c.id).where(orgs.c.id == root_id).with_for_update())
+
+
+async def _lock_subtree(tx: Tx, path: str) -> list[Any]:
+    statement = sa.select(
+        orgs.c.id,
+        orgs.c.public_id,
+        orgs.c.path,
+        orgs.c.depth,
+        orgs.c.deleted_at,
+        orgs.c.deleted_with,
+    ).where(subtree_range(path))
+    if tx.is_postgres:
+        statement = statement.order_by(orgs.c.id).with_for_update()
+    return list((await tx.execute(statement)).all())
+
+
+async def delete(tx: Tx, actor: Actor, org_ref: str, *, cascade: bool) -> list[Any]:
+    """Soft-delete an org (and with ``cascade`` its live descendants); returns the deleted rows."""
+    principal = _principal(actor)
+    row = await reach(tx.conn, principal, org_ref, scope="orgs:write")
+    if row.parent_id is None:
+        raise Conflict("the root of a tenant tree cannot be deleted")
+    if row.id == principal.org_id:
+        raise Conflict("a credential cannot delete its own organization")
+    await _lock_tree(tx, row.root_id)
+    subtree = [r for r in await _lock_subtree(tx, row.path) if r.deleted_at is None]
+    descendants = [r for r in subtree if r.id != row.id]
+    if descendants and not cascade:
+        raise Conflict(
+            f"organization {org_ref!r} has {len(descendants)} descendant(s); "
+            "delete them first or pass cascade=true",
+        )
+    now = utcnow()
+    await tx.execute(
+        sa.update(orgs)
+        .where(orgs.c.id == row.id)
+        .values(deleted_at=now, deleted_with=None, modified_at=now, version=orgs.c.version + 1)
+    )
+    if descendants:
+        await tx.execute(
+            sa.update(orgs)
+            .where(descendants_range(row.path), orgs.c.deleted_at.is_(None))
+            .values(
+                deleted_at=now, deleted_with=row.id, modified_at=now, version=orgs.c.version + 1
+            )
+        )
+    for gone in subtree:
+        audit.record(
+            tx,
+            actor,
+            action="org.deleted",
+            root_id=row.root_id,
+            org_id=gone.id,
+            target_type="org",
+            target_id=gone.public_id,
+            after={"cascade_of": row.public_id} if gone.id != row.id else None,
+        )
+    return subtree
+
+
+async def restore(tx: Tx, actor: Actor, org_ref: str, *, window_days: int) -> Any:
+    principal = _principal(actor)
+    row = await reach(tx.conn, principal, org_ref, scope="orgs:write", include_deleted=True)
+    if row.deleted_at is None:
+        raise Conflict(f"organization {org_ref!r} is not deleted")
+    if row.deleted_at + timedelta(days=window_days) < utcnow():
+        raise Gone(f"organization {org_ref!r} was deleted more than {window_days} days ago")
+    await _lock_tree(tx, row.root_id)
+    parent = await fetch(tx, row.parent_id)
+    if parent.deleted_at is not None:
+        raise Conflict(f"restore the parent organization {parent.public_id!r} first")
+    subtree = await _lock_subtree(tx, row.path)
+    brought_back = [r for r in subtree if r.id == row.id or r.deleted_with == row.id]
+    now = utcnow()
+    await tx.execute(
+        sa.update(orgs)
+        .where(orgs.c.id.in_([r.id for r in brought_back]))
+        .values(deleted_at=None, deleted_with=None, modified_at=now, version=orgs.c.version + 1)
+    )
+    for back in brought_back:
+        audit.record(
+            tx,
+            actor,
+            action="org.restored",
+            root_id=row.root_id,
+            org_id=back.id,
+            target_type="org",
+            target_id=back.public_id,
+        )
+    return await fetch(tx, row.id)
+
+
+async def move(
+    tx: Tx,
+    actor: Actor,
+    org_ref: str,
+    new_parent_ref: str,
+    *,
+    max_depth: int,
+    if_match: str | None = None,
+) -> Any:
+    """Re-parent an org; every descendant's path and depth follow in the same transaction."""
+    principal = _principal(actor)
+    row = await reach(tx.conn, principal, org_ref, scope="orgs:write")
+    if row.parent_id is None or row.id == principal.org_id:
+        raise Conflict("this organization cannot be moved: it is the root of what you can reach")
+    await _lock_tree(tx, row.root_id)
+    # Read both again now that the tree is locked: a move committed meanwhile may have changed them.
+    row = await reach(tx.conn, principal, org_ref, scope="orgs:write", lock="update")
+    check_if_match(row, if_match)
+    new_parent = await reach(tx.conn, principal, new_parent_ref, scope="orgs:write", lock="update")
+    if new_parent.path.startswith(row.path):
+        raise Conflict("an organization cannot be moved under itself or one of its descendants")
+    if new_parent.id == row.parent_id:
+        return row
+    if new_parent.status != "active":
+        raise Conflict(
+            f"organization {new_parent_ref!r} is {new_parent.status}; it cannot take children"
+        )
+    subtree = await _lock_subtree(tx, row.path)
+    height = max(r.depth for r in subtree) - row.depth
+    if new_parent.depth + 1 + height >= max_depth:
+        raise Conflict(f"the move would make the tree deeper than {max_depth} levels")
+    new_path = f"{new_parent.path}{row.id}/"
+    delta = new_parent.depth + 1 - row.depth
+    await tx.execute(
+        sa.update(orgs)
+        .where(subtree_range(row.path))
+        .values(
+            path=sa.literal(new_path) + sa.func.substr(orgs.c.path, len(row.path) + 1),
+            depth=orgs.c.depth + delta,
+        )
+    )
+    await tx.execute(
+        sa.update(orgs)
+        .where(orgs.c.id == row.id)
+        .values(parent_id=new_parent.id, modified_at=utcnow(), version=orgs.c.version + 1)
+    )
+    audit.record(
+        tx,
+        actor,
+        action="org.moved",
+        root_id=row.root_id,
+        org_id=row.id,
+        target_type="org",
+        target_id=row.public_id,
+        before={"parent_id": row.parent_public_id},
+        after={"parent_id": new_parent.public_id},
+    )
+    return await fetch(tx, row.id)
+
+
+def _principal(actor: Actor) -> Principal:
+    if actor.principal is None:
+        raise AssertionError("an API change needs a principal")
+    return actor.principal
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[Any]
+    next_cursor: str | None
+
+
+_LIST_COLUMNS = (*orgs.c, _parent.c.public_id.label("parent_public_id"))
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def list_children(
+    conn: AsyncConnection,
+    principal: Principal,
+    org_ref: str,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    name: str | None = None,
+    status: str | None = None,
+    tag: str | None = None,
+) -> Page:
+    parent = await reach(conn, principal, org_ref, scope="orgs:read")
+    after = decode_cursor(cursor, int)
+    statement = (
+        sa.select(*_LIST_COLUMNS)
+        .select_from(orgs.join(_parent, _parent.c.id == orgs.c.parent_id))
+        .where(orgs.c.parent_id == parent.id)
+    )
+    statement = _filters(statement, name=name, status=status, tag=tag)
+    if after is not None:
+        statement = statement.where(orgs.c.id > after[0])
+    rows = list((await conn.execute(statement.order_by(orgs.c.id).limit(limit + 1))).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, encode_cursor(rows[-1].id) if more else None)
+
+
+async def list_descendants(
+    conn: AsyncConnection,
+    principal: Principal,
+    org_ref: str,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    max_depth: int | None = None,
+    name: str | None = None,
+    status: str | None = None,
+    tag: str | None = None,
+) -> Page:
+    """Descendants in depth-first order (parents before children), paginated on the path."""
+    top = await reach(conn, principal, org_ref, scope="orgs:read")
+    after = decode_cursor(cursor, str)
+    statement = (
+        sa.select(*_LIST_COLUMNS)
+        .select_from(orgs.join(_parent, _parent.c.id == orgs.c.parent_id))
+        .where(descendants_range(top.path))
+    )
+    statement = _filters(statement, name=name, status=status, tag=tag)
+    if max_depth is not None:
+        statement = statement.where(orgs.c.depth <= top.depth + max_depth)
+    if after is not None:
+        statement = statement.where(orgs.c.path > after[0])
+    rows = list((await conn.execute(statement.order_by(orgs.c.path).limit(limit + 1))).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, encode_cursor(rows[-1].path) if more else None)
+
+
+def _filters(statement: Any, *, name: str | None, status: str | None, tag: str | None) -> Any:
+    if status == "deleted":
+        statement = statement.where(orgs.c.deleted_at.is_not(None))
+    else:
+        statement = statement.where(orgs.c.deleted_at.is_(None))
+        if status is not None:
+            statement = statement.where(orgs.c.status == status)
+    if name:
+        pattern = f"%{_escape_like(name.lower())}%"
+        statement = statement.where(sa.func.lower(orgs.c.name).like(pattern, escape="\\"))
+    if tag:
+        statement = statement.where(
+            sa.exists().where(org_tags.c.org_id == orgs.c.id, org_tags.c.tag == tag)
+        )
+    return statement
+
+
+async def get_any(conn: AsyncConnection, principal: Principal, org_ref: str) -> Any:
+    """An org the principal reaches, deleted ones included (for reads that must show them)."""
+    return await reach(conn, principal, org_ref, scope="orgs:read", include_deleted=True)
+
+
+__all__ = [
+    "Page",
+    "apply_changes",
+    "check_if_match",
+    "clean_name",
+    "create_child",
+    "create_root",
+    "delete",
+    "etag",
+    "fetch",
+    "get_any",
+    "list_children",
+    "list_descendants",
+    "move",
+    "org_not_found",
+    "require_scope",
+    "restore",
+    "snapshot",
+    "subtree_range",
+    "update",
+]

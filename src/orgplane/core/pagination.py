@@ -1,0 +1,44 @@
+"""Opaque keyset cursors: base64url JSON of the last row's sort key."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import orjson
+
+from orgplane.core.errors import InvalidInput
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+
+
+def encode_cursor(*key: Any) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(list(key))).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, *types: type) -> tuple[Any, ...] | None:
+    """The sort key from a cursor, checked against the expected types, or a clear 400."""
+    if cursor is None or cursor == "":
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, ValueError, orjson.JSONDecodeError):
+        raise InvalidInput.for_field("query.cursor", "not a cursor returned by this API") from None
+    if (
+        not isinstance(values, list)
+        or len(values) != len(types)
+        or not all(
+            isinstance(v, t) and not isinstance(v, bool) for v, t in zip(values, types, strict=True)
+        )
+    ):
+        raise InvalidInput.for_field("query.cursor", "not a cursor returned by this API")
+    return tuple(values)
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput.for_field("query.limit", f"must be between 1 and {MAX_LIMIT}")
+    return limit

@@ -1,0 +1,3 @@
+from orgplane.db.engine import Database, Tx
+
+__all__ = ["Database", "Tx"]

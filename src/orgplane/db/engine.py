@@ -1,0 +1,152 @@
+"""Engine set-up for SQLite and PostgreSQL, read connections, and retried write transactions."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+T = TypeVar("T")
+
+# PostgreSQL SQLSTATEs after which the whole transaction can simply be run again.
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}
+MAX_ATTEMPTS = 6
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        engine = create_async_engine(
+            url, json_serializer=_json_dumps, json_deserializer=orjson.loads
+        )
+        _configure_sqlite(engine)
+        return engine
+    return create_async_engine(
+        url,
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=False,
+    )
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    """WAL, foreign keys, a busy timeout, and explicit BEGIN so writers can take the lock up front.
+
+    pysqlite's own transaction handling defers BEGIN and cannot start a write transaction with
+    ``BEGIN IMMEDIATE``; without it, two readers that both try to write deadlock into SQLITE_BUSY.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get("sqlite_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@dataclass
+class Tx:
+    """One write transaction: its connection and the audit entries to append before commit."""
+
+    conn: AsyncConnection
+    dialect: str
+    pending_audit: list[dict[str, Any]] = field(default_factory=list)
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    async def execute(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
+        return await self.conn.execute(statement, params)
+
+
+class Database:
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.engine = create_engine(url, pool_size=pool_size)
+        self.dialect = self.engine.dialect.name
+        # SQLite has one writer; queueing writers here is cheaper than spinning on SQLITE_BUSY.
+        self._sqlite_write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        # Called with the Tx just before commit: appends the audit entries (set by the app).
+        self.before_commit: Callable[[Tx], Awaitable[None]] | None = None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads; whatever it began is rolled back on exit."""
+        async with self.engine.connect() as conn:
+            yield conn
+
+    async def transaction(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(tx, *args, **kwargs)`` in one write transaction and commit it.
+
+        PostgreSQL deadlocks and serialization failures roll back and run ``fn`` again, so ``fn``
+        must do nothing outside the database that cannot be repeated.
+        """
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                return await self._run_once(fn, *args, **kwargs)
+            except DBAPIError as exc:
+                if attempt == MAX_ATTEMPTS or _sqlstate(exc) not in _RETRYABLE_SQLSTATES:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    async def _run_once(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        if self._sqlite_write_lock is not None:
+            async with self._sqlite_write_lock:
+                return await self._run_in_connection(fn, *args, **kwargs)
+        return await self._run_in_connection(fn, *args, **kwargs)
+
+    async def _run_in_connection(
+        self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
+    ) -> T:
+        async with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn = await conn.execution_options(sqlite_immediate=True)
+            async with conn.begin():
+                tx = Tx(conn=conn, dialect=self.dialect)
+                result = await fn(tx, *args, **kwargs)
+                if self.before_commit is not None:
+                    await self.before_commit(tx)
+        for callback in tx.after_commit:
+            callback()
+        return result
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    orig = getattr(exc, "orig", None)
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if code:
+            return str(code)
+    return None

@@ -1,0 +1,217 @@
+"""Test harness: every test that takes ``db_url`` runs on SQLite and on PostgreSQL.
+
+Each database is migrated once per session with the real Alembic migrations; between tests the
+tables are emptied (PostgreSQL) or the migrated file is copied afresh (SQLite), so every test
+starts from the same state. Without a reachable PostgreSQL those runs are skipped with a loud
+message, unless ORGPLANE_REQUIRE_POSTGRES=1 (CI), which makes them fail instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from orgplane.api.deps import Services
+from orgplane.app import build_services, create_app
+from orgplane.config import Settings
+from orgplane.core.bootstrap import Bootstrapped, bootstrap
+from orgplane.db.migrate import upgrade
+from orgplane.models import metadata
+
+POSTGRES_URL = os.environ.get(
+    "ORGPLANE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+REQUIRE_POSTGRES = os.environ.get("ORGPLANE_REQUIRE_POSTGRES") == "1"
+_postgres_state: dict[str, Any] = {}
+
+
+def _postgres_reachable() -> str | None:
+    """None when PostgreSQL answers, else why not."""
+    if "error" not in _postgres_state:
+
+        async def probe() -> None:
+            engine = create_async_engine(POSTGRES_URL)
+            try:
+                async with engine.connect() as conn:
+                    await conn.execute(sa.text("SELECT 1"))
+            finally:
+                await engine.dispose()
+
+        try:
+            _run_in_thread(lambda: asyncio.run(asyncio.wait_for(probe(), timeout=5)))
+            _postgres_state["error"] = None
+        except Exception as exc:
+            _postgres_state["error"] = f"{type(exc).__name__}: {exc}"
+    error: str | None = _postgres_state["error"]
+    return error
+
+
+def _run_in_thread(fn: Any) -> Any:
+    """Session set-up runs while the test loop may be running; give it a loop of its own."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(fn).result()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    error = _postgres_reachable()
+    if error is None:
+        return [f"orgplane: PostgreSQL at {POSTGRES_URL} is reachable; tests run on both databases"]
+    banner = "!" * 78
+    return [
+        banner,
+        f"orgplane: PostgreSQL at {POSTGRES_URL} is NOT reachable ({error}).",
+        "orgplane: PostgreSQL tests will be "
+        + (
+            "FAILED (ORGPLANE_REQUIRE_POSTGRES=1)."
+            if REQUIRE_POSTGRES
+            else "SKIPPED. Only SQLite is tested."
+        ),
+        banner,
+    ]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _postgres_reachable() is not None and not REQUIRE_POSTGRES:
+        terminalreporter.write_sep(
+            "!",
+            "PostgreSQL was unreachable: its tests were SKIPPED, only SQLite was tested",
+            red=True,
+        )
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_migrated() -> str:
+    error = _postgres_reachable()
+    if error is not None:
+        if REQUIRE_POSTGRES:
+            pytest.fail(
+                f"PostgreSQL is required (ORGPLANE_REQUIRE_POSTGRES=1) but unreachable: {error}"
+            )
+        pytest.skip(f"PostgreSQL unreachable ({error})")
+
+    async def reset() -> None:
+        engine = create_async_engine(POSTGRES_URL)
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+            await conn.execute(sa.text("CREATE SCHEMA public"))
+        await engine.dispose()
+
+    _run_in_thread(lambda: asyncio.run(reset()))
+    upgrade(POSTGRES_URL)
+    return POSTGRES_URL
+
+
+# Tables the migrations fill with data every test needs.
+_SEEDED = {"meters", "alembic_version"}
+
+
+async def _truncate_postgres(url: str) -> None:
+    names = ", ".join(t.name for t in metadata.sorted_tables if t.name not in _SEEDED)
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        target = tmp_path / "orgplane.db"
+        shutil.copyfile(template, target)
+        return f"sqlite+aiosqlite:///{target}"
+    url: str = request.getfixturevalue("postgres_migrated")
+    await _truncate_postgres(url)
+    return url
+
+
+def make_settings(db_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": db_url,
+        "environment": "test",
+        "rate_limit_per_key": "100000/minute",
+        "rate_limit_per_org": "100000/minute",
+        "log_level": "warning",
+        **overrides,
+    }
+    return Settings(**values)
+
+
+@dataclass
+class Harness:
+    """A running app on one database, its services, and the bootstrapped root."""
+
+    app: Any
+    services: Services
+    client: httpx.AsyncClient
+    root: Bootstrapped
+
+    def auth(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.root.api_key}"}
+
+    async def create_org(
+        self, parent: str, name: str, key: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        response = await self.client.post(
+            f"/orgs/{parent}/children", json={"name": name, **fields}, headers=self.auth(key)
+        )
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def create_key(
+        self, org: str, scopes: list[str], key: str | None = None, **fields: Any
+    ) -> str:
+        response = await self.client.post(
+            f"/orgs/{org}/api_keys",
+            json={"name": "test", "scopes": scopes, **fields},
+            headers=self.auth(key),
+        )
+        assert response.status_code == 201, response.text
+        secret: str = response.json()["api_key"]
+        return secret
+
+
+async def start_harness(db_url: str, **overrides: Any) -> Harness:
+    services = build_services(make_settings(db_url, **overrides))
+    app = create_app(services.settings, services)
+    services.access_log.start()
+    root = await bootstrap(services.db, name="Root")
+    assert root is not None
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://orgplane.test"
+    )
+    return Harness(app=app, services=services, client=client, root=root)
+
+
+async def stop_harness(harness: Harness) -> None:
+    await harness.client.aclose()
+    await harness.services.access_log.stop()
+    await harness.services.db.dispose()
+
+
+@pytest.fixture
+async def h(db_url: str) -> AsyncIterator[Harness]:
+    harness = await start_harness(db_url)
+    try:
+        yield harness
+    finally:
+        await stop_harness(harness)
