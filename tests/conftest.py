@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from orgplane.api.deps import Services
@@ -98,7 +100,11 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_migrated() -> str:
+def postgres_migrated() -> Iterator[str]:
+    """A database of this test session's own on the PostgreSQL server, migrated, dropped after.
+
+    Its own database lets several test runs share one server without touching each other.
+    """
     error = _postgres_reachable()
     if error is not None:
         if REQUIRE_POSTGRES:
@@ -106,17 +112,23 @@ def postgres_migrated() -> str:
                 f"PostgreSQL is required (ORGPLANE_REQUIRE_POSTGRES=1) but unreachable: {error}"
             )
         pytest.skip(f"PostgreSQL unreachable ({error})")
+    name = f"orgplane_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
 
-    async def reset() -> None:
-        engine = create_async_engine(POSTGRES_URL)
-        async with engine.begin() as conn:
-            await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-            await conn.execute(sa.text("CREATE SCHEMA public"))
-        await engine.dispose()
+    async def admin(statement: str) -> None:
+        engine = create_async_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(sa.text(statement))
+        finally:
+            await engine.dispose()
 
-    _run_in_thread(lambda: asyncio.run(reset()))
-    upgrade(POSTGRES_URL)
-    return POSTGRES_URL
+    _run_in_thread(lambda: asyncio.run(admin(f'CREATE DATABASE "{name}"')))
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        _run_in_thread(lambda: asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')))
 
 
 # Tables the migrations fill with data every test needs.

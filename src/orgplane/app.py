@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,11 +20,13 @@ from orgplane.api.deps import Services, provide_actor, provide_principal
 from orgplane.api.native import consumption, customizations, keys, logs, ops, orgs
 from orgplane.api.observability import Metrics, ObservabilityMiddleware
 from orgplane.api.problems import EXCEPTION_HANDLERS
-from orgplane.api.ratelimit import RateLimiter
+from orgplane.api.ratelimit import RateLimiter, add_rate_limit_headers
 from orgplane.config import Settings, get_settings
+from orgplane.core import idempotency
 from orgplane.core.access.service import KeyCache
 from orgplane.core.audit import service as audit
 from orgplane.core.audit.access_log import AccessLogWriter
+from orgplane.core.errors import InvalidInput
 from orgplane.db.engine import Database
 from orgplane.logging import configure as configure_logging
 
@@ -45,13 +50,44 @@ def build_services(settings: Settings) -> Services:
     )
 
 
+HOUSEKEEPING_SECONDS = 600
+
+
+async def _housekeeping(services: Services) -> None:
+    """Drop idempotency records past their TTL, every few minutes, in every worker (idempotent)."""
+    log = logging.getLogger("orgplane.housekeeping")
+    while True:
+        await asyncio.sleep(HOUSEKEEPING_SECONDS)
+        try:
+            removed = await services.db.transaction(
+                idempotency.purge_expired, services.settings.idempotency_ttl_hours
+            )
+            if removed:
+                log.info("purged %d expired idempotency keys", removed)
+        except Exception:
+            log.exception("housekeeping failed; will retry")
+
+
+async def reject_nul(request: Request[Any, Any, Any]) -> None:
+    """PostgreSQL text cannot hold NUL: refuse it in the path and query before it reaches SQL."""
+    if "\x00" in request.scope["path"]:
+        raise InvalidInput.for_field("path", "must not contain NUL characters")
+    query = request.scope.get("query_string", b"")
+    if b"%00" in query or b"\x00" in query:
+        raise InvalidInput.for_field("query", "must not contain NUL characters")
+
+
 def create_litestar(services: Services) -> Litestar:
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         services.access_log.start()
+        housekeeping = asyncio.create_task(_housekeeping(services), name="orgplane-housekeeping")
         try:
             yield
         finally:
+            housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await housekeeping
             await services.access_log.stop()
             await services.db.dispose()
 
@@ -106,6 +142,8 @@ def create_litestar(services: Services) -> Litestar:
             "actor": Provide(provide_actor, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=reject_nul,
+        before_send=[add_rate_limit_headers],
         openapi_config=openapi,
         lifespan=[lifespan],
         request_max_body_size=services.settings.max_body_bytes,

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import sqlalchemy as sa
@@ -17,8 +17,9 @@ from orgplane.config import Settings
 from orgplane.core.access import scopes as scope_catalog
 from orgplane.core.access.principal import Actor
 from orgplane.core.audit import service as audit
-from orgplane.core.errors import OrgplaneError
+from orgplane.core.errors import InvalidInput, OrgplaneError
 from orgplane.db.engine import Database
+from orgplane.models.base import utcnow
 
 app = typer.Typer(
     help="orgplane: a control plane for trees of organizations.",
@@ -168,14 +169,28 @@ def keys_create(
     from orgplane.core.orgs.validation import clean_name
     from orgplane.models import orgs
 
-    scopes = scope_catalog.validate(scope or ["*"])
+    try:
+        scopes = scope_catalog.validate(scope or ["*"])
+    except OrgplaneError as exc:
+        reasons = "; ".join(e.message for e in exc.errors) or exc.detail
+        typer.echo(f"error: {reasons}", err=True)
+        raise typer.Exit(2) from None
 
     async def run(db: Database) -> Any:
         async def work(tx: Any) -> Any:
             row = (await tx.execute(sa.select(orgs).where(orgs.c.public_id == org))).first()
             if row is None or row.deleted_at is not None:
                 raise OrgplaneError(f"organization {org!r} not found")
-            expires_at = expires.astimezone() if expires else None
+            # The option is documented as UTC: a naive value is UTC, not the local zone.
+            expires_at = (
+                None
+                if expires is None
+                else expires.replace(tzinfo=UTC)
+                if expires.tzinfo is None
+                else expires
+            )
+            if expires_at is not None and expires_at <= utcnow():
+                raise InvalidInput.for_field("expires", "must be in the future")
             created = await insert_key(
                 tx,
                 org=row,

@@ -24,13 +24,13 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
     # Rate limits in the `limits` notation ("600/minute"); empty disables that limit.
-    rate_limit_per_key: str = "1200/minute"
-    rate_limit_per_org: str = "6000/minute"
+    rate_limit_per_key: str = "6000/minute"
+    rate_limit_per_org: str = "30000/minute"
     redis_url: str | None = None
     max_tree_depth: int = Field(default=10, ge=1, le=64)
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     # How long a key lookup stays cached in the process; revocation clears it at once.
-    key_cache_seconds: float = Field(default=30.0, ge=0)
+    key_cache_seconds: float = Field(default=5.0, ge=0)
     # How often buffered access-log rows and key last-used times are written.
     access_log_flush_seconds: float = Field(default=0.5, gt=0)
     restore_window_days: int = Field(default=30, ge=1)

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 
 from orgplane.api.native.schemas import Problem
 from orgplane.core.errors import OrgplaneError
@@ -31,6 +31,8 @@ _TITLES = {
     503: "Service unavailable",
 }
 _AT = re.compile(r"\s*-\s*at\s*`\$(?P<path>[^`]*)`")
+# msgspec names the member itself for unknown and missing fields.
+_MEMBER = re.compile(r"(?:unknown|missing required) field `(?P<name>[^`]*)`")
 
 
 def problem_response(
@@ -86,7 +88,12 @@ def _field_from_message(message: str, source: Any, key: str | None) -> tuple[str
     reason = _AT.sub("", message).strip()
     path = match.group("path").lstrip(".") if match else ""
     if source == "body":
-        return path or "body", reason
+        # Litestar strips msgspec's "- at `$...`" and passes the member as ``key`` ("data" = root).
+        member = path or (key if key and key != "data" else "")
+        named = _MEMBER.search(reason)
+        if named:
+            member = f"{member}.{named.group('name')}" if member else named.group("name")
+        return member or "body", reason
     if key:
         return f"{source}.{key}" + (f".{path}" if path else ""), reason
     return source, reason
@@ -109,8 +116,18 @@ def handle_validation_error(
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     detail = str(exc.detail)
-    if status == 400 and "JSON" in detail.upper():
+    if status == 400 and (
+        isinstance(exc.__cause__, SerializationException) or "JSON" in detail.upper()
+    ):
+        # Litestar turns a body that does not decode into a bare ClientException.
         detail = f"the request body is not valid JSON: {detail}"
+        return problem_response(
+            request,
+            status,
+            detail,
+            errors=[{"field": "body", "message": "not valid JSON"}],
+            headers=exc.headers,
+        )
     elif status == 404:
         detail = f"no route {request.method} {request.url.path}"
     elif status == 413:

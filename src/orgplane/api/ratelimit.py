@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, Storage
@@ -73,3 +74,20 @@ class RateLimiter:
         if refused:
             return max(refused, key=lambda v: v.reset_after)
         return min(verdicts, key=lambda v: v.remaining)
+
+
+async def add_rate_limit_headers(message: Any, scope: Any) -> None:
+    """Litestar before-send hook: every response to a rate-limited request carries RateLimit-*.
+
+    ``provide_principal`` leaves the verdict in the request state; a 429 already has the headers.
+    """
+    if message["type"] != "http.response.start":
+        return
+    verdict = scope.get("state", {}).get("rate_limit")
+    if not isinstance(verdict, Verdict):
+        return
+    headers = list(message.get("headers") or ())
+    if any(name.lower() == b"ratelimit-limit" for name, _ in headers):
+        return
+    headers.extend((k.lower().encode(), v.encode()) for k, v in verdict.headers().items())
+    message["headers"] = headers

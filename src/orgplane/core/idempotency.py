@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orgplane.core.errors import InvalidInput, Unprocessable
-from orgplane.db.engine import Tx
+from orgplane.db.engine import Reader, Tx
 from orgplane.models import idempotency_keys
 from orgplane.models.base import utcnow
 
@@ -41,7 +40,7 @@ def check_key(key: str) -> str:
 
 
 async def lookup(
-    conn: AsyncConnection | Tx, owner: str, key: str, fp: str, ttl_hours: int
+    conn: Reader, owner: str, key: str, fp: str, ttl_hours: int
 ) -> StoredResponse | None:
     row = (
         await conn.execute(

@@ -7,7 +7,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -66,6 +66,50 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+class Reader(Protocol):
+    """What read paths use: execute a Core statement and get a buffered result."""
+
+    async def execute(self, statement: Any, params: Any = None, /) -> Any: ...
+
+
+class SyncReader:
+    """Runs statements on a synchronous connection; the result is fully buffered on return.
+
+    Several requests may hold a reader on the one connection at once (a streamed export, say);
+    buffering every result before control returns to the event loop keeps them apart.
+    """
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, statement: Any, params: Any = None) -> Any:
+        return self._conn.execute(statement, params).freeze()()
+
+
+def _sqlite_read_engine(url: str) -> sa.Engine:
+    sync_url = sa.make_url(url).set(drivername="sqlite+pysqlite")
+    engine = sa.create_engine(
+        sync_url,
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
+        # Only the event loop's thread uses it, one statement at a time.
+        poolclass=sa.pool.StaticPool,
+        connect_args={"check_same_thread": False},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # autocommit: no BEGIN, nothing to roll back
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA query_only=ON")
+        cursor.close()
+
+    return engine
+
+
 @dataclass
 class Tx:
     """One write transaction: its connection and the audit entries to append before commit."""
@@ -90,6 +134,8 @@ class Database:
         self.dialect = self.engine.dialect.name
         # SQLite has one writer; queueing writers here is cheaper than spinning on SQLITE_BUSY.
         self._sqlite_write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._sqlite_reads = _sqlite_read_engine(url) if self.dialect == "sqlite" else None
+        self._sqlite_read_conn: sa.Connection | None = None
         # Called with the Tx just before commit: appends the audit entries (set by the app).
         self.before_commit: Callable[[Tx], Awaitable[None]] | None = None
 
@@ -99,12 +145,32 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._sqlite_read_conn is not None:
+            self._sqlite_read_conn.close()
+            self._sqlite_read_conn = None
+        if self._sqlite_reads is not None:
+            self._sqlite_reads.dispose()
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads; whatever it began is rolled back on exit."""
+    async def read(self) -> AsyncIterator[Reader]:
+        """A connection for reads, in autocommit: each statement sees the latest commit.
+
+        On SQLite it is a synchronous pysqlite connection used on the event loop's thread: a
+        sub-millisecond indexed read costs less than aiosqlite's hop to its worker thread, and
+        WAL readers do not wait for writers. On PostgreSQL, autocommit saves the BEGIN and
+        ROLLBACK round trips around every read.
+        """
+        if self._sqlite_reads is not None:
+            if self._sqlite_read_conn is None:
+                self._sqlite_read_conn = self._sqlite_reads.connect()
+            try:
+                yield SyncReader(self._sqlite_read_conn)
+            finally:
+                # Ends SQLAlchemy's bookkeeping; pysqlite in autocommit has nothing to undo.
+                self._sqlite_read_conn.rollback()
+            return
         async with self.engine.connect() as conn:
-            yield conn
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
 
     async def transaction(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(tx, *args, **kwargs)`` in one write transaction and commit it.

@@ -28,7 +28,7 @@ async def create_key(
     org_id: OrgId, data: JSONBody[ApiKeyCreate], services: ServicesDep, actor: ActorDep
 ) -> ApiKeyCreated:
     if data.expires_at is not None and data.expires_at.tzinfo is None:
-        raise InvalidInput.for_field("body.expires_at", "must include a time zone, e.g. 'Z'")
+        raise InvalidInput.for_field("expires_at", "must include a time zone, e.g. 'Z'")
     created = await services.db.transaction(
         key_service.create,
         actor,

@@ -119,7 +119,11 @@ async def _respond(
     return Stream(
         _export(services, org, log, filters, render, fmt),
         media_type=fmt,
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        # Litestar prefers the handler's media type (JSON) over the Stream's: set it explicitly.
+        headers={
+            "Content-Type": f"{fmt}; charset=utf-8" if fmt == CSV else fmt,
+            "Content-Disposition": f'attachment; filename="{filename}"',
+        },
     )
 
 
@@ -131,7 +135,13 @@ async def _export(
     render: Any,
     fmt: str,
 ) -> AsyncIterator[bytes]:
-    header_written = False
+    entry_type = AccessLogEntry if log == "access" else AuditEntry
+    columns = [f.encode_name for f in msgspec.structs.fields(entry_type)]
+    if fmt == CSV:
+        # The header comes first, even when no entry matches.
+        out = io.StringIO()
+        csv.writer(out).writerow(columns)
+        yield out.getvalue().encode()
     async with services.db.read() as conn:
         async for batch in queries.stream(conn, org, log, filters):
             entries = [msgspec.to_builtins(render(r)) for r in batch]
@@ -139,10 +149,7 @@ async def _export(
                 yield b"".join(msgspec.json.encode(e) + b"\n" for e in entries)
                 continue
             out = io.StringIO()
-            writer = csv.DictWriter(out, fieldnames=list(entries[0]))
-            if not header_written:
-                writer.writeheader()
-                header_written = True
+            writer = csv.DictWriter(out, fieldnames=columns)
             for entry in entries:
                 writer.writerow({k: _csv_cell(v) for k, v in entry.items()})
             yield out.getvalue().encode()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Operation
 
 from orgplane.api.native.schemas import Problem
 
@@ -27,6 +30,17 @@ def problems(*statuses: int) -> dict[int, ResponseSpec]:
             data_container=Problem,
             description=_DESCRIPTIONS[code],
             media_type="application/problem+json",
+            # Litestar's generated examples are random strings: noise, and a different document
+            # on every start.
+            generate_examples=False,
         )
         for code in codes
     }
+
+
+@dataclass
+class PublicOperation(Operation):
+    """An operation that needs no credentials: ``security: []`` overrides the global bearer one."""
+
+    def __post_init__(self) -> None:
+        self.security = []

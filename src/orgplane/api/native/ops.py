@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from litestar import MediaType, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 
 from orgplane.api.deps import PrincipalDep, ServicesDep
-from orgplane.api.native.openapi import problems
+from orgplane.api.native.openapi import PublicOperation, problems
 from orgplane.api.native.schemas import Health, Me
 
 
-@get("/healthz", summary="Liveness", tags=["operations"])
+@get("/healthz", summary="Liveness", tags=["operations"], operation_class=PublicOperation)
 async def healthz() -> Health:
     return Health(status="ok")
 
 
-@get("/readyz", summary="Readiness: the database answers", tags=["operations"])
+@get(
+    "/readyz",
+    summary="Readiness: the database answers",
+    tags=["operations"],
+    operation_class=PublicOperation,
+    responses={
+        503: ResponseSpec(
+            Health, description="The database does not answer", generate_examples=False
+        )
+    },
+)
 async def readyz(services: ServicesDep) -> Response[Health]:
     try:
         async with services.db.read() as conn:
@@ -25,7 +36,13 @@ async def readyz(services: ServicesDep) -> Response[Health]:
     return Response(Health(status="ok", database="ok"))
 
 
-@get("/metrics", summary="Prometheus metrics", tags=["operations"], media_type=MediaType.TEXT)
+@get(
+    "/metrics",
+    summary="Prometheus metrics",
+    tags=["operations"],
+    media_type=MediaType.TEXT,
+    operation_class=PublicOperation,
+)
 async def metrics(services: ServicesDep) -> Response[bytes]:
     pool = services.db.engine.pool
     checked_out = getattr(pool, "checkedout", None)

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orgplane.core.access import scopes as scope_catalog
 from orgplane.core.access.principal import Principal
 from orgplane.core.errors import Forbidden, NotFound, Unauthenticated
 from orgplane.core.ids import hash_secret, native_key_well_formed
+from orgplane.db.engine import Reader
 from orgplane.models import credentials, orgs
 from orgplane.models.base import utcnow
 
@@ -171,7 +171,7 @@ def org_not_found(org_ref: str) -> NotFound:
 
 
 async def reach(
-    conn: AsyncConnection,
+    conn: Reader,
     principal: Principal,
     org_ref: str,
     *,

@@ -57,7 +57,7 @@ class AccessLogWriter:
         self._rows.append(
             {
                 "at": now,
-                "actor": actor[:200],
+                "actor": _text(actor, 200) or "",
                 "action": action,
                 "status": status,
                 "org_id": org_id,
@@ -65,9 +65,9 @@ class AccessLogWriter:
                 "key_id": key_id,
                 "user_id": user_id,
                 "method": method,
-                "path": (path or "")[:400] or None,
+                "path": _text(path, 400),
                 "ip": ip,
-                "user_agent": (user_agent or "")[:400] or None,
+                "user_agent": _text(user_agent, 400),
                 "detail": detail,
             }
         )
@@ -106,6 +106,14 @@ class AccessLogWriter:
                 await self._task
             self._task = None
         await self.flush()
+
+
+def _text(value: Any, limit: int) -> Any:
+    """Client-supplied text, cut to ``limit``. PostgreSQL text cannot hold NUL, and one such row
+    would fail every later flush of the batch it sits in, so NUL is replaced."""
+    if not value:
+        return None
+    return str(value)[:limit].replace("\x00", "\ufffd")
 
 
 async def _write(tx: Tx, rows: list[dict[str, Any]], last_used: dict[int, datetime]) -> None:

@@ -8,12 +8,12 @@ from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import reach
 from orgplane.core.errors import InvalidInput
 from orgplane.core.pagination import decode_cursor, encode_cursor
+from orgplane.db.engine import Reader
 from orgplane.models import access_log, audit_log, orgs
 
 Log = Literal["audit", "children_audit", "access"]
@@ -69,13 +69,13 @@ def _base(log: Log, org: Any, filters: LogFilters) -> tuple[Any, Any]:
     return statement, table
 
 
-async def target(conn: AsyncConnection, principal: Principal, org_ref: str) -> Any:
+async def target(conn: Reader, principal: Principal, org_ref: str) -> Any:
     # Logs of a deleted org stay readable for as long as the org can be restored.
     return await reach(conn, principal, org_ref, scope="audit:read", include_deleted=True)
 
 
 async def page(
-    conn: AsyncConnection,
+    conn: Reader,
     org: Any,
     log: Log,
     filters: LogFilters,
@@ -93,9 +93,7 @@ async def page(
     return rows, encode_cursor(rows[-1].id) if more else None
 
 
-async def stream(
-    conn: AsyncConnection, org: Any, log: Log, filters: LogFilters
-) -> AsyncIterator[list[Any]]:
+async def stream(conn: Reader, org: Any, log: Log, filters: LogFilters) -> AsyncIterator[list[Any]]:
     """The whole filtered range, newest first, in batches (for NDJSON and CSV exports)."""
     statement, table = _base(log, org, filters.check())
     before: int | None = None

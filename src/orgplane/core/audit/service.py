@@ -16,10 +16,9 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orgplane.core.access.principal import Actor
-from orgplane.db.engine import Tx
+from orgplane.db.engine import Reader, Tx
 from orgplane.models import audit_chain_heads, audit_log
 from orgplane.models.base import utcnow
 
@@ -87,7 +86,7 @@ def _timestamp(value: datetime) -> str:
 
 def entry_hash(prev_hash: str, entry: Any) -> str:
     get = entry.get if isinstance(entry, dict) else lambda k: getattr(entry, k)
-    document = {name: get(name) for name in _HASHED_FIELDS}
+    document: dict[str, Any] = {name: get(name) for name in _HASHED_FIELDS}
     document["at"] = _timestamp(document["at"])
     canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(prev_hash.encode() + b"\n" + canonical).hexdigest()
@@ -138,7 +137,7 @@ class ChainBreak:
     reason: str
 
 
-async def verify(conn: AsyncConnection, root_id: int | None = None) -> list[ChainBreak]:
+async def verify(conn: Reader, root_id: int | None = None) -> list[ChainBreak]:
     """Recompute every tenant's chain; report the first broken link of each, if any."""
     heads_query = sa.select(audit_chain_heads)
     if root_id is not None:
@@ -152,7 +151,7 @@ async def verify(conn: AsyncConnection, root_id: int | None = None) -> list[Chai
     return breaks
 
 
-async def _verify_chain(conn: AsyncConnection, head: Any) -> ChainBreak | None:
+async def _verify_chain(conn: Reader, head: Any) -> ChainBreak | None:
     prev, expected_seq = GENESIS, 1
     async for entry in _chain_entries(conn, head.root_id):
         if entry.seq != expected_seq:
@@ -167,7 +166,7 @@ async def _verify_chain(conn: AsyncConnection, head: Any) -> ChainBreak | None:
     return None
 
 
-async def _chain_entries(conn: AsyncConnection, root_id: int) -> AsyncIterator[Any]:
+async def _chain_entries(conn: Reader, root_id: int) -> AsyncIterator[Any]:
     last_seq = 0
     while True:
         batch = (

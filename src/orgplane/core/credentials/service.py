@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orgplane.core.access import scopes as scope_catalog
 from orgplane.core.access.principal import Actor, Principal
@@ -17,7 +16,7 @@ from orgplane.core.errors import Forbidden, InvalidInput, NotFound
 from orgplane.core.ids import hash_secret, new_native_key, new_public_id
 from orgplane.core.orgs.validation import clean_name
 from orgplane.core.pagination import decode_cursor, encode_cursor
-from orgplane.db.engine import Tx
+from orgplane.db.engine import Reader, Tx
 from orgplane.models import credentials
 from orgplane.models.base import utcnow
 
@@ -131,7 +130,7 @@ def _within_creator(principal: Principal, scopes: list[str], expires_at: datetim
 
 
 async def list_keys(
-    conn: AsyncConnection,
+    conn: Reader,
     principal: Principal,
     org_ref: str,
     *,

@@ -10,7 +10,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, ValidationError
 
 from orgplane.core.access.principal import Actor
 from orgplane.core.access.service import reach
@@ -35,13 +35,21 @@ def _validator() -> Draft202012Validator:
 def validate(document: Any, field: str = "customizations") -> dict[str, Any]:
     document = clean_document(document, field)
     problems = sorted(_validator().iter_errors(document), key=lambda e: list(e.absolute_path))
-    if problems:
-        errors = [
-            FieldError(".".join([field, *(str(p) for p in e.absolute_path)]), e.message)
-            for e in problems
-        ]
+    errors = [error for e in problems for error in _field_errors(e, field)]
+    if errors:
         raise InvalidInput("customizations do not match the schema", errors=errors)
     return document
+
+
+def _field_errors(error: ValidationError, field: str) -> list[FieldError]:
+    """Name the bad member itself: an unknown key is reported at its own path, not its parent's."""
+    where = ".".join([field, *(str(p) for p in error.absolute_path)])
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        known = error.schema.get("properties", {})
+        unknown = [k for k in error.instance if k not in known]
+        allowed = ", ".join(known) or "none"
+        return [FieldError(f"{where}.{k}", f"unknown member; allowed: {allowed}") for k in unknown]
+    return [FieldError(where, error.message)]
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -61,9 +69,10 @@ async def replace(
     tx: Tx, actor: Actor, org_ref: str, document: Any, *, if_match: str | None = None
 ) -> Any:
     assert actor.principal is not None
-    document = validate(document)
+    # Reach and scope first: a caller who may not write here learns nothing from validation.
     row = await reach(tx.conn, actor.principal, org_ref, scope="orgs:write", lock="update")
     org_service.check_if_match(row, if_match)
+    document = validate(document)
     return await org_service.apply_changes(tx, actor, row, {"customizations": document})
 
 
@@ -71,9 +80,9 @@ async def patch(
     tx: Tx, actor: Actor, org_ref: str, changes: Any, *, if_match: str | None = None
 ) -> Any:
     assert actor.principal is not None
-    if not isinstance(changes, dict):
-        raise InvalidInput.for_field("body", "a merge patch must be a JSON object")
     row = await reach(tx.conn, actor.principal, org_ref, scope="orgs:write", lock="update")
     org_service.check_if_match(row, if_match)
+    if not isinstance(changes, dict):
+        raise InvalidInput.for_field("body", "a merge patch must be a JSON object")
     document = validate(merge_patch(row.customizations, changes))
     return await org_service.apply_changes(tx, actor, row, {"customizations": document})

@@ -3,10 +3,19 @@
 Every function that writes takes the transaction first and the acting principal second, checks
 reach through ``access.service.reach`` and queues its audit entries on the transaction.
 
-Locking (PostgreSQL; SQLite has one writer): a create holds its parent row FOR SHARE; a move or
-a cascading delete first locks the tenant root row FOR UPDATE (so structural changes in one tree
-are serialized), then the rows of the subtree. A create under a moving subtree therefore either
-finishes before the move reads the subtree or sees the moved parent.
+Locking (PostgreSQL; SQLite has one writer): every write that changes the shape of a tree locks
+its tenant root row first: a move, a delete or a restore FOR UPDATE, a create FOR KEY SHARE
+(creates do not block each other; only FOR UPDATE conflicts with KEY SHARE). Structural changes
+in one tree are therefore serialized, and none of them runs while a create is in flight: a move
+that has the tree sees every child created before it, and a create that has the tree reads its
+parent's path after the last move committed. Locking only the parent and the moved subtree is not
+enough in READ COMMITTED: a row inserted under a locked parent after the move's subtree read was
+neither counted for the depth cap nor (when its own child was created before the move's UPDATE
+took its snapshot) rewritten, leaving a path that no longer matched its parent's.
+
+Rows read before the tree lock only serve the reach check; each function reads its target again
+after taking the lock. Then the org rows it changes, then the audit chain head (at commit): the
+order is the same everywhere, so these writers cannot deadlock.
 """
 
 from __future__ import annotations
@@ -16,7 +25,6 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orgplane.core.access.principal import Actor, Principal
 from orgplane.core.access.service import ORG_COLUMNS, PARENT, org_not_found, reach, require_scope
@@ -25,7 +33,7 @@ from orgplane.core.errors import Conflict, Gone, InvalidInput, PreconditionFaile
 from orgplane.core.ids import new_public_id, new_uuid
 from orgplane.core.orgs.validation import clean_fields, clean_name
 from orgplane.core.pagination import decode_cursor, encode_cursor
-from orgplane.db.engine import Tx
+from orgplane.db.engine import Reader, Tx
 from orgplane.models import org_tags, orgs
 from orgplane.models.base import utcnow
 
@@ -78,7 +86,7 @@ def check_if_match(row: Any, if_match: str | None) -> None:
         )
 
 
-async def fetch(conn: AsyncConnection | Tx, org_id: int) -> Any:
+async def fetch(conn: Reader, org_id: int) -> Any:
     statement = (
         sa.select(*ORG_COLUMNS)
         .select_from(orgs.outerjoin(_parent, _parent.c.id == orgs.c.parent_id))
@@ -147,6 +155,8 @@ async def create_child(
     values = clean_fields(fields)
     if "name" not in values:
         raise InvalidInput.for_field("name", "is required")
+    # The tree before the parent (the lock order every structural change follows).
+    await _lock_tree(tx, principal.root_id, shared=True)
     parent = await reach(tx.conn, principal, parent_ref, scope="orgs:write", lock="share")
     if parent.status != "active":
         raise Conflict(
@@ -217,9 +227,11 @@ async def apply_changes(tx: Tx, actor: Actor, row: Any, values: dict[str, Any]) 
     return updated
 
 
-async def _lock_tree(tx: Tx, root_id: int) -> None:
+async def _lock_tree(tx: Tx, root_id: int, *, shared: bool = False) -> None:
+    """Lock the tenant root row: FOR UPDATE for a structural change, FOR KEY SHARE for a create."""
     if tx.is_postgres:
-        await tx.execute(sa.select(orgs.c.id).where(orgs.c.id == root_id).with_for_update())
+        statement = sa.select(orgs.c.id).where(orgs.c.id == root_id)
+        await tx.execute(statement.with_for_update(read=shared, key_share=shared))
 
 
 async def _lock_subtree(tx: Tx, path: str) -> list[Any]:
@@ -245,6 +257,8 @@ async def delete(tx: Tx, actor: Actor, org_ref: str, *, cascade: bool) -> list[A
     if row.id == principal.org_id:
         raise Conflict("a credential cannot delete its own organization")
     await _lock_tree(tx, row.root_id)
+    # Again under the lock: a move or delete committed meanwhile may have changed its path or state.
+    row = await reach(tx.conn, principal, org_ref, scope="orgs:write", lock="update")
     subtree = [r for r in await _lock_subtree(tx, row.path) if r.deleted_at is None]
     descendants = [r for r in subtree if r.id != row.id]
     if descendants and not cascade:
@@ -288,6 +302,12 @@ async def restore(tx: Tx, actor: Actor, org_ref: str, *, window_days: int) -> An
     if row.deleted_at + timedelta(days=window_days) < utcnow():
         raise Gone(f"organization {org_ref!r} was deleted more than {window_days} days ago")
     await _lock_tree(tx, row.root_id)
+    # Again under the lock: a concurrent restore or a move of an ancestor may have committed.
+    row = await reach(
+        tx.conn, principal, org_ref, scope="orgs:write", include_deleted=True, lock="update"
+    )
+    if row.deleted_at is None:
+        raise Conflict(f"organization {org_ref!r} is not deleted")
     parent = await fetch(tx, row.parent_id)
     if parent.deleted_at is not None:
         raise Conflict(f"restore the parent organization {parent.public_id!r} first")
@@ -392,7 +412,7 @@ def _escape_like(text: str) -> str:
 
 
 async def list_children(
-    conn: AsyncConnection,
+    conn: Reader,
     principal: Principal,
     org_ref: str,
     *,
@@ -419,7 +439,7 @@ async def list_children(
 
 
 async def list_descendants(
-    conn: AsyncConnection,
+    conn: Reader,
     principal: Principal,
     org_ref: str,
     *,
@@ -466,7 +486,7 @@ def _filters(statement: Any, *, name: str | None, status: str | None, tag: str |
     return statement
 
 
-async def get_any(conn: AsyncConnection, principal: Principal, org_ref: str) -> Any:
+async def get_any(conn: Reader, principal: Principal, org_ref: str) -> Any:
     """An org the principal reaches, deleted ones included (for reads that must show them)."""
     return await reach(conn, principal, org_ref, scope="orgs:read", include_deleted=True)
 

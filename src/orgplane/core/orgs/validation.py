@@ -63,7 +63,20 @@ def clean_document(value: Any, field: str) -> dict[str, Any]:
         raise InvalidInput.for_field(field, "must be a JSON object")
     if len(orjson.dumps(value)) > MAX_DOCUMENT_BYTES:
         raise InvalidInput.for_field(field, f"must encode to at most {MAX_DOCUMENT_BYTES} bytes")
+    # PostgreSQL's jsonb cannot store \u0000; refuse it on both databases alike.
+    if _has_nul(value):
+        raise InvalidInput.for_field(field, "must not contain NUL characters (\\u0000)")
     return value
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def clean_fields(fields: dict[str, Any]) -> dict[str, Any]:
@@ -88,6 +101,8 @@ def _clean_one(key: str, value: Any) -> Any:
             raise InvalidInput.for_field(
                 key, f"must be a string of at most {DESCRIPTION_MAX} characters"
             )
+        if "\x00" in value:
+            raise InvalidInput.for_field(key, "must not contain NUL characters")
         return value
     if key == "status":
         if value not in SETTABLE_STATUSES:

@@ -14,11 +14,11 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import reach
 from orgplane.core.errors import InvalidInput
+from orgplane.db.engine import Reader
 from orgplane.models import meters, org_limits, orgs, usage_daily
 from orgplane.models.base import utcnow
 
@@ -69,7 +69,7 @@ def _change(now: float, before: float) -> float | None:
 
 
 async def report(
-    conn: AsyncConnection,
+    conn: Reader,
     principal: Principal,
     org_ref: str,
     *,
@@ -86,8 +86,9 @@ async def report(
     windows = _Windows(current, as_of)
     meter_rows = (await conn.execute(sa.select(meters).order_by(meters.c.name))).all()
 
+    groups: list[tuple[Any, str | None]]
     if rollup == "children":
-        groups = await _children(conn, org)
+        groups = list(await _children(conn, org))
     else:
         groups = [(org, org.path if rollup == "subtree" else None)]
     sums = await _sums(conn, [g[0].id if g[1] is None else g[1] for g in groups], windows)
@@ -162,7 +163,7 @@ def _between(bounds: tuple[date, date]) -> sa.ColumnElement[bool]:
 
 
 async def _sums(
-    conn: AsyncConnection, keys: list[int | str], windows: _Windows
+    conn: Reader, keys: list[int | str], windows: _Windows
 ) -> dict[tuple[int | str, str], dict[str, int]]:
     """Sums per (org id or subtree path, meter) over the four windows, in one query."""
     previous = windows.period.previous()
@@ -188,19 +189,26 @@ async def _sums(
         )
         for row in await conn.execute(statement):
             out[(row.org_id, row.meter)] = {k: int(getattr(row, k)) for k in buckets}
-    for path in paths:
+    if paths:
+        # Every subtree in one statement: each counter row joins the group(s) whose path range
+        # holds its org's path (a range scan on the unique path index per group).
+        group = orgs.alias("grp")
+        member = orgs.alias("member")
+        in_group = sa.and_(member.c.path >= group.c.path, member.c.path < group.c.path + _PATH_END)
         statement = (
-            sa.select(usage_daily.c.meter, *columns)
-            .select_from(usage_daily.join(orgs, orgs.c.id == usage_daily.c.org_id))
-            .where(orgs.c.path >= path, orgs.c.path < path + _PATH_END, window)
-            .group_by(usage_daily.c.meter)
+            sa.select(group.c.path.label("group_path"), usage_daily.c.meter, *columns)
+            .select_from(
+                usage_daily.join(member, member.c.id == usage_daily.c.org_id).join(group, in_group)
+            )
+            .where(group.c.path.in_(paths), window)
+            .group_by(group.c.path, usage_daily.c.meter)
         )
         for row in await conn.execute(statement):
-            out[(path, row.meter)] = {k: int(getattr(row, k)) for k in buckets}
+            out[(row.group_path, row.meter)] = {k: int(getattr(row, k)) for k in buckets}
     return out
 
 
-async def _limits(conn: AsyncConnection, org_ids: list[int]) -> dict[tuple[int, str], int]:
+async def _limits(conn: Reader, org_ids: list[int]) -> dict[tuple[int, str], int]:
     rows = await conn.execute(
         sa.select(org_limits.c.org_id, org_limits.c.meter, org_limits.c.amount).where(
             org_limits.c.org_id.in_(org_ids)
@@ -209,7 +217,7 @@ async def _limits(conn: AsyncConnection, org_ids: list[int]) -> dict[tuple[int, 
     return {(r.org_id, r.meter): int(r.amount) for r in rows}
 
 
-async def _children(conn: AsyncConnection, org: Any) -> list[tuple[Any, str]]:
+async def _children(conn: Reader, org: Any) -> list[tuple[Any, str]]:
     rows = (
         await conn.execute(
             sa.select(orgs)
