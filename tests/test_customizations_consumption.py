@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from orgplane.core.customizations import service as customizations_service
-from orgplane.models import meters, org_limits, usage_daily
+from orgplane.models import meters, org_limits, orgs, usage_daily
+from orgplane.models.base import utcnow
 
 VALID = {
     "branding": {
@@ -403,19 +404,32 @@ def _today(tz: str) -> date:
     return datetime.now(ZoneInfo(tz)).date()
 
 
+async def _roots(conn: Any, org_ids: set[int]) -> dict[int, int]:
+    rows = await conn.execute(sa.select(orgs.c.id, orgs.c.root_id).where(orgs.c.id.in_(org_ids)))
+    return {row.id: row.root_id for row in rows}
+
+
 async def _insert_usage(h: Any, rows: dict[tuple[int, str, date], int]) -> None:
     async with h.services.db.engine.begin() as conn:
+        roots = await _roots(conn, {o for o, _, _ in rows})
         await conn.execute(
             sa.insert(usage_daily),
-            [{"org_id": o, "meter": m, "day": d, "quantity": q} for (o, m, d), q in rows.items()],
+            [
+                {"org_id": o, "root_id": roots[o], "meter": m, "day": d, "quantity": q}
+                for (o, m, d), q in rows.items()
+            ],
         )
 
 
 async def _set_limits(h: Any, limits: dict[tuple[int, str], int]) -> None:
     async with h.services.db.engine.begin() as conn:
+        roots = await _roots(conn, {o for o, _ in limits})
         await conn.execute(
             sa.insert(org_limits),
-            [{"org_id": o, "meter": m, "amount": a} for (o, m), a in limits.items()],
+            [
+                {"org_id": o, "root_id": roots[o], "meter": m, "amount": a, "updated_at": utcnow()}
+                for (o, m), a in limits.items()
+            ],
         )
 
 

@@ -17,7 +17,17 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 
 from orgplane import __version__
 from orgplane.api.deps import Services, provide_actor, provide_principal
-from orgplane.api.native import consumption, customizations, keys, logs, ops, orgs
+from orgplane.api.native import (
+    consumption,
+    credits,
+    customizations,
+    keys,
+    logs,
+    meters,
+    ops,
+    orgs,
+    usage,
+)
 from orgplane.api.observability import Metrics, ObservabilityMiddleware
 from orgplane.api.problems import EXCEPTION_HANDLERS
 from orgplane.api.ratelimit import RateLimiter, add_rate_limit_headers
@@ -111,6 +121,7 @@ def create_litestar(services: Services) -> Litestar:
             Tag(name="logs", description="Audit trail (hash-chained) and access log"),
             Tag(name="customizations", description="Per-org customization documents"),
             Tag(name="consumption", description="Monthly consumption per meter"),
+            Tag(name="usage", description="Usage ingestion: batches of metered events"),
             Tag(name="operations", description="Health, readiness, metrics"),
         ],
     )
@@ -130,6 +141,9 @@ def create_litestar(services: Services) -> Litestar:
             customizations.router,
             customizations.customizations_schema,
             consumption.router,
+            credits.router,
+            meters.router,
+            usage.router,
             ops.healthz,
             ops.readyz,
             ops.metrics,

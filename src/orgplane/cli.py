@@ -29,9 +29,13 @@ app = typer.Typer(
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 orgs_app = typer.Typer(help="Inspect and create organizations.", no_args_is_help=True)
 audit_app = typer.Typer(help="Check the audit log.", no_args_is_help=True)
+limits_app = typer.Typer(help="Set the limits of tenant roots.", no_args_is_help=True)
+ledger_app = typer.Typer(help="Check the allocation ledger.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(audit_app, name="audit")
+app.add_typer(limits_app, name="limits")
+app.add_typer(ledger_app, name="ledger")
 
 T = TypeVar("T")
 DatabaseUrl = Annotated[
@@ -357,6 +361,51 @@ def audit_verify(database_url: DatabaseUrl = None) -> None:
     for b in breaks:
         where = f"entry id {b.entry_id}" if b.entry_id is not None else "end of chain"
         typer.echo(f"tenant root {b.root_id}: broken at seq {b.seq} ({where}): {b.reason}")
+    sys.exit(1)
+
+
+@limits_app.command("set")
+def limits_set(
+    org: Annotated[str, typer.Argument(help="Public id of a tenant root organization.")],
+    meter: Annotated[str, typer.Argument(help="Meter name, e.g. operations.")],
+    amount: Annotated[int, typer.Argument(help="The new limit.", min=0)],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Set a tenant root's limit for a meter (operator access: no key needed)."""
+    from orgplane.core.credits.service import apply_root_limit
+    from orgplane.models import orgs
+
+    async def run(db: Database) -> Any:
+        async def work(tx: Any) -> Any:
+            row = (await tx.execute(sa.select(orgs).where(orgs.c.public_id == org))).first()
+            if row is None or row.deleted_at is not None:
+                raise OrgplaneError(f"organization {org!r} not found")
+            return await apply_root_limit(tx, Actor.system("cli"), row, meter, amount)
+
+        return await db.transaction(work)
+
+    balance = _with_db(database_url, run)
+    typer.echo(
+        f"{org} {meter}: limit {balance.amount}, allocated {balance.allocated}, "
+        f"available {balance.available}"
+    )
+
+
+@ledger_app.command("verify")
+def ledger_verify(database_url: DatabaseUrl = None) -> None:
+    """Recompute every balance from the ledger; exit 1 on any disagreement."""
+    from orgplane.core.credits.ledger import verify
+
+    async def run(db: Database) -> list[Any]:
+        async with db.read() as conn:
+            return await verify(conn)
+
+    problems = _with_db(database_url, run)
+    if not problems:
+        typer.echo("ledger verified: every balance agrees with the ledger")
+        return
+    for problem in problems:
+        typer.echo(str(problem))
     sys.exit(1)
 
 

@@ -9,7 +9,7 @@ from orgplane.models.base import metadata
 from orgplane.models.credentials import credentials
 from orgplane.models.idempotency import idempotency_keys
 from orgplane.models.orgs import org_tags, orgs
-from orgplane.models.usage import meters, org_limits, usage_daily
+from orgplane.models.usage import ledger, meters, org_limits, usage_daily, usage_events
 
 __all__ = [
     "access_log",
@@ -17,10 +17,12 @@ __all__ = [
     "audit_log",
     "credentials",
     "idempotency_keys",
+    "ledger",
     "metadata",
     "meters",
     "org_limits",
     "org_tags",
     "orgs",
     "usage_daily",
+    "usage_events",
 ]

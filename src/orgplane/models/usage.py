@@ -1,7 +1,14 @@
-"""Meters, the limits a parent gives its children, and per-day usage counters.
+"""Meters, limits and their ledger, usage events and per-day usage counters.
 
-Counters are kept per day (in the org's timezone) so that a month, a week and the change between
-them are sums over at most a few dozen rows; raw events are never scanned for a report.
+For each org and meter, ``org_limits`` holds what the org was given (``amount``: by its parent,
+or by the operator for a root), what it handed on (``allocated``: its children's amounts plus the
+deployment charges on them) and the deployment charge its own allocation costs its parent
+(``charge``). ``available = amount - allocated`` is never negative: a CHECK enforces it. Every
+change to these numbers is a row of the append-only ``ledger``, from which they can be rebuilt.
+
+Usage arrives as events (stored once per idempotency key) and is folded into per-day counters
+(in the org's time zone), so a month, a week and the change between them are sums over at most
+a few dozen rows; raw events are never scanned for a report.
 """
 
 import sqlalchemy as sa
@@ -28,8 +35,62 @@ org_limits = sa.Table(
     metadata,
     sa.Column("org_id", BigId, sa.ForeignKey("orgs.id"), primary_key=True),
     sa.Column("meter", sa.String(64), sa.ForeignKey("meters.name"), primary_key=True),
+    sa.Column("root_id", BigId, nullable=False),
     sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("allocated", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("charge", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.CheckConstraint("amount >= 0", name="amount_nonnegative"),
+    sa.CheckConstraint("allocated >= 0", name="allocated_nonnegative"),
+    sa.CheckConstraint("charge >= 0", name="charge_nonnegative"),
+    sa.CheckConstraint("amount >= allocated", name="available_nonnegative"),
+)
+
+ledger = sa.Table(
+    "ledger",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("root_id", BigId, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("meter", sa.String(64), sa.ForeignKey("meters.name"), nullable=False),
+    # limit.set (operator, roots), allocation (parent to child), release (unused allocation back
+    # to the parent on delete/deactivate), move.out / move.in (an allocation follows its org).
+    sa.Column("kind", sa.String(16), nullable=False),
+    # The org whose amount changed, and the parent whose pool paid for it (None for limit.set).
+    sa.Column("org_id", BigId, nullable=False),
+    sa.Column("parent_id", BigId, nullable=True),
+    sa.Column("delta", sa.BigInteger, nullable=False),
+    sa.Column("charge_delta", sa.BigInteger, nullable=False, server_default="0"),
+    # Balances after the change.
+    sa.Column("org_amount", sa.BigInteger, nullable=False),
+    sa.Column("org_allocated", sa.BigInteger, nullable=False),
+    sa.Column("parent_amount", sa.BigInteger, nullable=True),
+    sa.Column("parent_allocated", sa.BigInteger, nullable=True),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("actor_key_id", sa.String(32), nullable=True),
+    sa.Column("request_id", sa.String(64), nullable=True),
+    sa.Column("idempotency_key", sa.String(255), nullable=True),
+    sa.Index("ix_ledger_org_id_id", "org_id", "id"),
+    sa.Index("ix_ledger_parent_id_id", "parent_id", "id"),
+    sa.Index("ix_ledger_root_id_id", "root_id", "id"),
+)
+
+usage_events = sa.Table(
+    "usage_events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("root_id", BigId, nullable=False),
+    sa.Column("idempotency_key", sa.String(255), nullable=False),
+    sa.Column("org_id", BigId, sa.ForeignKey("orgs.id"), nullable=False),
+    sa.Column("meter", sa.String(64), sa.ForeignKey("meters.name"), nullable=False),
+    sa.Column("quantity", sa.BigInteger, nullable=False),
+    sa.Column("occurred_at", UTCDateTime, nullable=False),
+    # The day in the org's time zone, as counted in usage_daily.
+    sa.Column("day", sa.Date, nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    # Idempotency keys are unique within a tenant tree.
+    sa.UniqueConstraint("root_id", "idempotency_key"),
+    sa.CheckConstraint("quantity >= 0", name="quantity_nonnegative"),
 )
 
 usage_daily = sa.Table(
@@ -38,5 +99,6 @@ usage_daily = sa.Table(
     sa.Column("org_id", BigId, sa.ForeignKey("orgs.id"), primary_key=True),
     sa.Column("meter", sa.String(64), sa.ForeignKey("meters.name"), primary_key=True),
     sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("root_id", BigId, nullable=False),
     sa.Column("quantity", sa.BigInteger, nullable=False),
 )

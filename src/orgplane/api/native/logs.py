@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-import msgspec
 from litestar import Request, Router, get
 from litestar.params import FromQuery, QueryParameter
-from litestar.response import Stream
 
 from orgplane.api.deps import PrincipalDep, ServicesDep
+from orgplane.api.native.exports import EXPORT_DOC, export_format, export_response
 from orgplane.api.native.openapi import problems
 from orgplane.api.native.orgs import Cursor, Limit, OrgId
 from orgplane.api.native.schemas import (
@@ -35,23 +31,12 @@ ActorFilter = Annotated[
 ActionFilter = Annotated[
     str | None, QueryParameter(max_length=64, description="Exact, or a prefix ending in *")
 ]
-NDJSON = "application/x-ndjson"
-CSV = "text/csv"
 
 
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-def _export_format(request: Request[Any, Any, Any]) -> str | None:
-    accept = request.headers.get("accept", "")
-    if NDJSON in accept:
-        return NDJSON
-    if CSV in accept:
-        return CSV
-    return None
 
 
 def audit_out(row: Any, org_public_id: str) -> AuditEntry:
@@ -104,7 +89,7 @@ async def _respond(
         await services.access_log.flush()
     async with services.db.read() as conn:
         org = await queries.target(conn, principal, org_id)
-        fmt = _export_format(request)
+        fmt = export_format(request)
         if fmt is None:
             rows, next_cursor = await queries.page(
                 conn, org, log, filters, limit=limit, cursor=cursor
@@ -115,63 +100,22 @@ async def _respond(
         page_type = AccessLogPage if log == "access" else AuditPage
         return page_type(data, next_cursor)  # type: ignore[arg-type]
     filters.check()
-    filename = f"{org.public_id}-{log}.{'ndjson' if fmt == NDJSON else 'csv'}"
-    return Stream(
-        _export(services, org, log, filters, render, fmt),
-        media_type=fmt,
-        # Litestar prefers the handler's media type (JSON) over the Stream's: set it explicitly.
-        headers={
-            "Content-Type": f"{fmt}; charset=utf-8" if fmt == CSV else fmt,
-            "Content-Disposition": f'attachment; filename="{filename}"',
-        },
-    )
-
-
-async def _export(
-    services: ServicesDep,
-    org: Any,
-    log: queries.Log,
-    filters: queries.LogFilters,
-    render: Any,
-    fmt: str,
-) -> AsyncIterator[bytes]:
     entry_type = AccessLogEntry if log == "access" else AuditEntry
-    columns = [f.encode_name for f in msgspec.structs.fields(entry_type)]
-    if fmt == CSV:
-        # The header comes first, even when no entry matches.
-        out = io.StringIO()
-        csv.writer(out).writerow(columns)
-        yield out.getvalue().encode()
-    async with services.db.read() as conn:
-        async for batch in queries.stream(conn, org, log, filters):
-            entries = [msgspec.to_builtins(render(r)) for r in batch]
-            if fmt == NDJSON:
-                yield b"".join(msgspec.json.encode(e) + b"\n" for e in entries)
-                continue
-            out = io.StringIO()
-            writer = csv.DictWriter(out, fieldnames=columns)
-            for entry in entries:
-                writer.writerow({k: _csv_cell(v) for k, v in entry.items()})
-            yield out.getvalue().encode()
-
-
-def _csv_cell(value: Any) -> Any:
-    if isinstance(value, dict | list):
-        return msgspec.json.encode(value).decode()
-    return "" if value is None else value
-
-
-_EXPORT_DOC = (
-    " Newest first. Send `Accept: application/x-ndjson` or `Accept: text/csv` to export the "
-    "whole filtered range as a stream instead of a page."
-)
+    return export_response(
+        services.db,
+        fmt,
+        lambda conn: queries.stream(conn, org, log, filters),
+        render,
+        entry_type,
+        f"{org.public_id}-{log}",
+    )
 
 
 @get(
     "/{org_id:str}/audit",
     summary="The organization's own audit trail",
     responses=problems(),
-    description="Changes made to this organization." + _EXPORT_DOC,
+    description="Changes made to this organization." + EXPORT_DOC,
 )
 async def get_audit(
     org_id: OrgId,
@@ -196,7 +140,7 @@ async def get_audit(
     "/{org_id:str}/children_audit",
     summary="Audit trail of all descendants",
     responses=problems(),
-    description="Changes made to any organization below this one." + _EXPORT_DOC,
+    description="Changes made to any organization below this one." + EXPORT_DOC,
 )
 async def get_children_audit(
     org_id: OrgId,
@@ -221,7 +165,7 @@ async def get_children_audit(
     "/{org_id:str}/access_log",
     summary="Authentication attempts with this org's keys",
     responses=problems(),
-    description="Every sign-in and key use, success and failure." + _EXPORT_DOC,
+    description="Every sign-in and key use, success and failure." + EXPORT_DOC,
 )
 async def get_access_log(
     org_id: OrgId,

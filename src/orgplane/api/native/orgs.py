@@ -132,10 +132,13 @@ async def create_child(
     principal = actor.principal
     assert principal is not None
     fields = set_fields(data)
+    allocations = fields.pop("allocations", None)
     max_depth = services.settings.max_tree_depth
 
     async def work(tx: Tx) -> Any:
-        return await org_service.create_child(tx, actor, org_id, fields, max_depth=max_depth)
+        return await org_service.create_child(
+            tx, actor, org_id, fields, max_depth=max_depth, allocations=allocations
+        )
 
     if idempotency_key is None:
         row = await services.db.transaction(work)

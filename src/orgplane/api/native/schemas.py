@@ -66,6 +66,8 @@ class OrgCreate(Struct, forbid_unknown_fields=True):
     tags: list[str] | UnsetType = UNSET
     settings: dict[str, Any] | UnsetType = UNSET
     customizations: dict[str, Any] | UnsetType = UNSET
+    # Initial allocations from the parent's pool, {meter: amount}, in the same transaction.
+    allocations: dict[str, int] | UnsetType = UNSET
 
 
 class OrgUpdate(Struct, forbid_unknown_fields=True):

@@ -29,8 +29,10 @@ import sqlalchemy as sa
 from orgplane.core.access.principal import Actor, Principal
 from orgplane.core.access.service import ORG_COLUMNS, PARENT, org_not_found, reach, require_scope
 from orgplane.core.audit import service as audit
+from orgplane.core.credits import service as credits
 from orgplane.core.errors import Conflict, Gone, InvalidInput, PreconditionFailed
 from orgplane.core.ids import new_public_id, new_uuid
+from orgplane.core.locks import lock_tree
 from orgplane.core.orgs.validation import clean_fields, clean_name
 from orgplane.core.pagination import decode_cursor, encode_cursor
 from orgplane.db.engine import Reader, Tx
@@ -149,14 +151,21 @@ async def create_root(tx: Tx, actor: Actor, *, name: str, **fields: Any) -> Any:
 
 
 async def create_child(
-    tx: Tx, actor: Actor, parent_ref: str, fields: dict[str, Any], *, max_depth: int
+    tx: Tx,
+    actor: Actor,
+    parent_ref: str,
+    fields: dict[str, Any],
+    *,
+    max_depth: int,
+    allocations: dict[str, Any] | None = None,
 ) -> Any:
+    """A new child; ``allocations`` ({meter: amount}) come from the parent's pool at once."""
     principal = _principal(actor)
     values = clean_fields(fields)
     if "name" not in values:
         raise InvalidInput.for_field("name", "is required")
     # The tree before the parent (the lock order every structural change follows).
-    await _lock_tree(tx, principal.root_id, shared=True)
+    await lock_tree(tx, principal.root_id, shared=True)
     parent = await reach(tx.conn, principal, parent_ref, scope="orgs:write", lock="share")
     if parent.status != "active":
         raise Conflict(
@@ -177,6 +186,9 @@ async def create_child(
         target_id=row.public_id,
         after=snapshot(row),
     )
+    if allocations:
+        require_scope(principal, "credits:write")
+        await credits.allocate_initial(tx, actor, parent, row, allocations)
     return row
 
 
@@ -192,6 +204,15 @@ async def update(
     check_if_match(row, if_match)
     if "status" in values and row.id == principal.org_id and values["status"] != "active":
         raise Conflict("a credential cannot disable or deactivate its own organization")
+    if values.get("status") == "deactivated" and row.status != "deactivated":
+        if row.parent_id is None:
+            raise Conflict("the root of a tenant tree cannot be deactivated")
+        # Deactivating returns the subtree's unused allocations: a structural change.
+        await lock_tree(tx, row.root_id)
+        row = await reach(tx.conn, principal, org_ref, scope="orgs:write", lock="update")
+        check_if_match(row, if_match)
+        subtree = [r for r in await _lock_subtree(tx, row.path) if r.deleted_at is None]
+        await credits.release(tx, actor, subtree, await fetch(tx, row.parent_id))
     return await apply_changes(tx, actor, row, values)
 
 
@@ -227,13 +248,6 @@ async def apply_changes(tx: Tx, actor: Actor, row: Any, values: dict[str, Any]) 
     return updated
 
 
-async def _lock_tree(tx: Tx, root_id: int, *, shared: bool = False) -> None:
-    """Lock the tenant root row: FOR UPDATE for a structural change, FOR KEY SHARE for a create."""
-    if tx.is_postgres:
-        statement = sa.select(orgs.c.id).where(orgs.c.id == root_id)
-        await tx.execute(statement.with_for_update(read=shared, key_share=shared))
-
-
 async def _lock_subtree(tx: Tx, path: str) -> list[Any]:
     statement = sa.select(
         orgs.c.id,
@@ -242,6 +256,11 @@ async def _lock_subtree(tx: Tx, path: str) -> list[Any]:
         orgs.c.depth,
         orgs.c.deleted_at,
         orgs.c.deleted_with,
+        orgs.c.parent_id,
+        orgs.c.root_id,
+        orgs.c.timezone,
+        orgs.c.deployment,
+        orgs.c.status,
     ).where(subtree_range(path))
     if tx.is_postgres:
         statement = statement.order_by(orgs.c.id).with_for_update()
@@ -256,7 +275,7 @@ async def delete(tx: Tx, actor: Actor, org_ref: str, *, cascade: bool) -> list[A
         raise Conflict("the root of a tenant tree cannot be deleted")
     if row.id == principal.org_id:
         raise Conflict("a credential cannot delete its own organization")
-    await _lock_tree(tx, row.root_id)
+    await lock_tree(tx, row.root_id)
     # Again under the lock: a move or delete committed meanwhile may have changed its path or state.
     row = await reach(tx.conn, principal, org_ref, scope="orgs:write", lock="update")
     subtree = [r for r in await _lock_subtree(tx, row.path) if r.deleted_at is None]
@@ -291,6 +310,7 @@ async def delete(tx: Tx, actor: Actor, org_ref: str, *, cascade: bool) -> list[A
             target_id=gone.public_id,
             after={"cascade_of": row.public_id} if gone.id != row.id else None,
         )
+    await credits.release(tx, actor, subtree, await fetch(tx, row.parent_id))
     return subtree
 
 
@@ -301,7 +321,7 @@ async def restore(tx: Tx, actor: Actor, org_ref: str, *, window_days: int) -> An
         raise Conflict(f"organization {org_ref!r} is not deleted")
     if row.deleted_at + timedelta(days=window_days) < utcnow():
         raise Gone(f"organization {org_ref!r} was deleted more than {window_days} days ago")
-    await _lock_tree(tx, row.root_id)
+    await lock_tree(tx, row.root_id)
     # Again under the lock: a concurrent restore or a move of an ancestor may have committed.
     row = await reach(
         tx.conn, principal, org_ref, scope="orgs:write", include_deleted=True, lock="update"
@@ -346,7 +366,7 @@ async def move(
     row = await reach(tx.conn, principal, org_ref, scope="orgs:write")
     if row.parent_id is None or row.id == principal.org_id:
         raise Conflict("this organization cannot be moved: it is the root of what you can reach")
-    await _lock_tree(tx, row.root_id)
+    await lock_tree(tx, row.root_id)
     # Read both again now that the tree is locked: a move committed meanwhile may have changed them.
     row = await reach(tx.conn, principal, org_ref, scope="orgs:write", lock="update")
     check_if_match(row, if_match)
@@ -363,6 +383,7 @@ async def move(
     height = max(r.depth for r in subtree) - row.depth
     if new_parent.depth + 1 + height >= max_depth:
         raise Conflict(f"the move would make the tree deeper than {max_depth} levels")
+    await credits.transfer(tx, actor, row, await fetch(tx, row.parent_id), new_parent)
     new_path = f"{new_parent.path}{row.id}/"
     delta = new_parent.depth + 1 - row.depth
     await tx.execute(

@@ -1,0 +1,217 @@
+"""Reading the ledger: an org's balances, its ledger rows, and the whole-ledger verification."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from orgplane.core.access.principal import Principal
+from orgplane.core.access.service import reach
+from orgplane.core.errors import InvalidInput
+from orgplane.core.pagination import decode_cursor, encode_cursor
+from orgplane.core.usage.counters import consumed_this_period
+from orgplane.db.engine import Reader
+from orgplane.models import ledger, meters, org_limits, orgs
+
+EXPORT_BATCH = 1000
+KINDS = ("limit.set", "allocation", "release", "move.out", "move.in")
+
+
+async def credits_report(
+    conn: Reader, principal: Principal, org_ref: str
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Per meter: limit, allocated to children, available, consumed this period, extra."""
+    org = await reach(conn, principal, org_ref, scope="credits:read", include_deleted=True)
+    meter_rows = (await conn.execute(sa.select(meters).order_by(meters.c.name))).all()
+    limits = {
+        row.meter: row
+        for row in await conn.execute(sa.select(org_limits).where(org_limits.c.org_id == org.id))
+    }
+    consumed = await consumed_this_period(conn, [org])
+    out = []
+    for meter in meter_rows:
+        row = limits.get(meter.name)
+        used = consumed.get((org.id, meter.name), 0)
+        amount = int(row.amount) if row else None
+        allocated = int(row.allocated) if row else 0
+        available = amount - allocated if amount is not None else None
+        out.append(
+            {
+                "meter": meter.name,
+                "unit": meter.unit,
+                "step": int(meter.step),
+                "enforcement": meter.enforcement,
+                "limit": amount,
+                "allocated": allocated,
+                "available": available,
+                "deployment_charge": int(row.charge) if row else 0,
+                "consumed": used,
+                "extra": max(0, used - available) if available is not None else 0,
+            }
+        )
+    return org, out
+
+
+@dataclass(frozen=True)
+class LedgerFilters:
+    meter: str | None = None
+    kind: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def check(self) -> LedgerFilters:
+        if self.kind is not None and self.kind not in KINDS:
+            raise InvalidInput.for_field("query.kind", f"must be one of {', '.join(KINDS)}")
+        if self.since and self.until and self.since >= self.until:
+            raise InvalidInput.for_field("query.since", "must be before query.until")
+        return self
+
+
+_org = orgs.alias("ledger_org")
+_parent = orgs.alias("ledger_parent")
+_COLUMNS = (
+    *ledger.c,
+    _org.c.public_id.label("org_public_id"),
+    _parent.c.public_id.label("parent_public_id"),
+)
+
+
+def _statement(org: Any, filters: LedgerFilters) -> Any:
+    """Rows where the org gained or lost an amount, or its pool paid or got one back."""
+    statement = (
+        sa.select(*_COLUMNS)
+        .select_from(
+            ledger.join(_org, _org.c.id == ledger.c.org_id).outerjoin(
+                _parent, _parent.c.id == ledger.c.parent_id
+            )
+        )
+        .where(sa.or_(ledger.c.org_id == org.id, ledger.c.parent_id == org.id))
+    )
+    if filters.meter:
+        statement = statement.where(ledger.c.meter == filters.meter)
+    if filters.kind:
+        statement = statement.where(ledger.c.kind == filters.kind)
+    if filters.since:
+        statement = statement.where(ledger.c.at >= filters.since)
+    if filters.until:
+        statement = statement.where(ledger.c.at < filters.until)
+    return statement
+
+
+async def target(conn: Reader, principal: Principal, org_ref: str) -> Any:
+    return await reach(conn, principal, org_ref, scope="credits:read", include_deleted=True)
+
+
+async def page(
+    conn: Reader, org: Any, filters: LedgerFilters, *, limit: int, cursor: str | None
+) -> tuple[list[Any], str | None]:
+    statement = _statement(org, filters.check())
+    before = decode_cursor(cursor, int)
+    if before is not None:
+        statement = statement.where(ledger.c.id < before[0])
+    rows = list((await conn.execute(statement.order_by(ledger.c.id.desc()).limit(limit + 1))).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1].id) if more else None
+
+
+async def stream(conn: Reader, org: Any, filters: LedgerFilters) -> AsyncIterator[list[Any]]:
+    statement = _statement(org, filters.check())
+    before: int | None = None
+    while True:
+        batch_statement = statement if before is None else statement.where(ledger.c.id < before)
+        batch = list(
+            (
+                await conn.execute(batch_statement.order_by(ledger.c.id.desc()).limit(EXPORT_BATCH))
+            ).all()
+        )
+        if not batch:
+            return
+        yield batch
+        if len(batch) < EXPORT_BATCH:
+            return
+        before = batch[-1].id
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    org_id: int
+    meter: str
+    field: str
+    stored: int
+    expected: int
+
+    def __str__(self) -> str:
+        return (
+            f"org {self.org_id} meter {self.meter}: {self.field} is {self.stored}, "
+            f"expected {self.expected}"
+        )
+
+
+async def verify(conn: Reader) -> list[Disagreement]:
+    """Recompute every balance from the ledger and the tree, and compare with ``org_limits``.
+
+    Checks: each amount and charge equals the sum of its ledger deltas; each parent's
+    ``allocated`` equals the sum of its ledger debits and the sum of its children's
+    (amount + charge); no pool is negative.
+    """
+    amount: dict[tuple[int, str], int] = defaultdict(int)
+    charge: dict[tuple[int, str], int] = defaultdict(int)
+    paid: dict[tuple[int, str], int] = defaultdict(int)
+    last = 0
+    while True:
+        batch = (
+            await conn.execute(
+                sa.select(
+                    ledger.c.id,
+                    ledger.c.org_id,
+                    ledger.c.parent_id,
+                    ledger.c.meter,
+                    ledger.c.delta,
+                    ledger.c.charge_delta,
+                )
+                .where(ledger.c.id > last)
+                .order_by(ledger.c.id)
+                .limit(10_000)
+            )
+        ).all()
+        if not batch:
+            break
+        for row in batch:
+            key = (row.org_id, row.meter)
+            amount[key] += row.delta
+            charge[key] += row.charge_delta
+            if row.parent_id is not None:
+                paid[(row.parent_id, row.meter)] += row.delta + row.charge_delta
+        last = batch[-1].id
+    stored = {
+        (row.org_id, row.meter): row
+        for row in await conn.execute(
+            sa.select(org_limits, orgs.c.parent_id).join(orgs, orgs.c.id == org_limits.c.org_id)
+        )
+    }
+    held_by_children: dict[tuple[int, str], int] = defaultdict(int)
+    for (_, meter), row in stored.items():
+        if row.parent_id is not None:
+            held_by_children[(row.parent_id, meter)] += int(row.amount) + int(row.charge)
+    problems: list[Disagreement] = []
+    for key in sorted(set(stored) | set(amount) | set(paid)):
+        row = stored.get(key)
+        have = (int(row.amount), int(row.allocated), int(row.charge)) if row else (0, 0, 0)
+        checks = (
+            ("amount", have[0], amount.get(key, 0)),
+            ("charge", have[2], charge.get(key, 0)),
+            ("allocated", have[1], paid.get(key, 0)),
+            ("allocated (sum over children)", have[1], held_by_children.get(key, 0)),
+        )
+        for field, value, expected in checks:
+            if value != expected:
+                problems.append(Disagreement(key[0], key[1], field, value, expected))
+        if have[0] < have[1]:
+            problems.append(Disagreement(key[0], key[1], "available", have[0] - have[1], 0))
+    return problems

@@ -1,0 +1,517 @@
+"""Limits, allocations and their append-only ledger.
+
+For each org and meter, ``org_limits`` holds ``amount`` (what the org was given), ``allocated``
+(what it handed to its children, deployment charges included) and ``charge`` (the deployment
+charge its own allocation costs its parent). The invariants, after every commit:
+
+1. a parent's amount = its available pool + the sum over its children of (amount + charge),
+   and no pool is negative (a CHECK constraint backs this up);
+2. a child's amount is never set below what it handed on plus what it consumed this period;
+3. amounts are multiples of the meter's step;
+4. every change is a ledger row, and replaying the ledger gives back every balance (``verify``);
+5. deleting or deactivating an org returns its unused allocation to its parent.
+
+Locking (PostgreSQL): the tenant root FOR KEY SHARE (moves and deletes take it FOR UPDATE),
+then the ``org_limits`` rows involved FOR UPDATE in one order everywhere — ancestors first, by
+(depth, org id) — then the audit chain head at commit. Allocators on one parent queue on the
+parent's row; nothing waits in the opposite order, so allocation cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from orgplane.core.access.principal import Actor, Principal
+from orgplane.core.access.service import reach
+from orgplane.core.audit import service as audit
+from orgplane.core.credits.errors import (
+    BelowConsumption,
+    InsufficientPool,
+    NoLimitForMeter,
+    NotAStepMultiple,
+)
+from orgplane.core.errors import Conflict, InvalidInput, NotFound
+from orgplane.core.locks import lock_tree
+from orgplane.core.usage.counters import consumed_this_period
+from orgplane.db.engine import Reader, Tx
+from orgplane.models import ledger, meters, org_limits
+from orgplane.models.base import utcnow
+
+MAX_AMOUNT = 10**15
+
+
+@dataclass
+class Balance:
+    """One org's numbers for one meter (zeros when it has no row yet)."""
+
+    org_id: int
+    meter: str
+    amount: int = 0
+    allocated: int = 0
+    charge: int = 0
+    exists: bool = False
+
+    @property
+    def available(self) -> int:
+        return self.amount - self.allocated
+
+    def as_dict(self) -> dict[str, int]:
+        return {"limit": self.amount, "allocated": self.allocated, "available": self.available}
+
+
+@dataclass(frozen=True)
+class Allocation:
+    meter: str
+    parent: Any
+    child: Any
+    parent_balance: Balance
+    child_balance: Balance
+    diff: int
+    charge: int
+    changed: bool
+
+    @property
+    def limit_increased(self) -> bool:
+        return self.diff > 0
+
+
+async def get_meter(conn: Reader, name: str) -> Any:
+    row = (await conn.execute(sa.select(meters).where(meters.c.name == name))).first()
+    if row is None:
+        raise NotFound(f"meter {name!r} not found")
+    return row
+
+
+def check_amount(amount: int, meter: Any, field: str = "amount") -> None:
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+        raise InvalidInput.for_field(field, "must be a whole number ≥ 0")
+    if amount > MAX_AMOUNT:
+        raise InvalidInput.for_field(field, f"must be at most {MAX_AMOUNT}")
+    if amount % meter.step:
+        raise NotAStepMultiple(
+            f"{field}: {amount} is not a multiple of the {meter.name!r} meter's step "
+            f"({meter.step})",
+            errors=[InvalidInput.for_field(field, f"must be a multiple of {meter.step}").errors[0]],
+        )
+
+
+def deployment_charge(meter: Any, parent: Any, child: Any, amount: int) -> int:
+    """What allocating ``amount`` to a child in another deployment costs the parent on top."""
+    pct = meter.deployment_charge_pct
+    if not pct or parent.deployment == child.deployment or amount == 0:
+        return 0
+    return math.ceil(Decimal(amount) * Decimal(pct) / 100)
+
+
+def _depth_order(rows: Iterable[Any]) -> list[Any]:
+    return sorted(rows, key=lambda r: (r.depth, r.id))
+
+
+async def lock_balances(
+    tx: Tx, org_rows: Iterable[Any], meter: str | None = None
+) -> dict[tuple[int, str], Balance]:
+    """Lock (PostgreSQL) and read the limit rows of these orgs, ancestors first."""
+    ordered = _depth_order(org_rows)
+    if not ordered:
+        return {}
+    rank = {row.id: i for i, row in enumerate(ordered)}
+    statement = sa.select(org_limits).where(org_limits.c.org_id.in_(list(rank)))
+    if meter is not None:
+        statement = statement.where(org_limits.c.meter == meter)
+    if tx.is_postgres:
+        # ORDER BY in SQL fixes the order in which PostgreSQL takes the row locks.
+        depth_case = sa.case(rank, value=org_limits.c.org_id)
+        statement = statement.order_by(depth_case, org_limits.c.meter).with_for_update()
+    found = {}
+    for row in await tx.execute(statement):
+        found[(row.org_id, row.meter)] = Balance(
+            row.org_id, row.meter, int(row.amount), int(row.allocated), int(row.charge), True
+        )
+    return found
+
+
+def _balance(balances: dict[tuple[int, str], Balance], org_id: int, meter: str) -> Balance:
+    return balances.get((org_id, meter)) or Balance(org_id, meter)
+
+
+async def _save(tx: Tx, root_id: int, balance: Balance) -> None:
+    values = {
+        "amount": balance.amount,
+        "allocated": balance.allocated,
+        "charge": balance.charge,
+        "updated_at": utcnow(),
+    }
+    if balance.exists:
+        await tx.execute(
+            sa.update(org_limits)
+            .where(org_limits.c.org_id == balance.org_id, org_limits.c.meter == balance.meter)
+            .values(values)
+        )
+    else:
+        await tx.execute(
+            sa.insert(org_limits).values(
+                org_id=balance.org_id, meter=balance.meter, root_id=root_id, **values
+            )
+        )
+        balance.exists = True
+
+
+async def _write_ledger(
+    tx: Tx,
+    actor: Actor,
+    *,
+    kind: str,
+    root_id: int,
+    meter: str,
+    org: Balance,
+    parent: Balance | None,
+    delta: int,
+    charge_delta: int = 0,
+    idempotency_key: str | None = None,
+) -> None:
+    principal = actor.principal
+    await tx.execute(
+        sa.insert(ledger).values(
+            root_id=root_id,
+            at=utcnow(),
+            meter=meter,
+            kind=kind,
+            org_id=org.org_id,
+            parent_id=parent.org_id if parent else None,
+            delta=delta,
+            charge_delta=charge_delta,
+            org_amount=org.amount,
+            org_allocated=org.allocated,
+            parent_amount=parent.amount if parent else None,
+            parent_allocated=parent.allocated if parent else None,
+            actor=actor.label,
+            actor_key_id=principal.key_id if principal else None,
+            request_id=actor.meta.request_id,
+            idempotency_key=idempotency_key,
+        )
+    )
+
+
+async def set_root_limit(
+    tx: Tx,
+    actor: Actor,
+    org_ref: str,
+    meter_name: str,
+    amount: int,
+    *,
+    idempotency_key: str | None = None,
+) -> tuple[Any, Balance]:
+    """The limit of a tenant root, set through the API by a key of that root."""
+    principal = _principal(actor)
+    org = await reach(tx.conn, principal, org_ref, scope="credits:write")
+    return org, await apply_root_limit(
+        tx, actor, org, meter_name, amount, idempotency_key=idempotency_key
+    )
+
+
+async def apply_root_limit(
+    tx: Tx,
+    actor: Actor,
+    org: Any,
+    meter_name: str,
+    amount: int,
+    *,
+    idempotency_key: str | None = None,
+) -> Balance:
+    """Set a root's limit (the API after reach, or the operator's CLI); children get theirs by
+    allocation. It cannot go below what the root handed on plus what it consumed this period."""
+    if org.parent_id is not None:
+        raise Conflict(
+            f"organization {org.public_id!r} is not a root: its limits come from its parent's "
+            f"allocation (PUT /orgs/{{parent}}/children/{org.public_id}/allocations/{meter_name})"
+        )
+    meter = await get_meter(tx, meter_name)
+    check_amount(amount, meter)
+    await lock_tree(tx, org.root_id, shared=True)
+    balance = _balance(await lock_balances(tx, [org], meter.name), org.id, meter.name)
+    consumed = (await consumed_this_period(tx, [org], meter.name)).get((org.id, meter.name), 0)
+    floor = balance.allocated + consumed
+    if amount < floor:
+        raise BelowConsumption(
+            f"the limit cannot go below {floor}: {balance.allocated} is allocated to children "
+            f"and {consumed} was consumed this period"
+        )
+    delta = amount - balance.amount
+    if delta == 0 and balance.exists:
+        return balance
+    balance.amount = amount
+    await _save(tx, org.root_id, balance)
+    await _write_ledger(
+        tx,
+        actor,
+        kind="limit.set",
+        root_id=org.root_id,
+        meter=meter.name,
+        org=balance,
+        parent=None,
+        delta=delta,
+        idempotency_key=idempotency_key,
+    )
+    audit.record(
+        tx,
+        actor,
+        action="credits.limit_set",
+        root_id=org.root_id,
+        org_id=org.id,
+        target_type="limit",
+        target_id=f"{org.public_id}/{meter.name}",
+        before={"limit": amount - delta},
+        after={"limit": amount},
+    )
+    return balance
+
+
+async def allocate(
+    tx: Tx,
+    actor: Actor,
+    parent_ref: str,
+    child_ref: str,
+    meter_name: str,
+    amount: int,
+    *,
+    idempotency_key: str | None = None,
+) -> Allocation:
+    """Set a direct child's allocation of a meter, moving the difference from the parent's pool."""
+    principal = _principal(actor)
+    parent = await reach(tx.conn, principal, parent_ref, scope="credits:write")
+    child = await reach(tx.conn, principal, child_ref, scope="credits:write")
+    if child.parent_id != parent.id:
+        raise NotFound(f"organization {child_ref!r} is not a child of {parent_ref!r}")
+    meter = await get_meter(tx, meter_name)
+    check_amount(amount, meter)
+    await lock_tree(tx, parent.root_id, shared=True)
+    return await _allocate_locked(
+        tx, actor, parent, child, meter, amount, idempotency_key=idempotency_key
+    )
+
+
+async def _allocate_locked(
+    tx: Tx,
+    actor: Actor,
+    parent: Any,
+    child: Any,
+    meter: Any,
+    amount: int,
+    *,
+    idempotency_key: str | None,
+) -> Allocation:
+    balances = await lock_balances(tx, [parent, child], meter.name)
+    parent_balance = _balance(balances, parent.id, meter.name)
+    child_balance = _balance(balances, child.id, meter.name)
+    if not parent_balance.exists:
+        raise NoLimitForMeter(
+            f"organization {parent.public_id!r} has no {meter.name!r} limit to allocate from"
+        )
+    new_charge = deployment_charge(meter, parent, child, amount)
+    delta = amount - child_balance.amount
+    charge_delta = new_charge - child_balance.charge
+    need = delta + charge_delta
+    if need > parent_balance.available:
+        raise InsufficientPool(
+            f"organization {parent.public_id!r} has {parent_balance.available} {meter.unit} "
+            f"available; this allocation needs {need} more"
+            + (f" ({charge_delta} of it deployment charge)" if charge_delta else "")
+        )
+    if delta < 0:
+        consumed = (await consumed_this_period(tx, [child], meter.name)).get(
+            (child.id, meter.name), 0
+        )
+        floor = child_balance.allocated + consumed
+        if amount < floor:
+            raise BelowConsumption(
+                f"organization {child.public_id!r} needs at least {floor} {meter.unit}: "
+                f"{child_balance.allocated} allocated to its children and {consumed} consumed "
+                "this period"
+            )
+    if delta == 0 and charge_delta == 0:
+        return Allocation(
+            meter.name, parent, child, parent_balance, child_balance, 0, child_balance.charge, False
+        )
+    parent_balance.allocated += need
+    child_balance.amount = amount
+    child_balance.charge = new_charge
+    await _save(tx, parent.root_id, parent_balance)
+    await _save(tx, parent.root_id, child_balance)
+    await _write_ledger(
+        tx,
+        actor,
+        kind="allocation",
+        root_id=parent.root_id,
+        meter=meter.name,
+        org=child_balance,
+        parent=parent_balance,
+        delta=delta,
+        charge_delta=charge_delta,
+        idempotency_key=idempotency_key,
+    )
+    audit.record(
+        tx,
+        actor,
+        action="credits.allocated",
+        root_id=parent.root_id,
+        org_id=child.id,
+        target_type="allocation",
+        target_id=f"{child.public_id}/{meter.name}",
+        before={"limit": amount - delta, "charge": new_charge - charge_delta},
+        after={"limit": amount, "charge": new_charge, "parent": parent.public_id},
+    )
+    return Allocation(
+        meter.name, parent, child, parent_balance, child_balance, delta, new_charge, True
+    )
+
+
+async def allocate_initial(
+    tx: Tx, actor: Actor, parent: Any, child: Any, amounts: dict[str, Any]
+) -> list[Allocation]:
+    """Allocations given in a create request, taken from the parent in the same transaction."""
+    results = []
+    for meter_name in sorted(amounts):
+        field = f"allocations.{meter_name}"
+        meter = (await tx.execute(sa.select(meters).where(meters.c.name == meter_name))).first()
+        if meter is None:
+            raise InvalidInput.for_field(field, "unknown meter")
+        check_amount(amounts[meter_name], meter, field)
+        results.append(
+            await _allocate_locked(
+                tx, actor, parent, child, meter, amounts[meter_name], idempotency_key=None
+            )
+        )
+    return results
+
+
+async def release(tx: Tx, actor: Actor, subtree: list[Any], parent: Any) -> None:
+    """Return the unused allocations of ``subtree`` (live orgs being deleted or deactivated).
+
+    Deepest orgs first, each keeps what its own children still hold plus what it consumed this
+    period and gives the rest back to its parent; so the top org's parent gets back everything
+    the subtree did not use. The caller holds the tree lock.
+    """
+    if not subtree:
+        return
+    by_id = {row.id: row for row in [*subtree, parent]}
+    balances = await lock_balances(tx, by_id.values())
+    if not balances:
+        return
+    consumed = await consumed_this_period(tx, subtree)
+    meter_rows = {m.name: m for m in (await tx.execute(sa.select(meters))).all()}
+    for org in sorted(subtree, key=lambda r: (-r.depth, r.id)):
+        holder = by_id[org.parent_id]
+        for (org_id, meter_name), balance in sorted(balances.items()):
+            if org_id != org.id:
+                continue
+            keep = min(balance.amount, balance.allocated + consumed.get((org.id, meter_name), 0))
+            new_charge = deployment_charge(meter_rows[meter_name], holder, org, keep)
+            delta = keep - balance.amount
+            charge_delta = new_charge - balance.charge
+            if delta == 0 and charge_delta == 0:
+                continue
+            parent_balance = _balance(balances, holder.id, meter_name)
+            parent_balance.allocated += delta + charge_delta
+            balance.amount = keep
+            balance.charge = new_charge
+            await _save(tx, org.root_id, balance)
+            await _save(tx, org.root_id, parent_balance)
+            await _write_ledger(
+                tx,
+                actor,
+                kind="release",
+                root_id=org.root_id,
+                meter=meter_name,
+                org=balance,
+                parent=parent_balance,
+                delta=delta,
+                charge_delta=charge_delta,
+            )
+            audit.record(
+                tx,
+                actor,
+                action="credits.released",
+                root_id=org.root_id,
+                org_id=org.id,
+                target_type="allocation",
+                target_id=f"{org.public_id}/{meter_name}",
+                before={"limit": keep - delta},
+                after={"limit": keep, "returned_to": holder.public_id},
+            )
+
+
+async def transfer(tx: Tx, actor: Actor, org: Any, old_parent: Any, new_parent: Any) -> None:
+    """A moved org takes its allocations along: the old parent's pool gets them back and the
+    new parent's pool pays for them (refused if it cannot). The caller holds the tree lock."""
+    balances = await lock_balances(tx, [old_parent, new_parent, org])
+    meter_rows = {m.name: m for m in (await tx.execute(sa.select(meters))).all()}
+    for (org_id, meter_name), balance in sorted(balances.items()):
+        if org_id != org.id or (balance.amount == 0 and balance.charge == 0):
+            continue
+        meter = meter_rows[meter_name]
+        old_balance = _balance(balances, old_parent.id, meter_name)
+        new_balance = _balance(balances, new_parent.id, meter_name)
+        if not new_balance.exists:
+            raise NoLimitForMeter(
+                f"organization {new_parent.public_id!r} has no {meter_name!r} limit to take over "
+                f"the {balance.amount} allocated to {org.public_id!r}"
+            )
+        new_charge = deployment_charge(meter, new_parent, org, balance.amount)
+        if balance.amount + new_charge > new_balance.available:
+            raise InsufficientPool(
+                f"organization {new_parent.public_id!r} has {new_balance.available} {meter.unit} "
+                f"available; taking over {org.public_id!r} needs {balance.amount + new_charge}"
+            )
+        amount, old_charge = balance.amount, balance.charge
+        old_balance.allocated -= amount + old_charge
+        balance.amount, balance.charge = 0, 0
+        await _save(tx, org.root_id, old_balance)
+        await _write_ledger(
+            tx,
+            actor,
+            kind="move.out",
+            root_id=org.root_id,
+            meter=meter_name,
+            org=balance,
+            parent=old_balance,
+            delta=-amount,
+            charge_delta=-old_charge,
+        )
+        new_balance.allocated += amount + new_charge
+        balance.amount, balance.charge = amount, new_charge
+        await _save(tx, org.root_id, new_balance)
+        await _save(tx, org.root_id, balance)
+        await _write_ledger(
+            tx,
+            actor,
+            kind="move.in",
+            root_id=org.root_id,
+            meter=meter_name,
+            org=balance,
+            parent=new_balance,
+            delta=amount,
+            charge_delta=new_charge,
+        )
+
+
+def _principal(actor: Actor) -> Principal:
+    if actor.principal is None:
+        raise AssertionError("an API change needs a principal")
+    return actor.principal
+
+
+__all__ = [
+    "Allocation",
+    "Balance",
+    "allocate",
+    "allocate_initial",
+    "release",
+    "set_root_limit",
+    "transfer",
+]
