@@ -1152,3 +1152,15 @@ async def test_every_write_leaves_an_audit_entry(h: Harness) -> None:
 
     async with h.services.db.read() as conn:
         assert await audit_service.verify(conn) == []
+
+
+async def test_a_replayed_create_repeats_etag_and_location(h) -> None:
+    headers = {**h.auth(), "Idempotency-Key": "replay-headers"}
+    body = {"name": "Replayed"}
+    first = await h.client.post(f"/orgs/{h.root.org_id}/children", json=body, headers=headers)
+    second = await h.client.post(f"/orgs/{h.root.org_id}/children", json=body, headers=headers)
+    assert first.status_code == second.status_code == 201
+    assert second.headers["idempotent-replayed"] == "true"
+    assert second.headers["etag"] == first.headers["etag"]
+    assert second.headers["location"] == first.headers["location"] == f"/orgs/{first.json()['id']}"
+    assert second.headers["x-request-id"] != first.headers["x-request-id"]

@@ -21,10 +21,15 @@ from orgplane.models.base import utcnow
 MAX_KEY_LENGTH = 255
 
 
+# Headers a replay repeats; others (request ids, rate limits) belong to the new request.
+REPLAYED_HEADERS = ("etag", "location")
+
+
 @dataclass(frozen=True)
 class StoredResponse:
     status_code: int
     body: bytes
+    headers: dict[str, str]
 
 
 def fingerprint(method: str, path: str, body: bytes) -> str:
@@ -58,7 +63,7 @@ async def lookup(
             "this Idempotency-Key was already used for a different request",
             extra={"field": "header.Idempotency-Key"},
         )
-    return StoredResponse(row.status_code, row.body)
+    return StoredResponse(row.status_code, row.body, dict(row.headers or {}))
 
 
 async def claim(tx: Tx, owner: str, key: str, fp: str, ttl_hours: int) -> StoredResponse | None:
@@ -82,11 +87,14 @@ async def claim(tx: Tx, owner: str, key: str, fp: str, ttl_hours: int) -> Stored
     return None
 
 
-async def complete(tx: Tx, owner: str, key: str, status_code: int, body: bytes) -> None:
+async def complete(
+    tx: Tx, owner: str, key: str, status_code: int, body: bytes, headers: dict[str, str]
+) -> None:
+    kept = {k: v for k, v in headers.items() if k.lower() in REPLAYED_HEADERS}
     await tx.execute(
         sa.update(idempotency_keys)
         .where(idempotency_keys.c.owner == owner, idempotency_keys.c.key == key)
-        .values(status_code=status_code, body=body)
+        .values(status_code=status_code, body=body, headers=kept)
     )
 
 

@@ -2,7 +2,7 @@
 
 import sqlalchemy as sa
 
-from orgplane.models.base import UTCDateTime, metadata
+from orgplane.models.base import Json, UTCDateTime, metadata
 
 idempotency_keys = sa.Table(
     "idempotency_keys",
@@ -14,6 +14,8 @@ idempotency_keys = sa.Table(
     sa.Column("fingerprint", sa.String(64), nullable=False),
     sa.Column("status_code", sa.Integer, nullable=False),
     sa.Column("body", sa.LargeBinary, nullable=False),
+    # Response headers worth replaying (ETag, Location), as {name: value}.
+    sa.Column("headers", Json, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Index("ix_idempotency_keys_created_at", "created_at"),
 )

@@ -171,7 +171,9 @@ async def run_idempotent(
             return _replay(stored)
         response = render(await work(tx), principal)
         body = msgspec.json.encode(response.content)
-        await idempotency.complete(tx, principal.key_id, key, response.status_code, body)
+        await idempotency.complete(
+            tx, principal.key_id, key, response.status_code, body, dict(response.headers)
+        )
         return response
 
     try:
@@ -190,7 +192,7 @@ def _replay(stored: idempotency.StoredResponse) -> Response[Any]:
         stored.body,
         status_code=stored.status_code,
         media_type="application/json",
-        headers={"Idempotent-Replayed": "true"},
+        headers={**stored.headers, "Idempotent-Replayed": "true"},
     )
 
 

@@ -204,7 +204,7 @@ class Me(Struct):
     expires_at: datetime | None
 
 
-class Health(Struct):
+class Health(Struct, omit_defaults=True):
     status: str
     database: str | None = None
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 from orgplane.models.base import UTCDateTime
 
@@ -77,6 +78,12 @@ def upgrade() -> None:
             "root_id", "idempotency_key", name=op.f("uq_usage_events_root_id_idempotency_key")
         ),
     )
+    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column(
+                "headers", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True
+            )
+        )
     # Existing rows take their tenant root from their org; new columns are filled, then required.
     with op.batch_alter_table("org_limits", schema=None) as batch_op:
         batch_op.add_column(
@@ -122,6 +129,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
+        batch_op.drop_column("headers")
     with op.batch_alter_table("usage_daily", schema=None) as batch_op:
         batch_op.drop_column("root_id")
 
