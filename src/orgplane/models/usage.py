@@ -75,14 +75,17 @@ ledger = sa.Table(
     sa.Index("ix_ledger_root_id_id", "root_id", "id"),
 )
 
+# An append-only log written at tens of thousands of rows a second. Its org and meter are
+# checked by ingestion in the same transaction (and orgs are never hard-deleted), so it carries
+# no foreign keys: they measured half the cost of each batch's insert on PostgreSQL.
 usage_events = sa.Table(
     "usage_events",
     metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("root_id", BigId, nullable=False),
     sa.Column("idempotency_key", sa.String(255), nullable=False),
-    sa.Column("org_id", BigId, sa.ForeignKey("orgs.id"), nullable=False),
-    sa.Column("meter", sa.String(64), sa.ForeignKey("meters.name"), nullable=False),
+    sa.Column("org_id", BigId, nullable=False),
+    sa.Column("meter", sa.String(64), nullable=False),
     sa.Column("quantity", sa.BigInteger, nullable=False),
     sa.Column("occurred_at", UTCDateTime, nullable=False),
     # The day in the org's time zone, as counted in usage_daily.

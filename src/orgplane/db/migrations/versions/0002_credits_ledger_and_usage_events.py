@@ -69,10 +69,6 @@ def upgrade() -> None:
         sa.Column("day", sa.Date(), nullable=False),
         sa.Column("received_at", UTCDateTime(), nullable=False),
         sa.CheckConstraint("quantity >= 0", name=op.f("ck_usage_events_quantity_nonnegative")),
-        sa.ForeignKeyConstraint(
-            ["meter"], ["meters.name"], name=op.f("fk_usage_events_meter_meters")
-        ),
-        sa.ForeignKeyConstraint(["org_id"], ["orgs.id"], name=op.f("fk_usage_events_org_id_orgs")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_usage_events")),
         sa.UniqueConstraint(
             "root_id", "idempotency_key", name=op.f("uq_usage_events_root_id_idempotency_key")

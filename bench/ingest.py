@@ -1,0 +1,244 @@
+"""Usage ingestion throughput: events/s posted in batches through the HTTP API, in process.
+
+Run from the repository root::
+
+    .venv/bin/python bench/ingest.py                      # SQLite and PostgreSQL
+    .venv/bin/python bench/ingest.py --no-postgres        # SQLite only
+
+For each database it builds a fresh orgplane database (a temporary SQLite file, or a scratch
+PostgreSQL database ``orgplane_bench_ingest``, created through the admin DSN and dropped at the
+end), migrates it, bootstraps a root, creates ``--orgs`` children and a ``usage:write`` key, and
+runs the app in this process behind httpx's ASGI transport (the full stack: authentication, rate
+limiter, access log, validation, the ingest transaction, audit). The request bodies are encoded
+before the clock starts. Each event names one of the children, one of two meters and a time in
+the last hour; every key is new. After a warm-up, ``--batches`` batches of ``--batch-size``
+events are posted with ``--concurrency`` requests in flight; then the same batches again (every
+event a duplicate). It prints events/s and the p50/p99 latency of a batch for both passes, and
+checks that the counters hold exactly what was sent. Bounded by ``--max-seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from orgplane.app import build_services, create_app
+from orgplane.config import Settings
+from orgplane.core.bootstrap import bootstrap
+from orgplane.db.migrate import upgrade
+from orgplane.models import usage_daily, usage_events
+
+DEFAULT_ADMIN_DSN = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+DATABASE = "orgplane_bench_ingest"
+NO_TRIP_LIMIT = "1000000000/minute"
+
+
+@dataclass
+class Pass:
+    events: int
+    seconds: float
+    cpu_seconds: float  # of this process: client, app and driver, not the database server
+    latencies: list[float]
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds
+
+    def line(self, label: str) -> str:
+        ordered = sorted(self.latencies)
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        return (
+            f"  {label:<11} {self.events_per_s:>10,.0f} events/s   "
+            f"batch p50 {statistics.median(ordered) * 1000:6.1f} ms   p99 {p99 * 1000:6.1f} ms   "
+            f"process CPU {self.cpu_seconds / self.events * 1e6:5.1f} ms/1,000 events   "
+            f"({self.events:,} events in {self.seconds:.2f} s)"
+        )
+
+
+async def _admin(dsn: str, statement: str) -> None:
+    engine = create_async_engine(dsn, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text(statement))
+    finally:
+        await engine.dispose()
+
+
+def _bodies(orgs: list[str], batches: int, size: int, prefix: str) -> list[bytes]:
+    now = datetime.now(UTC)
+    bodies = []
+    for b in range(batches):
+        events = [
+            {
+                "meter": "operations" if i % 4 else "credits",
+                "quantity": 1 + i % 10,
+                "timestamp": (now - timedelta(seconds=(b * size + i) % 3600)).isoformat(),
+                "idempotency_key": f"{prefix}-{b}-{i}",
+                "org_id": orgs[(b * size + i) % len(orgs)],
+            }
+            for i in range(size)
+        ]
+        bodies.append(msgspec.json.encode({"events": events}))
+    return bodies
+
+
+async def _post_all(
+    client: httpx.AsyncClient, path: str, headers: dict[str, str], bodies: list[bytes], c: int
+) -> Pass:
+    queue = list(reversed(bodies))
+    latencies: list[float] = []
+    events = 0
+
+    async def worker() -> None:
+        nonlocal events
+        while queue:
+            body = queue.pop()
+            started = time.perf_counter()
+            response = await client.post(path, content=body, headers=headers)
+            latencies.append(time.perf_counter() - started)
+            if response.status_code != 200:
+                raise RuntimeError(f"{response.status_code}: {response.text[:500]}")
+            result = response.json()
+            events += result["accepted"] + result["duplicates"]
+
+    started, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(worker() for _ in range(c)))
+    return Pass(events, time.perf_counter() - started, time.process_time() - cpu, latencies)
+
+
+async def run(url: str, args: argparse.Namespace) -> tuple[Pass, Pass]:
+    upgrade(url)
+    settings = Settings(
+        database_url=url,
+        environment="development",
+        log_level="warning",
+        rate_limit_per_key=NO_TRIP_LIMIT,
+        rate_limit_per_org=NO_TRIP_LIMIT,
+    )
+    services = build_services(settings)
+    app = create_app(settings, services)
+    services.access_log.start()
+    try:
+        root = await bootstrap(services.db, name="Bench root")
+        assert root is not None
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://bench", timeout=120
+        ) as client:
+            admin = {"Authorization": f"Bearer {root.api_key}"}
+            parent = (
+                await client.post(
+                    f"/orgs/{root.org_id}/children", json={"name": "Ingest"}, headers=admin
+                )
+            ).json()
+            orgs = [parent["id"]]
+            for n in range(args.orgs - 1):
+                child = await client.post(
+                    f"/orgs/{parent['id']}/children", json={"name": f"C{n}"}, headers=admin
+                )
+                orgs.append(child.json()["id"])
+            key = await client.post(
+                f"/orgs/{parent['id']}/api_keys",
+                json={"name": "ingest", "scopes": ["usage:write"]},
+                headers=admin,
+            )
+            headers = {
+                "Authorization": f"Bearer {key.json()['api_key']}",
+                "Content-Type": "application/json",
+            }
+            path = f"/orgs/{parent['id']}/usage"
+            warmup = _bodies(orgs, args.warmup, args.batch_size, "warm")
+            bodies = _bodies(orgs, args.batches, args.batch_size, "run")
+            await _post_all(client, path, headers, warmup, args.concurrency)
+            fresh = await _post_all(client, path, headers, bodies, args.concurrency)
+            again = await _post_all(client, path, headers, bodies, args.concurrency)
+
+        total = (args.warmup + args.batches) * args.batch_size
+        async with services.db.read() as conn:
+            stored = await conn.execute(sa.select(sa.func.count()).select_from(usage_events))
+            folded = await conn.execute(sa.select(sa.func.sum(usage_daily.c.quantity)))
+            stored_n, folded_n = stored.scalar_one(), folded.scalar_one()
+        expected_sum = sum(1 + i % 10 for i in range(args.batch_size)) * (
+            args.warmup + args.batches
+        )
+        if stored_n != total or folded_n != expected_sum:
+            raise RuntimeError(
+                f"stored {stored_n}/{total} events, counters {folded_n}/{expected_sum}"
+            )
+        return fresh, again
+    finally:
+        await services.access_log.stop()
+        await services.db.dispose()
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    results: dict[str, tuple[Pass, Pass]] = {}
+    if not args.no_sqlite:
+        with tempfile.TemporaryDirectory(prefix="orgplane-bench-") as tmp:
+            url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+            results["SQLite"] = await run(url, args)
+            print(_report("SQLite", results["SQLite"], args), flush=True)
+    if not args.no_postgres:
+        admin = args.postgres
+        url = make_url(admin).set(database=DATABASE).render_as_string(hide_password=False)
+        await _admin(admin, f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        await _admin(admin, f'CREATE DATABASE "{DATABASE}"')
+        try:
+            results["PostgreSQL"] = await run(url, args)
+            print(_report("PostgreSQL", results["PostgreSQL"], args), flush=True)
+        finally:
+            await _admin(admin, f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+    return 0
+
+
+def _report(name: str, passes: tuple[Pass, Pass], args: argparse.Namespace) -> str:
+    fresh, again = passes
+    return "\n".join(
+        [
+            f"{name}: {args.batches} batches of {args.batch_size:,} events over {args.orgs} orgs, "
+            f"{args.concurrency} in flight (load average {os.getloadavg()[0]:.2f})",
+            fresh.line("new events"),
+            again.line("duplicates"),
+        ]
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=60)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--orgs", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--no-sqlite", action="store_true")
+    parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--postgres", default=DEFAULT_ADMIN_DSN, help="admin DSN")
+    parser.add_argument("--max-seconds", type=float, default=600)
+    args = parser.parse_args()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if not 1 <= args.batches * args.batch_size <= 1_000_000 or args.batch_size > 10_000:
+        parser.error("at most 1,000,000 events per pass and 10,000 per batch")
+    try:
+        return asyncio.run(asyncio.wait_for(main_async(args), args.max_seconds))
+    except TimeoutError:
+        print(f"aborted after {args.max_seconds:.0f} s", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

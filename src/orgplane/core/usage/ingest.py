@@ -1,0 +1,472 @@
+"""Usage ingestion: a batch of events is stored once per idempotency key, folded into the per-day
+counters and checked against hard limits in one transaction. All of it commits, or none of it.
+
+A batch costs the same few statements whatever its size: the tree lock, the org (reach), the
+batch's other orgs, the meters, the hard-limit rows (only if a hard meter is used), one INSERT of
+the events that skips keys already stored (``ON CONFLICT DO NOTHING RETURNING``: an earlier or a
+concurrent batch with the same key inserted it), one multi-row upsert of the day counters with
+only what was inserted, and one audit entry per org. (SQLite takes the two multi-row statements
+in pages of 1,000 rows: no round trips there, and it caps the parameters of a statement.)
+
+Locking (PostgreSQL), in the order used everywhere: the tenant root FOR KEY SHARE; the
+``org_limits`` rows of hard meters FOR UPDATE, ancestors first (depth, org id, meter), as the
+allocator takes them; the event keys and then the counter rows, each in a sorted order, so two
+batches wait for each other instead of deadlocking; the audit chain head at commit.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from orgplane.core.access.principal import Actor, Principal
+from orgplane.core.access.service import reach
+from orgplane.core.audit import service as audit
+from orgplane.core.errors import FieldError, InvalidInput, NotFound
+from orgplane.core.locks import lock_tree
+from orgplane.core.usage.counters import consumed_this_period, local_today, period_start
+from orgplane.core.usage.errors import LimitExceeded
+from orgplane.db.engine import Tx
+from orgplane.models import meters, org_limits, orgs, usage_daily, usage_events
+from orgplane.models.base import utcnow
+
+MAX_EVENTS = 10_000
+# A full batch of the largest events still fits a BIGINT counter (10,000 x 10^14 < 2^63).
+MAX_QUANTITY = 10**14
+MAX_KEY_LENGTH = 255
+FUTURE_SLACK = timedelta(minutes=5)
+# A problem document lists at most this many bad fields; its detail gives the total.
+MAX_LISTED_ERRORS = 1000
+
+
+class UsageEventIn(Protocol):
+    """One event as a client sends it; ``org_id`` is a public id, the batch's org if None."""
+
+    @property
+    def meter(self) -> str: ...
+    @property
+    def quantity(self) -> int: ...
+    @property
+    def timestamp(self) -> str: ...
+    @property
+    def idempotency_key(self) -> str: ...
+    @property
+    def org_id(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Org:
+    id: int
+    public_id: str
+    root_id: int
+    depth: int
+    timezone: str
+    zone: ZoneInfo
+    current_start: date  # first day of its current period
+    previous_start: date  # the earliest day an event may still be counted on
+
+
+@dataclass(slots=True)
+class _Event:
+    index: int
+    org: _Org
+    meter: str
+    quantity: int
+    occurred_at: datetime
+    day: date  # in the org's time zone
+    key: str
+
+
+async def ingest(
+    tx: Tx, actor: Actor, org_ref: str, events: Sequence[UsageEventIn]
+) -> IngestResult:
+    """Record a batch of usage for ``org_ref`` and orgs in the caller's subtree."""
+    principal = _principal(actor)
+    await lock_tree(tx, principal.root_id, shared=True)
+    target = await reach(tx.conn, principal, org_ref, scope="usage:write")
+    if not events:
+        raise InvalidInput.for_field("events", "must hold at least one event")
+    if len(events) > MAX_EVENTS:
+        raise InvalidInput.for_field(
+            "events", f"must hold at most {MAX_EVENTS:,} events (got {len(events):,}); split it"
+        )
+    now = utcnow()
+    orgs_by_ref = await _batch_orgs(tx, principal, target, events)
+    modes = {
+        row.name: row.enforcement
+        for row in await tx.execute(sa.select(meters.c.name, meters.c.enforcement))
+    }
+    parsed = _parse(events, orgs_by_ref, modes, now)
+
+    unique: dict[str, _Event] = {}
+    for event in parsed:
+        unique.setdefault(event.key, event)
+    hard = [e for e in unique.values() if modes[e.meter] == "hard" and e.day >= e.org.current_start]
+    limits = await _lock_limits(tx, hard) if hard else {}
+    inserted = await _insert_events(tx, sorted(unique.values(), key=_by_key), now)
+    new = [e for e in unique.values() if e.key in inserted]
+    if hard:
+        await _check_limits(tx, [e for e in hard if e.key in inserted], limits)
+    await _fold(tx, new)
+    _audit(tx, actor, parsed, new)
+    return IngestResult(accepted=len(new), duplicates=len(events) - len(new))
+
+
+def _by_key(event: _Event) -> str:
+    return event.key
+
+
+def _principal(actor: Actor) -> Principal:
+    if actor.principal is None:
+        raise AssertionError("ingesting usage needs a principal")
+    return actor.principal
+
+
+def _org(row: Any, zones: dict[str, tuple[ZoneInfo, date, date]]) -> _Org:
+    if row.timezone not in zones:
+        current = period_start(local_today(row.timezone))
+        previous = period_start(current - timedelta(days=1))
+        zones[row.timezone] = (ZoneInfo(row.timezone), current, previous)
+    zone, current, previous = zones[row.timezone]
+    return _Org(
+        row.id, row.public_id, row.root_id, row.depth, row.timezone, zone, current, previous
+    )
+
+
+async def _batch_orgs(
+    tx: Tx, principal: Principal, target: Any, events: Sequence[UsageEventIn]
+) -> dict[str | None, _Org]:
+    """The org of every event by the reference it gives; 404, naming each event, for the rest.
+
+    An org outside the caller's subtree, deleted or unknown gets the answer ``reach`` gives.
+    """
+    zones: dict[str, tuple[ZoneInfo, date, date]] = {}
+    found = {None: _org(target, zones), target.public_id: _org(target, zones)}
+    refs = {e.org_id for e in events} - found.keys()
+    # Nothing that cannot be a public id reaches SQL (PostgreSQL text cannot hold NUL).
+    lookup = sorted(r for r in refs if isinstance(r, str) and len(r) <= 64 and "\x00" not in r)
+    if lookup:
+        rows = await tx.execute(
+            sa.select(
+                orgs.c.id,
+                orgs.c.public_id,
+                orgs.c.root_id,
+                orgs.c.path,
+                orgs.c.depth,
+                orgs.c.timezone,
+                orgs.c.deleted_at,
+            ).where(orgs.c.public_id.in_(lookup))
+        )
+        for row in rows:
+            if row.deleted_at is None and principal.reaches(row.path):
+                found[row.public_id] = _org(row, zones)
+    if len(found) - 2 < len(refs):
+        missing = [(i, e.org_id) for i, e in enumerate(events) if e.org_id not in found]
+        raise NotFound(
+            f"organization {missing[0][1]!r} not found",
+            errors=[
+                FieldError(f"events[{i}].org_id", f"organization {ref!r} not found")
+                for i, ref in missing[:MAX_LISTED_ERRORS]
+            ],
+        )
+    return found
+
+
+def _parse(
+    events: Sequence[UsageEventIn],
+    orgs_by_ref: dict[str | None, _Org],
+    modes: dict[str, str],
+    now: datetime,
+) -> list[_Event]:
+    """Check every event; one 400 names every bad field of the batch.
+
+    The loop is the hot path of ingestion (10,000 events a batch): one test of the valid case
+    first, the messages only for an event that fails it.
+    """
+    errors: list[FieldError] = []
+    parsed: list[_Event] = []
+    append = parsed.append
+    latest = now + FUTURE_SLACK
+    fromisoformat = datetime.fromisoformat
+    for i, event in enumerate(events):
+        org = orgs_by_ref[event.org_id]
+        meter, quantity, key = event.meter, event.quantity, event.idempotency_key
+        try:
+            occurred = fromisoformat(event.timestamp)
+            if (
+                meter in modes
+                and type(quantity) is int
+                and 0 <= quantity <= MAX_QUANTITY
+                and type(key) is str
+                and 0 < len(key) <= MAX_KEY_LENGTH
+                and key.isprintable()
+                and occurred.tzinfo is not None
+                and occurred <= latest
+            ):
+                day = occurred.astimezone(org.zone).date()
+                if day >= org.previous_start:
+                    append(_Event(i, org, meter, quantity, occurred, day, key))
+                    continue
+        except (TypeError, ValueError, OverflowError):
+            pass
+        found = _errors(i, event, org, modes, latest)
+        if not found:
+            raise AssertionError(f"event {i} failed the fast check but no field check")
+        errors.extend(found)
+    if errors:
+        first = f"{errors[0].field}: {errors[0].message}"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise InvalidInput(
+            f"{first}{more}; nothing was recorded", errors=errors[:MAX_LISTED_ERRORS]
+        )
+    return parsed
+
+
+def _errors(
+    i: int, event: UsageEventIn, org: _Org, modes: dict[str, str], latest: datetime
+) -> list[FieldError]:
+    """What is wrong with one event, field by field."""
+    errors = []
+    if event.meter not in modes:
+        known = ", ".join(sorted(modes))
+        errors.append(
+            FieldError(f"events[{i}].meter", f"unknown meter {event.meter!r}; known: {known}")
+        )
+    quantity = event.quantity
+    if type(quantity) is not int or not 0 <= quantity <= MAX_QUANTITY:
+        errors.append(
+            FieldError(f"events[{i}].quantity", f"must be a whole number from 0 to {MAX_QUANTITY}")
+        )
+    key = event.idempotency_key
+    if type(key) is not str or not 0 < len(key) <= MAX_KEY_LENGTH or not key.isprintable():
+        errors.append(
+            FieldError(
+                f"events[{i}].idempotency_key",
+                f"must be 1 to {MAX_KEY_LENGTH} printable characters",
+            )
+        )
+    when = _when(event.timestamp, org, latest)
+    if isinstance(when, str):
+        errors.append(FieldError(f"events[{i}].timestamp", when))
+    return errors
+
+
+def _when(text: Any, org: _Org, latest: datetime) -> tuple[datetime, date] | str:
+    """The instant and the org's local day of a timestamp, or what is wrong with it."""
+    try:
+        occurred = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return "must be an ISO 8601 timestamp with a time zone, e.g. 2026-11-22T10:15:00Z"
+    if occurred.utcoffset() is None:
+        return "must include a time zone (Z or an offset such as +01:00)"
+    if occurred > latest:
+        return "must not be more than 5 minutes in the future"
+    try:
+        day = occurred.astimezone(org.zone).date()
+    except OverflowError:
+        day = date.min
+    if day < org.previous_start:
+        return (
+            f"must not be before {org.previous_start.isoformat()} ({org.timezone}), the start "
+            "of the previous period: that usage can no longer be counted"
+        )
+    return occurred, day
+
+
+async def _lock_limits(tx: Tx, hard: list[_Event]) -> dict[tuple[int, str], tuple[int, int]]:
+    """Lock (PostgreSQL) and read the limits of the hard meters used: (amount, allocated)."""
+    pairs = sorted({(e.org.id, e.meter) for e in hard})
+    statement = (
+        sa.select(
+            org_limits.c.org_id, org_limits.c.meter, org_limits.c.amount, org_limits.c.allocated
+        )
+        .select_from(org_limits.join(orgs, orgs.c.id == org_limits.c.org_id))
+        .where(sa.tuple_(org_limits.c.org_id, org_limits.c.meter).in_(pairs))
+    )
+    if tx.is_postgres:
+        # The rows are locked in the ORDER BY's order: ancestors first, as the allocator does.
+        statement = statement.order_by(orgs.c.depth, orgs.c.id, org_limits.c.meter).with_for_update(
+            of=org_limits
+        )
+    return {
+        (row.org_id, row.meter): (int(row.amount), int(row.allocated))
+        for row in await tx.execute(statement)
+    }
+
+
+async def _check_limits(
+    tx: Tx, new_hard: list[_Event], limits: dict[tuple[int, str], tuple[int, int]]
+) -> None:
+    """Refuse the batch if, taken in order, an event takes its org's consumption this period
+    over what it has available (amount - allocated; nothing without a limit row)."""
+    if not new_hard:
+        return
+    involved = {e.org.id: e.org for e in new_hard}
+    running = await consumed_this_period(tx, involved.values())
+    errors: list[FieldError] = []
+    for event in new_hard:
+        pair = (event.org.id, event.meter)
+        total = running.get(pair, 0) + event.quantity
+        running[pair] = total
+        amount, allocated = limits.get(pair, (0, 0))
+        available = amount - allocated
+        if event.quantity and total > available:
+            where = f"organization {event.org.public_id!r}"
+            if pair in limits:
+                why = f"{available} available ({amount} limit, {allocated} allocated to children)"
+            else:
+                why = f"no {event.meter!r} limit, so nothing available"
+            errors.append(
+                FieldError(
+                    f"events[{event.index}]",
+                    f"would bring {where}'s {event.meter!r} consumption this period to {total}; "
+                    f"it has {why}",
+                )
+            )
+    if errors:
+        raise LimitExceeded(
+            f"{len(errors)} event(s) would exceed a hard limit; nothing was recorded",
+            errors=errors[:MAX_LISTED_ERRORS],
+        )
+
+
+_PG_INSERT_EVENTS = sa.text(
+    # One statement and one parameter whatever the batch size: a VALUES list would hit
+    # PostgreSQL's 32,767 parameters at 4,096 events, and encoding the events as one JSON
+    # document costs a fifth of the CPU of eight typed arrays. Rows go in the document's order.
+    """
+    INSERT INTO usage_events
+        (root_id, idempotency_key, org_id, meter, quantity, occurred_at, day, received_at)
+    SELECT CAST(:root_id AS BIGINT), e.k, e.o, e.m, e.q, e.t, e.d,
+           CAST(:received_at AS TIMESTAMPTZ)
+    FROM json_to_recordset(CAST(:events AS JSON))
+        AS e(k VARCHAR, o BIGINT, m VARCHAR, q BIGINT, t TIMESTAMPTZ, d DATE)
+    ON CONFLICT (root_id, idempotency_key) DO NOTHING
+    RETURNING idempotency_key
+    """
+)
+
+
+_SQLITE_INSERT_EVENTS = (
+    sqlite_insert(usage_events)
+    .on_conflict_do_nothing(index_elements=["root_id", "idempotency_key"])
+    .returning(usage_events.c.idempotency_key)
+)
+
+
+def _upsert_counters(insert: Any) -> Any:
+    statement = insert(usage_daily)
+    return statement.on_conflict_do_update(
+        index_elements=["org_id", "meter", "day"],
+        set_={"quantity": usage_daily.c.quantity + statement.excluded.quantity},
+    ).returning(usage_daily.c.day)
+
+
+# Executed with a list of rows, a statement with RETURNING goes out as multi-row VALUES of up
+# to 1,000 rows each ("insertmanyvalues"): compiled once, no statement per row.
+_UPSERT_COUNTERS = {
+    "postgresql": _upsert_counters(pg_insert),
+    "sqlite": _upsert_counters(sqlite_insert),
+}
+
+
+async def _insert_events(tx: Tx, events: list[_Event], now: datetime) -> set[str]:
+    """Insert the events whose key is new to the tenant tree; return the keys inserted."""
+    if not events:
+        return set()
+    if tx.is_postgres:
+        document = orjson.dumps(
+            [
+                {
+                    "k": e.key,
+                    "o": e.org.id,
+                    "m": e.meter,
+                    "q": e.quantity,
+                    "t": e.occurred_at,
+                    "d": e.day,
+                }
+                for e in events
+            ]
+        )
+        result = await tx.execute(
+            _PG_INSERT_EVENTS,
+            {"root_id": events[0].org.root_id, "received_at": now, "events": document.decode()},
+        )
+    else:
+        result = await tx.execute(
+            _SQLITE_INSERT_EVENTS,
+            [
+                {
+                    "root_id": e.org.root_id,
+                    "idempotency_key": e.key,
+                    "org_id": e.org.id,
+                    "meter": e.meter,
+                    "quantity": e.quantity,
+                    "occurred_at": e.occurred_at,
+                    "day": e.day,
+                    "received_at": now,
+                }
+                for e in events
+            ],
+        )
+    return set(result.scalars())
+
+
+async def _fold(tx: Tx, new: list[_Event]) -> None:
+    """Add the inserted events to the per-day counters: one upsert, summed in Python first."""
+    buckets: defaultdict[tuple[int, str, date], int] = defaultdict(int)
+    roots: dict[int, int] = {}
+    for event in new:
+        if event.quantity:
+            buckets[(event.org.id, event.meter, event.day)] += event.quantity
+            roots[event.org.id] = event.org.root_id
+    if not buckets:
+        return
+    rows = [
+        {"org_id": org_id, "meter": meter, "day": day, "root_id": roots[org_id], "quantity": q}
+        for (org_id, meter, day), q in sorted(buckets.items())
+    ]
+    await tx.execute(_UPSERT_COUNTERS[tx.dialect], rows)
+
+
+def _audit(tx: Tx, actor: Actor, parsed: list[_Event], new: list[_Event]) -> None:
+    """One entry per org that gained usage: what it gained per meter, and the counts."""
+    sent = Counter(e.org.id for e in parsed)
+    accepted: Counter[int] = Counter()
+    usage: defaultdict[int, Counter[str]] = defaultdict(Counter)
+    by_id: dict[int, _Org] = {}
+    for event in new:
+        accepted[event.org.id] += 1
+        usage[event.org.id][event.meter] += event.quantity
+        by_id[event.org.id] = event.org
+    for org_id in sorted(accepted):
+        org = by_id[org_id]
+        audit.record(
+            tx,
+            actor,
+            action="usage.ingested",
+            root_id=org.root_id,
+            org_id=org.id,
+            target_type="org",
+            target_id=org.public_id,
+            after={
+                "usage": dict(sorted(usage[org_id].items())),
+                "accepted": accepted[org_id],
+                "duplicates": sent[org_id] - accepted[org_id],
+            },
+        )
