@@ -29,7 +29,7 @@ from orgplane.app import build_services, create_app
 from orgplane.config import Settings
 from orgplane.core.bootstrap import Bootstrapped, bootstrap
 from orgplane.db.migrate import upgrade
-from orgplane.models import metadata
+from orgplane.models import metadata, meters
 
 POSTGRES_URL = os.environ.get(
     "ORGPLANE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -123,7 +123,18 @@ def postgres_migrated() -> Iterator[str]:
         finally:
             await engine.dispose()
 
-    _run_in_thread(lambda: asyncio.run(admin(f'CREATE DATABASE "{name}"')))
+    async def create() -> None:
+        # CREATE DATABASE copies template1 and fails while another session is copying it.
+        for attempt in range(20):
+            try:
+                await admin(f'CREATE DATABASE "{name}"')
+                return
+            except sa.exc.DBAPIError as exc:
+                if "being accessed by other users" not in str(exc) or attempt == 19:
+                    raise
+                await asyncio.sleep(0.25 * (attempt + 1))
+
+    _run_in_thread(lambda: asyncio.run(create()))
     try:
         upgrade(url)
         yield url
@@ -135,11 +146,27 @@ def postgres_migrated() -> Iterator[str]:
 _SEEDED = {"meters", "alembic_version"}
 
 
+# The meters the first migration seeds, as it seeds them.
+_BUILT_IN_METERS = {
+    "operations": {"unit": "operations", "step": 10_000},
+    "credits": {"unit": "credits", "step": 1},
+    "transfer": {"unit": "bytes", "step": 1},
+}
+
+
 async def _truncate_postgres(url: str) -> None:
+    """Empty every table and put the seeded meters back as the migration left them."""
     names = ", ".join(t.name for t in metadata.sorted_tables if t.name not in _SEEDED)
     engine = create_async_engine(url)
     async with engine.begin() as conn:
         await conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        await conn.execute(sa.delete(meters).where(meters.c.name.not_in(list(_BUILT_IN_METERS))))
+        for name, values in _BUILT_IN_METERS.items():
+            await conn.execute(
+                sa.update(meters)
+                .where(meters.c.name == name)
+                .values(**values, period="month", enforcement="soft", deployment_charge_pct=None)
+            )
     await engine.dispose()
 
 

@@ -184,7 +184,8 @@ async def set_allocation(
         )
 
     def render(result: credits.Allocation, _: Principal) -> Response[AllocationResult]:
-        return Response(allocation_out(result))
+        # An explicit status: the idempotency record stores it (None would be a 500).
+        return Response(allocation_out(result), status_code=200)
 
     if idempotency_key is None:
         return render(await services.db.transaction(work), principal)

@@ -69,7 +69,8 @@ async def get_meter(name: MeterName, services: ServicesDep, principal: Principal
     summary="Define a meter",
     status_code=201,
     responses=problems(409),
-    description="Meters are installation-wide; only keys of a tenant root with meters:write.",
+    description="Meters apply to every tenant of the installation: only keys of its first root "
+    "organization (the one bootstrap creates) with meters:write may define or change them.",
 )
 async def create_meter(
     data: JSONBody[MeterCreate], services: ServicesDep, actor: ActorDep

@@ -13,7 +13,7 @@ from orgplane.core.access.service import require_scope
 from orgplane.core.audit import service as audit
 from orgplane.core.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from orgplane.db.engine import Reader, Tx
-from orgplane.models import meters, org_limits
+from orgplane.models import meters, org_limits, orgs
 from orgplane.models.base import utcnow
 
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
@@ -22,10 +22,18 @@ ENFORCEMENTS = ("soft", "hard")
 MUTABLE = frozenset({"unit", "description", "enforcement", "deployment_charge_pct", "step"})
 
 
-def _root_admin(principal: Principal) -> None:
+async def _installation_admin(conn: Reader, principal: Principal) -> None:
+    """Meters apply to every tenant, so only keys of the installation's first root (the one
+    ``orgplane bootstrap`` creates) may define or change them."""
     require_scope(principal, "meters:write")
-    if principal.org_id != principal.root_id:
-        raise Forbidden("meters are defined by a key of a tenant root organization")
+    first_root = (
+        await conn.execute(sa.select(sa.func.min(orgs.c.id)).where(orgs.c.parent_id.is_(None)))
+    ).scalar_one()
+    if principal.org_id != first_root:
+        raise Forbidden(
+            "meters apply to the whole installation: only keys of its first root organization "
+            "may define or change them"
+        )
 
 
 async def list_meters(conn: Reader) -> list[Any]:
@@ -96,7 +104,7 @@ def describe(row: Any) -> dict[str, Any]:
 async def create(tx: Tx, actor: Actor, fields: dict[str, Any]) -> Any:
     principal = actor.principal
     assert principal is not None
-    _root_admin(principal)
+    await _installation_admin(tx, principal)
     values = _clean(fields)
     if (await tx.execute(sa.select(meters.c.name).where(meters.c.name == values["name"]))).first():
         raise Conflict(f"meter {values['name']!r} already exists")
@@ -118,7 +126,7 @@ async def create(tx: Tx, actor: Actor, fields: dict[str, Any]) -> Any:
 async def update(tx: Tx, actor: Actor, name: str, changes: dict[str, Any]) -> Any:
     principal = actor.principal
     assert principal is not None
-    _root_admin(principal)
+    await _installation_admin(tx, principal)
     unknown = sorted(set(changes) - MUTABLE)
     if unknown:
         raise InvalidInput.for_field(unknown[0], "cannot be changed")

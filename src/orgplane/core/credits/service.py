@@ -6,10 +6,13 @@ charge its own allocation costs its parent). The invariants, after every commit:
 
 1. a parent's amount = its available pool + the sum over its children of (amount + charge),
    and no pool is negative (a CHECK constraint backs this up);
-2. a child's amount is never set below what it handed on plus what it consumed this period;
+2. a child's amount is never set below what it handed on plus what it consumed this period,
+   and a parent never hands on what it consumed itself (allocated + consumed <= amount is kept
+   by every change of an amount or of what is allocated; only soft usage can break it);
 3. amounts are multiples of the meter's step;
 4. every change is a ledger row, and replaying the ledger gives back every balance (``verify``);
-5. deleting or deactivating an org returns its unused allocation to its parent.
+5. deleting or deactivating an org returns its unused allocation to its parent (in whole
+   steps: it keeps what it handed on plus consumed, rounded up to the step).
 
 Locking (PostgreSQL): the tenant root FOR KEY SHARE (moves and deletes take it FOR UPDATE),
 then the ``org_limits`` rows involved FOR UPDATE in one order everywhere — ancestors first, by
@@ -288,6 +291,9 @@ async def allocate(
     child = await reach(tx.conn, principal, child_ref, scope="credits:write")
     if child.parent_id != parent.id:
         raise NotFound(f"organization {child_ref!r} is not a child of {parent_ref!r}")
+    if child.status == "deactivated":
+        # Its unused allocation went back to the parent when it was deactivated.
+        raise Conflict(f"organization {child_ref!r} is deactivated; reactivate it first")
     meter = await get_meter(tx, meter_name)
     check_amount(amount, meter)
     await lock_tree(tx, parent.root_id, shared=True)
@@ -323,6 +329,8 @@ async def _allocate_locked(
             f"available; this allocation needs {need} more"
             + (f" ({charge_delta} of it deployment charge)" if charge_delta else "")
         )
+    if need > 0:
+        await _check_unconsumed(tx, parent, parent_balance, meter, need)
     if delta < 0:
         consumed = (await consumed_this_period(tx, [child], meter.name)).get(
             (child.id, meter.name), 0
@@ -371,6 +379,26 @@ async def _allocate_locked(
     )
 
 
+async def _check_unconsumed(tx: Tx, parent: Any, balance: Balance, meter: Any, need: int) -> None:
+    """Refuse to hand on what the parent consumed itself this period.
+
+    Its pool (amount - allocated) still counts its own consumption: giving that away would let
+    the child consume it again, quota created from nothing (on a hard meter, usage the hard limit
+    had already counted). So a parent, like a root whose limit is set, keeps allocated +
+    consumed <= amount. The caller holds the parent's limit row, which hard-meter ingestion
+    locks too.
+    """
+    consumed = (await consumed_this_period(tx, [parent], meter.name)).get(
+        (parent.id, meter.name), 0
+    )
+    if consumed and need > balance.available - consumed:
+        raise InsufficientPool(
+            f"organization {parent.public_id!r} has {balance.available} {meter.unit} available "
+            f"but consumed {consumed} of it this period, which it cannot hand on; this needs "
+            f"{need} more"
+        )
+
+
 async def allocate_initial(
     tx: Tx, actor: Actor, parent: Any, child: Any, amounts: dict[str, Any]
 ) -> list[Allocation]:
@@ -394,8 +422,10 @@ async def release(tx: Tx, actor: Actor, subtree: list[Any], parent: Any) -> None
     """Return the unused allocations of ``subtree`` (live orgs being deleted or deactivated).
 
     Deepest orgs first, each keeps what its own children still hold plus what it consumed this
-    period and gives the rest back to its parent; so the top org's parent gets back everything
-    the subtree did not use. The caller holds the tree lock.
+    period, rounded up to the meter's step (an amount is always a multiple of the step, so at
+    most step - 1 of it is unused), and gives the rest back to its parent; so the top org's
+    parent gets back everything the subtree did not use, in whole steps. The caller holds the
+    tree lock.
     """
     if not subtree:
         return
@@ -410,8 +440,12 @@ async def release(tx: Tx, actor: Actor, subtree: list[Any], parent: Any) -> None
         for (org_id, meter_name), balance in sorted(balances.items()):
             if org_id != org.id:
                 continue
-            keep = min(balance.amount, balance.allocated + consumed.get((org.id, meter_name), 0))
-            new_charge = deployment_charge(meter_rows[meter_name], holder, org, keep)
+            meter = meter_rows[meter_name]
+            # What it still needs, in whole steps: amounts stay multiples of the step (3.), and
+            # the amount, itself a multiple, caps it.
+            needed = balance.allocated + consumed.get((org.id, meter_name), 0)
+            keep = min(balance.amount, -(-needed // meter.step) * meter.step)
+            new_charge = deployment_charge(meter, holder, org, keep)
             delta = keep - balance.amount
             charge_delta = new_charge - balance.charge
             if delta == 0 and charge_delta == 0:
@@ -468,6 +502,7 @@ async def transfer(tx: Tx, actor: Actor, org: Any, old_parent: Any, new_parent: 
                 f"organization {new_parent.public_id!r} has {new_balance.available} {meter.unit} "
                 f"available; taking over {org.public_id!r} needs {balance.amount + new_charge}"
             )
+        await _check_unconsumed(tx, new_parent, new_balance, meter, balance.amount + new_charge)
         amount, old_charge = balance.amount, balance.charge
         old_balance.allocated -= amount + old_charge
         balance.amount, balance.charge = 0, 0
