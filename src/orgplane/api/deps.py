@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from litestar import Request
@@ -20,6 +20,7 @@ from orgplane.core.access.service import (
 )
 from orgplane.core.audit.access_log import AccessLogWriter
 from orgplane.core.errors import RateLimited
+from orgplane.core.people.access import user_capabilities
 from orgplane.db.engine import Database
 
 
@@ -72,6 +73,14 @@ async def provide_principal(request: Request[Any, Any, Any], services: ServicesD
     if principal is None:
         services.metrics.auth_failures.labels(result.reason).inc()
         raise unauthenticated(result.reason)
+    if principal.user_id is not None:
+        # Read on every request: a change to the user's roles takes effect on the next one.
+        async with services.db.read() as conn:
+            capabilities = await user_capabilities(conn, principal.user_id, principal.org_id)
+        if capabilities is None:
+            services.metrics.auth_failures.labels("user cannot act").inc()
+            raise unauthenticated("user cannot act")
+        principal = replace(principal, capabilities=capabilities)
     verdict = await services.limiter.check(principal.key_id, principal.org_id)
     if verdict is not None:
         request.state.rate_limit = verdict

@@ -9,6 +9,14 @@ from orgplane.models.base import metadata
 from orgplane.models.credentials import credentials
 from orgplane.models.idempotency import idempotency_keys
 from orgplane.models.orgs import org_tags, orgs
+from orgplane.models.people import (
+    invitations,
+    membership_roles,
+    memberships,
+    roles,
+    user_tokens,
+    users,
+)
 from orgplane.models.usage import ledger, meters, org_limits, usage_daily, usage_events
 
 __all__ = [
@@ -17,12 +25,18 @@ __all__ = [
     "audit_log",
     "credentials",
     "idempotency_keys",
+    "invitations",
     "ledger",
+    "membership_roles",
+    "memberships",
     "metadata",
     "meters",
     "org_limits",
     "org_tags",
     "orgs",
+    "roles",
     "usage_daily",
     "usage_events",
+    "user_tokens",
+    "users",
 ]

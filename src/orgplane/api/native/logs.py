@@ -88,7 +88,7 @@ async def _respond(
     if log == "access":
         await services.access_log.flush()
     async with services.db.read() as conn:
-        org = await queries.target(conn, principal, org_id)
+        org = await queries.target(conn, principal, org_id, log)
         fmt = export_format(request)
         if fmt is None:
             rows, next_cursor = await queries.page(

@@ -20,6 +20,9 @@ class Principal:
     name: str
     user_id: int | None = None
     expires_at: datetime | None = None
+    # For a user-bound principal, what the user's roles grant in its org (read per request);
+    # None when the principal is not bound to a user (its scopes alone decide).
+    capabilities: frozenset[str] | None = None
 
     @property
     def label(self) -> str:

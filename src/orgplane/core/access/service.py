@@ -17,6 +17,7 @@ from orgplane.core.access import scopes as scope_catalog
 from orgplane.core.access.principal import Principal
 from orgplane.core.errors import Forbidden, NotFound, Unauthenticated
 from orgplane.core.ids import hash_secret, native_key_well_formed
+from orgplane.core.people.capabilities import SCOPE_CAPABILITY
 from orgplane.db.engine import Reader
 from orgplane.models import credentials, orgs
 from orgplane.models.base import utcnow
@@ -161,9 +162,14 @@ def _result_from_row(row: Any, key_hash: str) -> AuthResult:
     return AuthResult(principal, "ok", row.public_id, row.org_id, row.root_id)
 
 
-def require_scope(principal: Principal, scope: str) -> None:
+def require_scope(principal: Principal, scope: str, capability: str | None = None) -> None:
+    """The scope, and for a user-bound principal the capability (by default the scope's)."""
     if scope not in principal.scopes:
         raise Forbidden(f"this credential lacks the {scope!r} scope")
+    if principal.capabilities is not None:
+        needed = capability or SCOPE_CAPABILITY[scope]
+        if needed not in principal.capabilities:
+            raise Forbidden(f"your roles in this organization do not grant {needed!r}")
 
 
 def org_not_found(org_ref: str) -> NotFound:
@@ -176,6 +182,7 @@ async def reach(
     org_ref: str,
     *,
     scope: str,
+    capability: str | None = None,
     include_deleted: bool = False,
     lock: Literal["share", "update"] | None = None,
 ) -> Any:
@@ -191,7 +198,7 @@ async def reach(
         raise org_not_found(org_ref)
     if row.deleted_at is not None and not include_deleted:
         raise org_not_found(org_ref)
-    require_scope(principal, scope)
+    require_scope(principal, scope, capability)
     return row
 
 

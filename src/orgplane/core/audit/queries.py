@@ -69,9 +69,12 @@ def _base(log: Log, org: Any, filters: LogFilters) -> tuple[Any, Any]:
     return statement, table
 
 
-async def target(conn: Reader, principal: Principal, org_ref: str) -> Any:
+async def target(conn: Reader, principal: Principal, org_ref: str, log: Log = "audit") -> Any:
     # Logs of a deleted org stay readable for as long as the org can be restored.
-    return await reach(conn, principal, org_ref, scope="audit:read", include_deleted=True)
+    capability = "viewAccessLog" if log == "access" else "viewAuditLog"
+    return await reach(
+        conn, principal, org_ref, scope="audit:read", capability=capability, include_deleted=True
+    )
 
 
 async def page(

@@ -70,7 +70,14 @@ async def replace(
 ) -> Any:
     assert actor.principal is not None
     # Reach and scope first: a caller who may not write here learns nothing from validation.
-    row = await reach(tx.conn, actor.principal, org_ref, scope="orgs:write", lock="update")
+    row = await reach(
+        tx.conn,
+        actor.principal,
+        org_ref,
+        scope="orgs:write",
+        capability="manageCustomizations",
+        lock="update",
+    )
     org_service.check_if_match(row, if_match)
     document = validate(document)
     return await org_service.apply_changes(tx, actor, row, {"customizations": document})
@@ -80,7 +87,14 @@ async def patch(
     tx: Tx, actor: Actor, org_ref: str, changes: Any, *, if_match: str | None = None
 ) -> Any:
     assert actor.principal is not None
-    row = await reach(tx.conn, actor.principal, org_ref, scope="orgs:write", lock="update")
+    row = await reach(
+        tx.conn,
+        actor.principal,
+        org_ref,
+        scope="orgs:write",
+        capability="manageCustomizations",
+        lock="update",
+    )
     org_service.check_if_match(row, if_match)
     if not isinstance(changes, dict):
         raise InvalidInput.for_field("body", "a merge patch must be a JSON object")

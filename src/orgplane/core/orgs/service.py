@@ -166,7 +166,14 @@ async def create_child(
         raise InvalidInput.for_field("name", "is required")
     # The tree before the parent (the lock order every structural change follows).
     await lock_tree(tx, principal.root_id, shared=True)
-    parent = await reach(tx.conn, principal, parent_ref, scope="orgs:write", lock="share")
+    parent = await reach(
+        tx.conn,
+        principal,
+        parent_ref,
+        scope="orgs:write",
+        capability="createOrganizations",
+        lock="share",
+    )
     if parent.status != "active":
         raise Conflict(
             f"organization {parent_ref!r} is {parent.status}; children can only be "
@@ -204,6 +211,8 @@ async def update(
     check_if_match(row, if_match)
     if "status" in values and row.id == principal.org_id and values["status"] != "active":
         raise Conflict("a credential cannot disable or deactivate its own organization")
+    if "status" in values and values["status"] != row.status:
+        require_scope(principal, "orgs:write", "deactivateOrganizations")
     if values.get("status") == "deactivated" and row.status != "deactivated":
         if row.parent_id is None:
             raise Conflict("the root of a tenant tree cannot be deactivated")
@@ -270,14 +279,23 @@ async def _lock_subtree(tx: Tx, path: str) -> list[Any]:
 async def delete(tx: Tx, actor: Actor, org_ref: str, *, cascade: bool) -> list[Any]:
     """Soft-delete an org (and with ``cascade`` its live descendants); returns the deleted rows."""
     principal = _principal(actor)
-    row = await reach(tx.conn, principal, org_ref, scope="orgs:write")
+    row = await reach(
+        tx.conn, principal, org_ref, scope="orgs:write", capability="deactivateOrganizations"
+    )
     if row.parent_id is None:
         raise Conflict("the root of a tenant tree cannot be deleted")
     if row.id == principal.org_id:
         raise Conflict("a credential cannot delete its own organization")
     await lock_tree(tx, row.root_id)
     # Again under the lock: a move or delete committed meanwhile may have changed its path or state.
-    row = await reach(tx.conn, principal, org_ref, scope="orgs:write", lock="update")
+    row = await reach(
+        tx.conn,
+        principal,
+        org_ref,
+        scope="orgs:write",
+        capability="deactivateOrganizations",
+        lock="update",
+    )
     subtree = [r for r in await _lock_subtree(tx, row.path) if r.deleted_at is None]
     descendants = [r for r in subtree if r.id != row.id]
     if descendants and not cascade:

@@ -1,0 +1,80 @@
+"""The capability catalog, the system roles, and what each API scope needs of a user.
+
+A user-bound principal (a session, or a key tied to a user) may do what its scopes allow AND
+what the user's roles in the principal's org grant; its capabilities are read on every request,
+so a change to a user's roles takes effect on the next one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+CATALOG: dict[str, str] = {
+    "viewOrganizations": "See organizations, their children, credits, consumption and meters.",
+    "createOrganizations": "Create child organizations.",
+    "manageOrganizations": "Change organizations: names, tags, settings, moves, restores.",
+    "deactivateOrganizations": "Deactivate and delete organizations.",
+    "changeCreditsAllocation": "Set limits and allocate credits and operations to children.",
+    "viewUsersAndRoles": "See users, memberships, roles and invitations.",
+    "manageUsersAndRoles": "Invite, change and remove users; define and assign roles.",
+    "manageApiKeys": "Create, list and revoke API keys.",
+    "viewAuditLog": "Read the audit trail of the organization and its descendants.",
+    "viewAccessLog": "Read the access log.",
+    "ingestUsage": "Report usage.",
+    "manageCustomizations": "Change customizations.",
+}
+
+# Holding the key implies holding each of the listed capabilities.
+IMPLIES: dict[str, tuple[str, ...]] = {
+    "createOrganizations": ("viewOrganizations",),
+    "manageOrganizations": ("viewOrganizations",),
+    "deactivateOrganizations": ("viewOrganizations",),
+    "changeCreditsAllocation": ("viewOrganizations",),
+    "manageUsersAndRoles": ("viewUsersAndRoles",),
+    "manageCustomizations": ("viewOrganizations",),
+    "ingestUsage": ("viewOrganizations",),
+}
+
+_VIEW = ("viewOrganizations", "viewUsersAndRoles", "viewAuditLog", "viewAccessLog")
+SYSTEM_ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "owner": ("Owner", tuple(CATALOG)),
+    "administrator": ("Administrator", tuple(CATALOG)),
+    "standard": (
+        "Standard",
+        (*_VIEW, "createOrganizations", "ingestUsage", "manageCustomizations"),
+    ),
+    "read-only": ("Read-only", _VIEW),
+}
+# Roles an org must never be left without a holder of.
+GUARDIAN_ROLES = ("owner", "administrator")
+
+# The capability each scope needs by default; endpoints may name a narrower one.
+SCOPE_CAPABILITY: dict[str, str] = {
+    "orgs:read": "viewOrganizations",
+    "orgs:write": "manageOrganizations",
+    "keys:read": "manageApiKeys",
+    "keys:write": "manageApiKeys",
+    "audit:read": "viewAuditLog",
+    "audit:write": "viewAuditLog",
+    "credits:read": "viewOrganizations",
+    "credits:write": "changeCreditsAllocation",
+    "usage:read": "viewOrganizations",
+    "usage:write": "ingestUsage",
+    "users:read": "viewUsersAndRoles",
+    "users:write": "manageUsersAndRoles",
+    "meters:read": "viewOrganizations",
+    "meters:write": "manageOrganizations",
+}
+
+
+def expand(capabilities: Iterable[str]) -> frozenset[str]:
+    """The capabilities held, with everything they imply."""
+    held: set[str] = set()
+    for capability in capabilities:
+        held.add(capability)
+        held.update(IMPLIES.get(capability, ()))
+    return frozenset(held)
+
+
+def of_system_role(key: str) -> tuple[str, ...]:
+    return SYSTEM_ROLES[key][1]
