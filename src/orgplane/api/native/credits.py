@@ -140,8 +140,8 @@ def ledger_out(row: Any) -> LedgerEntry:
     "/{org_id:str}/limits/{meter:str}",
     summary="Set a tenant root's limit",
     responses=problems(409),
-    description="The operator's limit of a root organization for one meter. It cannot go below "
-    "what the root has allocated to its children plus what it consumed this period.",
+    description="The operator's limit of a root organization for one meter. It cannot be lowered "
+    "below what the root has allocated to its children plus what it consumed this period.",
 )
 async def set_limit(
     org_id: OrgId,

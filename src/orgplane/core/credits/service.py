@@ -228,7 +228,8 @@ async def apply_root_limit(
     idempotency_key: str | None = None,
 ) -> Balance:
     """Set a root's limit (the API after reach, or the operator's CLI); children get theirs by
-    allocation. It cannot go below what the root handed on plus what it consumed this period."""
+    allocation. It cannot be lowered below what the root handed on plus what it consumed this
+    period."""
     if org.parent_id is not None:
         raise Conflict(
             f"organization {org.public_id!r} is not a root: its limits come from its parent's "
@@ -240,7 +241,9 @@ async def apply_root_limit(
     balance = _balance(await lock_balances(tx, [org], meter.name), org.id, meter.name)
     consumed = (await consumed_this_period(tx, [org], meter.name)).get((org.id, meter.name), 0)
     floor = balance.allocated + consumed
-    if amount < floor:
+    # Only a cut is refused, as for a child's allocation: a root whose soft usage ran past its
+    # limit can still be raised (or set to what it is), even if not yet above what it used.
+    if amount < balance.amount and amount < floor:
         raise BelowConsumption(
             f"the limit cannot go below {floor}: {balance.allocated} is allocated to children "
             f"and {consumed} was consumed this period"
