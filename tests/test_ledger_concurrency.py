@@ -26,6 +26,7 @@ from typing import Any
 
 from conftest import start_harness, stop_harness
 from ledger_invariants import Bal, check_invariants, deadlocks, load
+from orgplane.core.credits.ledger import verify
 from orgplane.models.base import utcnow
 
 POOL = 32  # with as many again in overflow: every task can hold a connection at once
@@ -331,3 +332,34 @@ def _charge(meter: str, abroad: bool, amount: int) -> int:
     if meter != "credits" or not abroad or amount == 0:
         return 0
     return -(-amount * PCT // 100)
+
+
+async def test_concurrent_first_allocations_to_one_child_create_its_row_once(db_url: str) -> None:
+    """The child has no limit row yet: every allocator but the first must see the one the first
+    inserted (on PostgreSQL, after waiting for the parent's row lock) instead of inserting it
+    again."""
+    h = await start_harness(db_url, db_pool_size=20)
+    try:
+        root = h.root.org_id
+        response = await h.client.put(
+            f"/orgs/{root}/limits/credits", json={"amount": 1_000}, headers=h.auth()
+        )
+        assert response.status_code == 200, response.text
+        children = [(await h.create_org(root, f"Fresh {i}"))["id"] for i in range(3)]
+        url = "/orgs/{root}/children/{child}/allocations/credits"
+        responses = await asyncio.gather(
+            *(
+                h.client.put(
+                    url.format(root=root, child=child), json={"amount": n}, headers=h.auth()
+                )
+                for child in children
+                for n in range(1, 9)
+            )
+        )
+        assert [r.status_code for r in responses] == [200] * len(responses), [
+            r.text for r in responses if r.status_code != 200
+        ]
+        async with h.services.db.read() as conn:
+            assert await verify(conn) == []
+    finally:
+        await stop_harness(h)

@@ -131,12 +131,22 @@ async def lock_balances(
         # ORDER BY in SQL fixes the order in which PostgreSQL takes the row locks.
         depth_case = sa.case(rank, value=org_limits.c.org_id)
         statement = statement.order_by(depth_case, org_limits.c.meter).with_for_update()
-    found = {}
-    for row in await tx.execute(statement):
-        found[(row.org_id, row.meter)] = Balance(
+    found = await _read_balances(tx, statement)
+    if tx.is_postgres and meter is not None and len(found) < len(rank):
+        # A row missing from this statement's snapshot may have been inserted by a transaction
+        # that held an ancestor's lock we just waited for; read again now that we hold it, or
+        # we would insert the row a second time.
+        found = await _read_balances(tx, statement)
+    return found
+
+
+async def _read_balances(tx: Tx, statement: Any) -> dict[tuple[int, str], Balance]:
+    return {
+        (row.org_id, row.meter): Balance(
             row.org_id, row.meter, int(row.amount), int(row.allocated), int(row.charge), True
         )
-    return found
+        for row in await tx.execute(statement)
+    }
 
 
 def _balance(balances: dict[tuple[int, str], Balance], org_id: int, meter: str) -> Balance:
