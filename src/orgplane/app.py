@@ -17,6 +17,7 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 
 from orgplane import __version__
 from orgplane.api.deps import Services, provide_actor, provide_principal
+from orgplane.api.native import auth as auth_api
 from orgplane.api.native import (
     consumption,
     credits,
@@ -26,7 +27,9 @@ from orgplane.api.native import (
     meters,
     ops,
     orgs,
+    roles,
     usage,
+    users,
 )
 from orgplane.api.observability import Metrics, ObservabilityMiddleware
 from orgplane.api.problems import EXCEPTION_HANDLERS
@@ -122,6 +125,9 @@ def create_litestar(services: Services) -> Litestar:
             Tag(name="customizations", description="Per-org customization documents"),
             Tag(name="consumption", description="Monthly consumption per meter"),
             Tag(name="usage", description="Usage ingestion: batches of metered events"),
+            Tag(name="sign-in", description="Sessions for people: login, logout, resets"),
+            Tag(name="users", description="Members, invitations"),
+            Tag(name="roles", description="Capabilities and roles"),
             Tag(name="operations", description="Health, readiness, metrics"),
         ],
     )
@@ -144,6 +150,11 @@ def create_litestar(services: Services) -> Litestar:
             credits.router,
             meters.router,
             usage.router,
+            users.router,
+            users.accept_invitation,
+            roles.router,
+            roles.list_capabilities,
+            auth_api.router,
             ops.healthz,
             ops.readyz,
             ops.metrics,

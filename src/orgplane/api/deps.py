@@ -58,12 +58,14 @@ async def provide_principal(request: Request[Any, Any, Any], services: ServicesD
         actor=principal.label
         if principal
         else (f"key:{result.key_id}" if result.key_id else "anonymous"),
-        action="API_KEY_AUTH",
+        action="SESSION_AUTH" if (result.key_id or "").startswith("ses_") else "API_KEY_AUTH",
         status="SUCCESS" if principal else "FAILURE",
         org_id=result.org_id,
         root_id=result.root_id,
         key_id=result.key_id,
-        key_pk=principal.key_pk if principal else None,
+        # A session's key_pk names its user_tokens row, not a credential with a last-used time.
+        key_pk=principal.key_pk if principal and principal.kind == "key" else None,
+        user_id=principal.user_id if principal else None,
         method=request.method,
         path=request.url.path,
         ip=meta.ip,

@@ -56,6 +56,27 @@ def native_key_well_formed(key: str) -> bool:
     return secrets.compare_digest(_checksum(body), check)
 
 
+# Sign-in sessions and one-time user tokens share the native key's shape under their own prefixes.
+SESSION_TOKEN_PREFIX = "ops_"
+RESET_TOKEN_PREFIX = "opr_"
+EMAIL_TOKEN_PREFIX = "ope_"
+
+
+def new_prefixed_token(prefix: str) -> str:
+    body = "".join(secrets.choice(_BASE62) for _ in range(_BODY_LEN))
+    return f"{prefix}{body}{_checksum(body)}"
+
+
+def prefixed_token_well_formed(prefix: str, token: str) -> bool:
+    if not token.startswith(prefix):
+        return False
+    rest = token[len(prefix) :]
+    if len(rest) != _BODY_LEN + _CHECKSUM_LEN or any(c not in _BASE62 for c in rest):
+        return False
+    body, check = rest[:_BODY_LEN], rest[_BODY_LEN:]
+    return secrets.compare_digest(_checksum(body), check)
+
+
 def hash_secret(secret: str) -> str:
     """The stored form of a key. Keys carry ~190 random bits, so a plain sha256 is enough."""
     return hashlib.sha256(secret.encode()).hexdigest()

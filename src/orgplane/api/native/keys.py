@@ -36,6 +36,7 @@ async def create_key(
         name=data.name,
         scopes=data.scopes,
         expires_at=data.expires_at,
+        user_ref=data.user_id,
     )
     out = key_out(created.row, org_id)
     return ApiKeyCreated(

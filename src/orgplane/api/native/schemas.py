@@ -95,6 +95,8 @@ class ApiKeyCreate(Struct, forbid_unknown_fields=True):
     name: Name
     scopes: Annotated[list[str], Meta(min_length=1, max_length=50)]
     expires_at: datetime | None = None
+    # The member of the org the key acts as: it can do what its scopes AND the user's roles allow.
+    user_id: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
 
 
 class ApiKey(Struct):
@@ -108,6 +110,7 @@ class ApiKey(Struct):
     expires_at: datetime | None
     last_used_at: datetime | None
     revoked_at: datetime | None
+    user_id: str | None = None
 
 
 class ApiKeyCreated(ApiKey):
@@ -246,6 +249,7 @@ def key_out(row: Any, org_public_id: str) -> ApiKey:
         expires_at=row.expires_at,
         last_used_at=row.last_used_at,
         revoked_at=row.revoked_at,
+        user_id=row.user_public_id,
     )
 
 

@@ -23,9 +23,14 @@ class Principal:
     # For a user-bound principal, what the user's roles grant in its org (read per request);
     # None when the principal is not bound to a user (its scopes alone decide).
     capabilities: frozenset[str] | None = None
+    # "key", or "session" for a signed-in user (then key_pk/key_id name the session's row).
+    kind: str = "key"
+    user_public_id: str | None = None
 
     @property
     def label(self) -> str:
+        if self.kind == "session":
+            return f"user:{self.user_public_id}"
         return f"key:{self.key_id}"
 
     def reaches(self, path: str) -> bool:

@@ -16,10 +16,15 @@ import sqlalchemy as sa
 from orgplane.core.access import scopes as scope_catalog
 from orgplane.core.access.principal import Principal
 from orgplane.core.errors import Forbidden, NotFound, Unauthenticated
-from orgplane.core.ids import hash_secret, native_key_well_formed
+from orgplane.core.ids import (
+    SESSION_TOKEN_PREFIX,
+    hash_secret,
+    native_key_well_formed,
+    prefixed_token_well_formed,
+)
 from orgplane.core.people.capabilities import SCOPE_CAPABILITY
 from orgplane.db.engine import Reader
-from orgplane.models import credentials, orgs
+from orgplane.models import credentials, orgs, user_tokens, users
 from orgplane.models.base import utcnow
 
 PARENT = orgs.alias("parent")
@@ -50,6 +55,33 @@ _KEY_BY_HASH = (
     .select_from(credentials.join(orgs, orgs.c.id == credentials.c.org_id))
     .where(credentials.c.key_hash == sa.bindparam("key_hash"))
 )
+
+# A sign-in session (``ops_...``): its user, and the org it acts in.
+_SESSION_BY_HASH = (
+    sa.select(
+        user_tokens.c.id,
+        user_tokens.c.user_id,
+        user_tokens.c.org_id,
+        user_tokens.c.expires_at,
+        user_tokens.c.used_at,
+        users.c.public_id.label("user_public_id"),
+        orgs.c.public_id.label("org_public_id"),
+        orgs.c.root_id,
+        orgs.c.status.label("org_status"),
+        orgs.c.deleted_at.label("org_deleted_at"),
+    )
+    .select_from(
+        user_tokens.join(users, users.c.id == user_tokens.c.user_id).join(
+            orgs, orgs.c.id == user_tokens.c.org_id
+        )
+    )
+    .where(user_tokens.c.token_hash == sa.bindparam("key_hash"), user_tokens.c.kind == "session")
+)
+
+
+def session_key_id(token_pk: int) -> str:
+    """A session's public name in logs and rate limits (never the token)."""
+    return f"ses_{token_pk}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +156,10 @@ async def authenticate(conn_factory: Any, cache: KeyCache, secret: str | None) -
             async with conn_factory() as conn:
                 row = (await conn.execute(_KEY_BY_HASH, {"key_hash": key_hash})).first()
             result = _result_from_row(row, key_hash)
+        elif prefixed_token_well_formed(SESSION_TOKEN_PREFIX, secret):
+            async with conn_factory() as conn:
+                row = (await conn.execute(_SESSION_BY_HASH, {"key_hash": key_hash})).first()
+            result = _result_from_session_row(row, key_hash)
         else:
             # Hashed and cached all the same: a malformed key costs what an unknown one does.
             result = AuthResult(None, "malformed key")
@@ -135,9 +171,39 @@ async def authenticate(conn_factory: Any, cache: KeyCache, secret: str | None) -
         and principal.expires_at <= utcnow()
     ):
         return AuthResult(
-            None, "expired key", principal.key_id, principal.org_id, principal.root_id
+            None,
+            "expired session" if principal.kind == "session" else "expired key",
+            principal.key_id,
+            principal.org_id,
+            principal.root_id,
         )
     return result
+
+
+def _result_from_session_row(row: Any, key_hash: str) -> AuthResult:
+    """A session acts as its user, in its org, with every scope its user's roles allow."""
+    if row is None:
+        return AuthResult(None, "unknown session")
+    key_id = session_key_id(row.id)
+    if row.used_at is not None:
+        return AuthResult(None, "ended session", key_id, row.org_id, row.root_id)
+    if row.org_deleted_at is not None or row.org_status in ("deactivated", "deleted"):
+        return AuthResult(None, "organization not active", key_id, row.org_id, row.root_id)
+    principal = Principal(
+        key_pk=row.id,
+        key_id=key_id,
+        key_hash=key_hash,
+        org_id=row.org_id,
+        org_public_id=row.org_public_id,
+        root_id=row.root_id,
+        scopes=scope_catalog.expand([scope_catalog.ALL]),
+        name="session",
+        user_id=row.user_id,
+        expires_at=row.expires_at,
+        kind="session",
+        user_public_id=row.user_public_id,
+    )
+    return AuthResult(principal, "ok", key_id, row.org_id, row.root_id)
 
 
 def _result_from_row(row: Any, key_hash: str) -> AuthResult:

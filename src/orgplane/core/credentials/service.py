@@ -16,8 +16,10 @@ from orgplane.core.errors import Forbidden, InvalidInput, NotFound
 from orgplane.core.ids import hash_secret, new_native_key, new_public_id
 from orgplane.core.orgs.validation import clean_name
 from orgplane.core.pagination import decode_cursor, encode_cursor
+from orgplane.core.people import memberships as ms
+from orgplane.core.people.access import user_capabilities
 from orgplane.db.engine import Reader, Tx
-from orgplane.models import credentials
+from orgplane.models import credentials, users
 from orgplane.models.base import utcnow
 
 KEY_COLUMNS = (
@@ -33,6 +35,10 @@ KEY_COLUMNS = (
     credentials.c.last_used_at,
     credentials.c.revoked_at,
     credentials.c.user_id,
+    sa.select(users.c.public_id)
+    .where(users.c.id == credentials.c.user_id)
+    .scalar_subquery()
+    .label("user_public_id"),
 )
 
 
@@ -48,6 +54,7 @@ def _describe(row: Any) -> dict[str, Any]:
         "kind": row.kind,
         "scopes": list(row.scopes),
         "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+        "user_id": row.user_public_id,
     }
 
 
@@ -59,6 +66,7 @@ async def insert_key(
     scopes: list[str],
     expires_at: datetime | None,
     created_by: int | None,
+    user_id: int | None = None,
 ) -> CreatedKey:
     secret = new_native_key()
     values = {
@@ -73,6 +81,7 @@ async def insert_key(
         "created_at": utcnow(),
         "created_by": created_by,
         "expires_at": expires_at,
+        "user_id": user_id,
     }
     key_id = (
         await tx.execute(sa.insert(credentials).values(values).returning(credentials.c.id))
@@ -89,6 +98,7 @@ async def create(
     name: str,
     scopes: list[str],
     expires_at: datetime | None,
+    user_ref: str | None = None,
 ) -> CreatedKey:
     principal = actor.principal
     assert principal is not None
@@ -96,8 +106,16 @@ async def create(
     name = clean_name(name)
     scopes = scope_catalog.validate(scopes)
     _within_creator(principal, scopes, expires_at)
+    user_id = await _bound_user(tx, principal, org, user_ref)
     created = await insert_key(
-        tx, org=org, name=name, scopes=scopes, expires_at=expires_at, created_by=principal.key_pk
+        tx,
+        org=org,
+        name=name,
+        scopes=scopes,
+        expires_at=expires_at,
+        # created_by names a key; a session is not one (the audit entry names the user).
+        created_by=principal.key_pk if principal.kind == "key" else None,
+        user_id=user_id,
     )
     audit.record(
         tx,
@@ -112,6 +130,31 @@ async def create(
     return created
 
 
+async def _bound_user(tx: Tx, principal: Principal, org: Any, user_ref: str | None) -> int | None:
+    """The user a new key acts as: ``user_ref`` (a member of the key's org). A user-bound
+    creator cannot mint an unbound key, and binds it to itself by default; the user it binds
+    the key to must not hold capabilities the creator lacks there."""
+    if user_ref is None:
+        if principal.user_id is None:
+            return None
+        if org.id != principal.org_id:
+            raise InvalidInput.for_field(
+                "user_id", "a key created by a user for another organization must name its user"
+            )
+        return principal.user_id
+    try:
+        member = await ms.find_member(tx.conn, org, user_ref)
+    except NotFound:
+        raise InvalidInput.for_field(
+            "user_id", f"{user_ref!r} is not a member of organization {org.public_id!r}"
+        ) from None
+    if principal.capabilities is not None:
+        held = await user_capabilities(tx.conn, member.id, org.id) or frozenset()
+        ms.check_grantable(principal, held)
+    user_id: int = member.id
+    return user_id
+
+
 def _within_creator(principal: Principal, scopes: list[str], expires_at: datetime | None) -> None:
     """A key can never mint a key that can do more, or live longer, than itself."""
     granted = scope_catalog.expand(scopes)
@@ -120,8 +163,12 @@ def _within_creator(principal: Principal, scopes: list[str], expires_at: datetim
         raise Forbidden(f"a key cannot grant scopes it does not hold: {', '.join(excess)}")
     if expires_at is not None and expires_at <= utcnow():
         raise InvalidInput.for_field("expires_at", "must be in the future")
-    if principal.expires_at is not None and (
-        expires_at is None or expires_at > principal.expires_at
+    # A signed-in user's keys are bound to that user, whose capabilities limit them for as long
+    # as they live; only a key's own expiry caps the keys it mints.
+    if (
+        principal.kind == "key"
+        and principal.expires_at is not None
+        and (expires_at is None or expires_at > principal.expires_at)
     ):
         raise Forbidden(
             "a key cannot outlive the key that creates it: set expires_at no later than "

@@ -1,0 +1,259 @@
+"""Sign-in endpoints: login and logout (sessions), and the token-completed password reset and
+email change. Every login and logout attempt goes to the access log; no secret ever does."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from litestar import Request, Router, post
+from litestar.params import JSONBody
+from msgspec import Meta, Struct
+
+from orgplane.api.deps import ServicesDep, request_meta
+from orgplane.api.native.openapi import PublicOperation, problems
+from orgplane.core.access.principal import RequestMeta
+from orgplane.core.access.service import (
+    authenticate,
+    parse_authorization,
+    session_key_id,
+    unauthenticated,
+)
+from orgplane.core.errors import Conflict, InvalidInput, Unauthenticated
+from orgplane.core.people import auth
+
+Token = Annotated[str, Meta(max_length=100)]
+
+
+class LoginRequest(Struct, forbid_unknown_fields=True):
+    email: Annotated[str, Meta(min_length=1, max_length=254)]
+    password: Annotated[str, Meta(min_length=1, max_length=auth.PASSWORD_MAX)]
+    org_id: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+
+
+class SessionUser(Struct):
+    id: str
+    email: str
+    first_name: str
+    last_name: str
+
+
+class SessionOrg(Struct):
+    id: str
+    name: str
+
+
+class LoginResponse(Struct):
+    token: str
+    token_type: str
+    expires_at: datetime
+    org_id: str
+    user: SessionUser
+    orgs: list[SessionOrg]
+
+
+class PasswordResetRequest(Struct, forbid_unknown_fields=True):
+    token: Token
+    password: str
+
+
+class EmailConfirmRequest(Struct, forbid_unknown_fields=True):
+    token: Token
+
+
+class EmailChanged(Struct):
+    user_id: str
+    email: str
+
+
+def _log(
+    services: ServicesDep,
+    request: Request[Any, Any, Any],
+    meta: RequestMeta,
+    *,
+    action: str,
+    status: str,
+    actor: str,
+    orgs: tuple[Any, ...] | list[Any] = (),
+    **fields: Any,
+) -> None:
+    """One entry per org concerned (none known: one entry with no org)."""
+    for org in orgs or (None,):
+        services.access_log.record(
+            actor=actor,
+            action=action,
+            status=status,
+            org_id=org.id if org is not None else None,
+            root_id=org.root_id if org is not None else None,
+            method=request.method,
+            path=request.url.path,
+            ip=meta.ip,
+            user_agent=meta.user_agent,
+            **fields,
+        )
+
+
+@post(
+    "/login",
+    summary="Sign in",
+    status_code=200,
+    operation_class=PublicOperation,
+    responses=problems(),
+    description="Returns a session token (`ops_...`, shown once) to send as "
+    "`Authorization: Bearer <token>`; it acts in `org_id` (default: the user's first org) with "
+    "the user's capabilities there, for 12 hours. Every refusal is the same 401; 5 failures in "
+    "15 minutes lock the account.",
+)
+async def login(
+    request: Request[Any, Any, Any], data: JSONBody[LoginRequest], services: ServicesDep
+) -> LoginResponse:
+    meta = request_meta(request)
+    outcome = await auth.login(services.db, meta, data.email, data.password, data.org_id)
+    if not outcome.ok:
+        _log(
+            services,
+            request,
+            meta,
+            action="LOGIN",
+            status="FAILURE",
+            actor=f"user:{outcome.user_public_id}" if outcome.user_public_id else "anonymous",
+            orgs=outcome.member_orgs,
+            user_id=outcome.user_pk,
+            detail=outcome.detail,
+        )
+        services.metrics.auth_failures.labels("login refused").inc()
+        if outcome.bad_org:
+            raise InvalidInput.for_field("org_id", "not one of your organizations")
+        raise Unauthenticated(auth.LOGIN_REFUSED)
+    assert outcome.token is not None and outcome.session_pk is not None
+    assert outcome.expires_at is not None
+    user = outcome.user
+    _log(
+        services,
+        request,
+        meta,
+        action="LOGIN",
+        status="SUCCESS",
+        actor=f"user:{user.public_id}",
+        orgs=[outcome.org],
+        user_id=user.id,
+        key_id=session_key_id(outcome.session_pk),
+    )
+    return LoginResponse(
+        token=outcome.token,
+        token_type="Bearer",
+        expires_at=outcome.expires_at,
+        org_id=outcome.org.public_id,
+        user=SessionUser(user.public_id, user.email, user.first_name, user.last_name),
+        orgs=[
+            SessionOrg(o.public_id, o.name)
+            for o in outcome.member_orgs
+            if o.status not in ("deactivated", "deleted")
+        ],
+    )
+
+
+@post(
+    "/logout",
+    summary="Sign out",
+    status_code=204,
+    responses=problems(),
+    description="Ends the calling session at once. API keys are revoked with "
+    "`DELETE /orgs/{org_id}/api_keys/{key_id}` instead.",
+)
+async def logout(request: Request[Any, Any, Any], services: ServicesDep) -> None:
+    meta = request_meta(request)
+    secret = parse_authorization(request.headers.get("authorization"))
+    result = await authenticate(services.db.read, services.keys, secret)
+    principal = result.principal
+    if principal is None or principal.kind != "session":
+        org = _OrgRef(result.org_id, result.root_id) if result.org_id is not None else None
+        _log(
+            services,
+            request,
+            meta,
+            action="LOGOUT",
+            status="FAILURE",
+            actor=principal.label if principal else "anonymous",
+            orgs=[org] if org else [],
+            key_id=result.key_id,
+            detail="not a session" if principal else result.reason,
+        )
+        if principal is not None:
+            raise InvalidInput.for_field(
+                "authorization", "logout ends a session (ops_...); revoke API keys instead"
+            )
+        raise unauthenticated(result.reason)
+    await services.db.transaction(auth.logout, principal.key_pk)
+    services.keys.invalidate(principal.key_hash)
+    _log(
+        services,
+        request,
+        meta,
+        action="LOGOUT",
+        status="SUCCESS",
+        actor=principal.label,
+        orgs=[_OrgRef(principal.org_id, principal.root_id)],
+        key_id=principal.key_id,
+        user_id=principal.user_id,
+    )
+
+
+class _OrgRef:
+    __slots__ = ("id", "root_id")
+
+    def __init__(self, org_id: int, root_id: int | None) -> None:
+        self.id = org_id
+        self.root_id = root_id
+
+
+@post(
+    "/password/reset",
+    summary="Set a password with a reset token",
+    status_code=204,
+    operation_class=PublicOperation,
+    responses=problems(),
+    description="Completes a reset issued by an administrator: the token (valid 1 hour) works "
+    "once; the password needs 12 to 256 characters. Every session of the user ends.",
+)
+async def reset_password(
+    request: Request[Any, Any, Any], data: JSONBody[PasswordResetRequest], services: ServicesDep
+) -> None:
+    auth.check_password_policy(data.password)
+    async with services.db.read() as conn:
+        await auth.check_password_reset_token(conn, data.token)
+    new_hash = await asyncio.to_thread(auth.hash_password, data.password)
+    ended = await services.db.transaction(
+        auth.complete_password_reset, request_meta(request), data.token, new_hash
+    )
+    for key_hash in ended:
+        services.keys.invalidate(key_hash)
+
+
+@post(
+    "/email/confirm",
+    summary="Confirm an email change",
+    status_code=200,
+    operation_class=PublicOperation,
+    responses=problems(409),
+    description="Applies the change the token (valid 24 hours, single use) was issued for.",
+)
+async def confirm_email(
+    request: Request[Any, Any, Any], data: JSONBody[EmailConfirmRequest], services: ServicesDep
+) -> EmailChanged:
+    try:
+        user_id, email = await services.db.transaction(
+            auth.confirm_email_change, request_meta(request), data.token
+        )
+    except sa.exc.IntegrityError:
+        raise Conflict("token: another user has taken this email address meanwhile") from None
+    return EmailChanged(user_id=user_id, email=email)
+
+
+router = Router(
+    path="/auth",
+    route_handlers=[login, logout, reset_password, confirm_email],
+    tags=["sign-in"],
+)

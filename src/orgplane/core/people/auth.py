@@ -1,0 +1,574 @@
+"""Sign-in: argon2id passwords, sessions, lockout, password resets and email changes.
+
+Sessions and one-time tokens are random, prefixed secrets shown once; only their sha256 is
+stored (``user_tokens``). Login does the same argon2 work whether or not the email is known,
+and answers every refusal with the same message, so it tells nobody which emails exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from email_validator import EmailNotValidError, validate_email
+
+from orgplane.core.access.principal import Actor, RequestMeta
+from orgplane.core.audit import service as audit
+from orgplane.core.errors import Conflict, FieldError, InvalidInput
+from orgplane.core.ids import (
+    EMAIL_TOKEN_PREFIX,
+    RESET_TOKEN_PREFIX,
+    SESSION_TOKEN_PREFIX,
+    hash_secret,
+    new_prefixed_token,
+    prefixed_token_well_formed,
+)
+from orgplane.db.engine import Reader, Tx
+from orgplane.models import memberships, orgs, user_tokens, users
+from orgplane.models.base import utcnow
+
+PASSWORD_MIN = 12
+PASSWORD_MAX = 256
+MAX_FAILURES = 5
+FAILURE_WINDOW = timedelta(minutes=15)
+SESSION_TTL = timedelta(hours=12)
+RESET_TTL = timedelta(hours=1)
+EMAIL_CHANGE_TTL = timedelta(hours=24)
+# The one answer to every refused sign-in, whatever the reason.
+LOGIN_REFUSED = "invalid email or password"
+
+# argon2-cffi's defaults are RFC 9106's low-memory recommendation for argon2id.
+_hasher = PasswordHasher()
+
+
+# --- passwords --------------------------------------------------------------------------------
+
+
+def check_password_policy(password: str, field: str = "password") -> None:
+    """400 naming ``field`` unless the password is 12 to 256 characters."""
+    if not isinstance(password, str):
+        raise InvalidInput.for_field(field, "must be a string")
+    if len(password) < PASSWORD_MIN:
+        raise InvalidInput.for_field(field, f"must be at least {PASSWORD_MIN} characters")
+    if len(password) > PASSWORD_MAX:
+        raise InvalidInput.for_field(field, f"must be at most {PASSWORD_MAX} characters")
+
+
+def hash_password(password: str, field: str = "password") -> str:
+    """The argon2id hash of a password that meets the policy (400 naming ``field`` if not).
+
+    Slow by design (tens of ms): call it before opening a transaction, or via ``asyncio.to_thread``.
+    """
+    check_password_policy(password, field)
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    """True when the password matches; a malformed stored hash is a mismatch, never an error."""
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    try:
+        return _hasher.check_needs_rehash(password_hash)
+    except InvalidHashError:
+        return True
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """What an unknown email is checked against, so that it costs what a known one does."""
+    return _hasher.hash("orgplane-dummy-password-for-unknown-users")
+
+
+def _verify_or_dummy(password_hash: str | None, password: str) -> bool:
+    if password_hash is None:
+        verify_password(_dummy_hash(), password)
+        return False
+    return verify_password(password_hash, password)
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def _user_pk(user: Any) -> int:
+    """Accept a users row (anything with ``.id``) or the user's integer id."""
+    return int(user if isinstance(user, int) else user.id)
+
+
+def _self_actor(meta: RequestMeta, user_public_id: str) -> Actor:
+    return Actor(meta=meta, label_override=f"user:{user_public_id}")
+
+
+async def _member_orgs(conn: Reader | Any, user_pk: int) -> list[Any]:
+    """The user's memberships' orgs, oldest membership first (the default session org)."""
+    rows = await conn.execute(
+        sa.select(orgs.c.id, orgs.c.public_id, orgs.c.name, orgs.c.root_id, orgs.c.status)
+        .select_from(memberships.join(orgs, orgs.c.id == memberships.c.org_id))
+        .where(memberships.c.user_id == user_pk, orgs.c.deleted_at.is_(None))
+        .order_by(memberships.c.created_at, memberships.c.org_id)
+    )
+    return list(rows.all())
+
+
+def _audit_user(
+    tx: Tx,
+    actor: Actor,
+    member_orgs: list[Any],
+    user_public_id: str,
+    action: str,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> None:
+    """A user is shared by every org it belongs to: each of them gets the entry."""
+    for org in member_orgs:
+        audit.record(
+            tx,
+            actor,
+            action=action,
+            root_id=org.root_id,
+            org_id=org.id,
+            target_type="user",
+            target_id=user_public_id,
+            before=before,
+            after=after,
+        )
+
+
+async def _revoke_sessions(tx: Tx, user_pk: int, now: datetime) -> list[str]:
+    """End every live session of the user; the hashes, to drop from the key cache."""
+    hashes = (
+        await tx.execute(
+            sa.select(user_tokens.c.token_hash).where(
+                user_tokens.c.user_id == user_pk,
+                user_tokens.c.kind == "session",
+                user_tokens.c.used_at.is_(None),
+            )
+        )
+    ).scalars()
+    revoked = list(hashes)
+    if revoked:
+        await tx.execute(
+            sa.update(user_tokens)
+            .where(
+                user_tokens.c.user_id == user_pk,
+                user_tokens.c.kind == "session",
+                user_tokens.c.used_at.is_(None),
+            )
+            .values(used_at=now)
+        )
+    return revoked
+
+
+# --- login ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoginOutcome:
+    """What a login attempt did, for the response and the access log (never the password)."""
+
+    ok: bool
+    detail: str
+    user_pk: int | None = None
+    user_public_id: str | None = None
+    token: str | None = None
+    expires_at: datetime | None = None
+    session_pk: int | None = None
+    org: Any = None
+    member_orgs: tuple[Any, ...] = ()
+    user: Any = None
+    # Set when the org asked for is not one of the user's (a 400 after a correct password).
+    bad_org: bool = False
+
+
+_USER_FOR_LOGIN = sa.select(
+    users.c.id,
+    users.c.public_id,
+    users.c.email,
+    users.c.first_name,
+    users.c.last_name,
+    users.c.status,
+    users.c.locked_at,
+    users.c.password_hash,
+).where(users.c.email_normalized == sa.bindparam("email"))
+
+
+async def login(
+    db: Any, meta: RequestMeta, email: str, password: str, org_ref: str | None
+) -> LoginOutcome:
+    """Check the credentials and open a session; count failures and lock after too many.
+
+    The argon2 check runs in a worker thread between a read and a short write transaction, so
+    no transaction is held open for the duration of a hash.
+    """
+    async with db.read() as conn:
+        user = (await conn.execute(_USER_FOR_LOGIN, {"email": normalize_email(email)})).first()
+    password_hash = user.password_hash if user is not None else None
+    matched = await asyncio.to_thread(_verify_or_dummy, password_hash, password)
+    if user is None:
+        return LoginOutcome(False, "unknown user")
+    rehashed = None
+    if matched and password_hash is not None and needs_rehash(password_hash):
+        rehashed = await asyncio.to_thread(_hasher.hash, password)
+    outcome: LoginOutcome = await db.transaction(
+        _finish_login, meta, user, matched, rehashed, org_ref
+    )
+    return outcome
+
+
+async def _finish_login(
+    tx: Tx, meta: RequestMeta, user: Any, matched: bool, rehashed: str | None, org_ref: str | None
+) -> LoginOutcome:
+    now = utcnow()
+    member_orgs = await _member_orgs(tx, user.id)
+    common = {
+        "user_pk": user.id,
+        "user_public_id": user.public_id,
+        "member_orgs": tuple(member_orgs),
+        "user": user,
+    }
+    if not matched:
+        detail = await _count_failure(tx, meta, user, member_orgs, now)
+        return LoginOutcome(False, detail, **common)
+    # Re-read under the row lock: a concurrent failure may have just locked the account.
+    current = (
+        await tx.execute(
+            sa.select(users.c.status, users.c.locked_at)
+            .where(users.c.id == user.id)
+            .with_for_update()
+        )
+    ).one()
+    if current.locked_at is not None:
+        return LoginOutcome(False, "account locked", **common)
+    if current.status != "active":
+        return LoginOutcome(False, f"user {current.status}", **common)
+    usable = [o for o in member_orgs if o.status not in ("deactivated", "deleted")]
+    if org_ref is None:
+        org = usable[0] if usable else None
+        if org is None:
+            return LoginOutcome(False, "no organization to act in", **common)
+    else:
+        org = next((o for o in usable if o.public_id == org_ref), None)
+        if org is None:
+            return LoginOutcome(False, "not a member of the organization", bad_org=True, **common)
+    values: dict[str, Any] = {"failed_logins": 0, "failed_since": None, "last_login_at": now}
+    if rehashed is not None:
+        values["password_hash"] = rehashed
+    await tx.execute(sa.update(users).where(users.c.id == user.id).values(**values))
+    token = new_prefixed_token(SESSION_TOKEN_PREFIX)
+    expires_at = now + SESSION_TTL
+    session_pk = (
+        await tx.execute(
+            sa.insert(user_tokens)
+            .values(
+                token_hash=hash_secret(token),
+                kind="session",
+                user_id=user.id,
+                org_id=org.id,
+                created_at=now,
+                expires_at=expires_at,
+            )
+            .returning(user_tokens.c.id)
+        )
+    ).scalar_one()
+    return LoginOutcome(
+        True, "ok", token=token, expires_at=expires_at, session_pk=session_pk, org=org, **common
+    )
+
+
+async def _count_failure(
+    tx: Tx, meta: RequestMeta, user: Any, member_orgs: list[Any], now: datetime
+) -> str:
+    """Count one failure atomically (concurrent failures each count) and lock at the limit.
+
+    The window is fixed from the first failure: 5 failures within 15 minutes of it lock the
+    account; a failure after the window starts a new count.
+    """
+    window_start = now - FAILURE_WINDOW
+    stale = sa.or_(users.c.failed_since.is_(None), users.c.failed_since < window_start)
+    counted = (
+        await tx.execute(
+            sa.update(users)
+            .where(users.c.id == user.id)
+            .values(
+                failed_logins=sa.case((stale, 1), else_=users.c.failed_logins + 1),
+                failed_since=sa.case((stale, now), else_=users.c.failed_since),
+            )
+            .returning(users.c.failed_logins, users.c.locked_at)
+        )
+    ).one()
+    if counted.locked_at is not None:
+        return "account locked"
+    if counted.failed_logins < MAX_FAILURES:
+        return "bad password"
+    locked = await tx.execute(
+        sa.update(users)
+        .where(users.c.id == user.id, users.c.locked_at.is_(None))
+        .values(locked_at=now, modified_at=now, version=users.c.version + 1)
+    )
+    if locked.rowcount:
+        _audit_user(
+            tx,
+            _self_actor(meta, user.public_id),
+            member_orgs,
+            user.public_id,
+            "user.locked",
+            before={"locked": False},
+            after={"locked": True, "reason": f"{counted.failed_logins} failed sign-ins"},
+        )
+    return "bad password; account locked"
+
+
+async def logout(tx: Tx, session_pk: int) -> bool:
+    """End one session; False when it had already ended."""
+    ended = await tx.execute(
+        sa.update(user_tokens)
+        .where(user_tokens.c.id == session_pk, user_tokens.c.used_at.is_(None))
+        .values(used_at=utcnow())
+    )
+    return bool(ended.rowcount)
+
+
+# --- lock -------------------------------------------------------------------------------------
+
+
+async def unlock_user(tx: Tx, actor: Actor, user: Any) -> bool:
+    """Clear the lock and the failure count; audited as ``user.unlocked`` when it was locked.
+
+    The caller has checked that the actor may manage this user. False when it was not locked.
+    """
+    user_pk = _user_pk(user)
+    row = (
+        await tx.execute(
+            sa.select(users.c.public_id, users.c.locked_at)
+            .where(users.c.id == user_pk)
+            .with_for_update()
+        )
+    ).one()
+    now = utcnow()
+    values: dict[str, Any] = {"failed_logins": 0, "failed_since": None}
+    if row.locked_at is not None:
+        values.update(locked_at=None, modified_at=now, version=users.c.version + 1)
+    if actor.principal is not None:
+        values["modified_by"] = actor.label
+    await tx.execute(sa.update(users).where(users.c.id == user_pk).values(**values))
+    if row.locked_at is None:
+        return False
+    _audit_user(
+        tx,
+        actor,
+        await _member_orgs(tx, user_pk),
+        row.public_id,
+        "user.unlocked",
+        before={"locked": True},
+        after={"locked": False},
+    )
+    return True
+
+
+# --- one-time tokens: password reset, email change --------------------------------------------
+
+
+async def _issue(
+    tx: Tx, user_pk: int, kind: str, prefix: str, ttl: timedelta, data: Any = None
+) -> str:
+    """A new one-time token; any earlier unused one of the same kind stops working."""
+    now = utcnow()
+    await tx.execute(
+        sa.update(user_tokens)
+        .where(
+            user_tokens.c.user_id == user_pk,
+            user_tokens.c.kind == kind,
+            user_tokens.c.used_at.is_(None),
+        )
+        .values(used_at=now)
+    )
+    token = new_prefixed_token(prefix)
+    await tx.execute(
+        sa.insert(user_tokens).values(
+            token_hash=hash_secret(token),
+            kind=kind,
+            user_id=user_pk,
+            org_id=None,
+            data=data,
+            created_at=now,
+            expires_at=now + ttl,
+        )
+    )
+    return token
+
+
+async def issue_password_reset(tx: Tx, actor: Actor, user: Any) -> str:
+    """A password-reset token (valid 1 h, single use), returned once; never a password."""
+    user_pk = _user_pk(user)
+    public_id = (
+        await tx.execute(sa.select(users.c.public_id).where(users.c.id == user_pk))
+    ).scalar_one()
+    token = await _issue(tx, user_pk, "password_reset", RESET_TOKEN_PREFIX, RESET_TTL)
+    _audit_user(
+        tx,
+        actor,
+        await _member_orgs(tx, user_pk),
+        public_id,
+        "user.password_reset_issued",
+        after={"expires_in_seconds": int(RESET_TTL.total_seconds())},
+    )
+    return token
+
+
+def check_email(email: str, field: str) -> str:
+    """The address as given (trimmed) if it is a valid one; 400 naming ``field`` if not."""
+    if not isinstance(email, str) or not email.strip():
+        raise InvalidInput.for_field(field, "an email address is required")
+    email = email.strip()
+    if len(email) > 254:
+        raise InvalidInput.for_field(field, "must be at most 254 characters")
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidInput.for_field(field, f"not a valid email address: {exc}") from None
+    return email
+
+
+async def _email_taken(conn: Any, email: str, user_pk: int) -> bool:
+    other = await conn.execute(
+        sa.select(users.c.id).where(
+            users.c.email_normalized == normalize_email(email), users.c.id != user_pk
+        )
+    )
+    return other.first() is not None
+
+
+async def request_email_change(
+    tx: Tx, actor: Actor, user: Any, new_email: str, field: str = "new_email"
+) -> str:
+    """A token that, confirmed within 24 h, changes the user's email to ``new_email``."""
+    user_pk = _user_pk(user)
+    new_email = check_email(new_email, field)
+    if await _email_taken(tx, new_email, user_pk):
+        raise Conflict(
+            f"{field}: another user has this email address",
+            errors=[FieldError(field, "another user has this email address")],
+        )
+    public_id = (
+        await tx.execute(sa.select(users.c.public_id).where(users.c.id == user_pk))
+    ).scalar_one()
+    token = await _issue(
+        tx, user_pk, "email_change", EMAIL_TOKEN_PREFIX, EMAIL_CHANGE_TTL, {"email": new_email}
+    )
+    _audit_user(
+        tx,
+        actor,
+        await _member_orgs(tx, user_pk),
+        public_id,
+        "user.email_change_requested",
+        after={"email": new_email},
+    )
+    return token
+
+
+def _token_invalid() -> InvalidInput:
+    return InvalidInput.for_field("token", "invalid, expired or already used")
+
+
+async def _redeem(conn: Any, token: str, kind: str, prefix: str, *, lock: bool) -> Any:
+    """The live token row of this kind, or a 400 naming ``token``."""
+    if not isinstance(token, str) or not prefixed_token_well_formed(prefix, token):
+        raise _token_invalid()
+    statement = sa.select(user_tokens).where(
+        user_tokens.c.token_hash == hash_secret(token), user_tokens.c.kind == kind
+    )
+    if lock:
+        statement = statement.with_for_update()
+    row = (await conn.execute(statement)).first()
+    if row is None or row.used_at is not None or row.expires_at <= utcnow():
+        raise _token_invalid()
+    return row
+
+
+async def check_password_reset_token(conn: Reader, token: str) -> None:
+    """400 naming ``token`` unless it is a live reset token (a cheap check before hashing)."""
+    await _redeem(conn, token, "password_reset", RESET_TOKEN_PREFIX, lock=False)
+
+
+async def complete_password_reset(
+    tx: Tx, meta: RequestMeta, token: str, new_hash: str
+) -> list[str]:
+    """Set the password from a reset token (single use); ends the user's sessions.
+
+    Returns the ended sessions' hashes for the caller to drop from the key cache.
+    """
+    row = await _redeem(tx, token, "password_reset", RESET_TOKEN_PREFIX, lock=True)
+    now = utcnow()
+    await tx.execute(sa.update(user_tokens).where(user_tokens.c.id == row.id).values(used_at=now))
+    public_id = (
+        await tx.execute(sa.select(users.c.public_id).where(users.c.id == row.user_id))
+    ).scalar_one()
+    await tx.execute(
+        sa.update(users)
+        .where(users.c.id == row.user_id)
+        .values(
+            password_hash=new_hash,
+            failed_logins=0,
+            failed_since=None,
+            modified_at=now,
+            modified_by=f"user:{public_id}",
+            version=users.c.version + 1,
+        )
+    )
+    ended = await _revoke_sessions(tx, row.user_id, now)
+    _audit_user(
+        tx,
+        _self_actor(meta, public_id),
+        await _member_orgs(tx, row.user_id),
+        public_id,
+        "user.password_changed",
+        after={"via": "password_reset", "sessions_ended": len(ended)},
+    )
+    return ended
+
+
+async def confirm_email_change(tx: Tx, meta: RequestMeta, token: str) -> Any:
+    """Apply a confirmed email change (single use); 409 if the address was taken meanwhile."""
+    row = await _redeem(tx, token, "email_change", EMAIL_TOKEN_PREFIX, lock=True)
+    new_email = str((row.data or {}).get("email", ""))
+    user = (
+        await tx.execute(
+            sa.select(users.c.public_id, users.c.email).where(users.c.id == row.user_id)
+        )
+    ).one()
+    if await _email_taken(tx, new_email, row.user_id):
+        raise Conflict("token: another user has taken this email address meanwhile")
+    now = utcnow()
+    await tx.execute(sa.update(user_tokens).where(user_tokens.c.id == row.id).values(used_at=now))
+    await tx.execute(
+        sa.update(users)
+        .where(users.c.id == row.user_id)
+        .values(
+            email=new_email,
+            email_normalized=normalize_email(new_email),
+            modified_at=now,
+            modified_by=f"user:{user.public_id}",
+            version=users.c.version + 1,
+        )
+    )
+    _audit_user(
+        tx,
+        _self_actor(meta, user.public_id),
+        await _member_orgs(tx, row.user_id),
+        user.public_id,
+        "user.email_changed",
+        before={"email": user.email},
+        after={"email": new_email},
+    )
+    return user.public_id, new_email

@@ -1,0 +1,293 @@
+"""Invitations: a one-time token (only its sha256 stored) that lets a person join and sign in.
+
+Inviting adds the membership at once with its roles (a new person as a ``pending`` user, who
+cannot act until they accept); accepting sets the password and makes the user ``active``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from orgplane.core.access.principal import Actor, Principal
+from orgplane.core.access.service import reach
+from orgplane.core.audit import service as audit
+from orgplane.core.errors import Conflict, Gone, InvalidInput, NotFound
+from orgplane.core.ids import hash_secret, new_public_id
+from orgplane.core.pagination import decode_cursor, encode_cursor
+from orgplane.core.people import users as user_service
+from orgplane.db.engine import Reader, Tx
+from orgplane.models import invitations, membership_roles, orgs, users
+from orgplane.models.base import utcnow
+
+VALID_FOR = timedelta(days=7)
+TOKEN_PREFIX = "opi_"
+
+INVITATION_COLUMNS = (*invitations.c, users.c.public_id.label("user_public_id"), users.c.email)
+
+
+@dataclass(frozen=True)
+class Issued:
+    """An invitation and, this once, its token."""
+
+    row: Any
+    token: str
+    org_public_id: str
+
+
+def state(row: Any) -> str:
+    if row.accepted_at is not None:
+        return "accepted"
+    if row.revoked_at is not None:
+        return "revoked"
+    if row.expires_at <= utcnow():
+        return "expired"
+    return "pending"
+
+
+def _principal(actor: Actor) -> Principal:
+    assert actor.principal is not None
+    return actor.principal
+
+
+def new_token() -> tuple[str, str]:
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return token, hash_secret(token)
+
+
+async def _fetch(conn: Reader | Tx, invitation_id: int) -> Any:
+    return (
+        await conn.execute(
+            sa.select(*INVITATION_COLUMNS)
+            .select_from(invitations.join(users, users.c.id == invitations.c.user_id))
+            .where(invitations.c.id == invitation_id)
+        )
+    ).one()
+
+
+async def issue(tx: Tx, actor: Actor, org: Any, user_id: int, role_refs: list[str]) -> Issued:
+    """A fresh invitation for a member already added (the caller added them)."""
+    token, token_hash = new_token()
+    now = utcnow()
+    invitation_id = (
+        await tx.execute(
+            sa.insert(invitations)
+            .values(
+                public_id=new_public_id("inv_"),
+                token_hash=token_hash,
+                org_id=org.id,
+                root_id=org.root_id,
+                user_id=user_id,
+                roles=sorted(role_refs),
+                invited_by=actor.label,
+                created_at=now,
+                expires_at=now + VALID_FOR,
+            )
+            .returning(invitations.c.id)
+        )
+    ).scalar_one()
+    row = await _fetch(tx, invitation_id)
+    audit.record(
+        tx,
+        actor,
+        action="invitation.created",
+        root_id=org.root_id,
+        org_id=org.id,
+        target_type="invitation",
+        target_id=row.public_id,
+        after={"email": row.email, "roles": list(row.roles), "expires_at": row.expires_at},
+    )
+    return Issued(row, token, org.public_id)
+
+
+async def invite(
+    tx: Tx, actor: Actor, org_ref: str, *, email: Any, role_refs: list[str], profile: dict[str, Any]
+) -> Issued:
+    org = await reach(tx.conn, _principal(actor), org_ref, scope="users:write", lock="update")
+    member, _ = await user_service.add_member(
+        tx, actor, org, email=email, profile=profile, role_refs=role_refs
+    )
+    return await issue(tx, actor, org, member.row.id, member.roles)
+
+
+async def _in_org(conn: Reader, org: Any, invitation_ref: str) -> Any:
+    row = (
+        await conn.execute(
+            sa.select(*INVITATION_COLUMNS)
+            .select_from(invitations.join(users, users.c.id == invitations.c.user_id))
+            .where(invitations.c.org_id == org.id, invitations.c.public_id == invitation_ref)
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"invitation {invitation_ref!r} not found in organization {org.public_id!r}")
+    return row
+
+
+async def list_invitations(
+    conn: Reader, principal: Principal, org_ref: str, *, limit: int, cursor: str | None
+) -> tuple[list[Any], str, str | None]:
+    org = await reach(conn, principal, org_ref, scope="users:read")
+    after = decode_cursor(cursor, int)
+    statement = (
+        sa.select(*INVITATION_COLUMNS)
+        .select_from(invitations.join(users, users.c.id == invitations.c.user_id))
+        .where(invitations.c.org_id == org.id)
+    )
+    if after is not None:
+        statement = statement.where(invitations.c.id > after[0])
+    rows = list((await conn.execute(statement.order_by(invitations.c.id).limit(limit + 1))).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, org.public_id, encode_cursor(rows[-1].id) if more else None
+
+
+async def get_invitation(
+    conn: Reader, principal: Principal, org_ref: str, invitation_ref: str
+) -> tuple[Any, str]:
+    org = await reach(conn, principal, org_ref, scope="users:read")
+    return await _in_org(conn, org, invitation_ref), org.public_id
+
+
+async def resend(tx: Tx, actor: Actor, org_ref: str, invitation_ref: str) -> Issued:
+    """A new token and a new 7-day window; the old token stops working."""
+    org = await reach(tx.conn, _principal(actor), org_ref, scope="users:write")
+    row = await _in_org(tx.conn, org, invitation_ref)
+    if row.accepted_at is not None or row.revoked_at is not None:
+        raise Conflict(f"invitation {invitation_ref!r} is {state(row)}; it cannot be resent")
+    token, token_hash = new_token()
+    now = utcnow()
+    await tx.execute(
+        sa.update(invitations)
+        .where(invitations.c.id == row.id)
+        .values(token_hash=token_hash, expires_at=now + VALID_FOR)
+    )
+    after = await _fetch(tx, row.id)
+    audit.record(
+        tx,
+        actor,
+        action="invitation.resent",
+        root_id=org.root_id,
+        org_id=org.id,
+        target_type="invitation",
+        target_id=row.public_id,
+        before={"expires_at": row.expires_at},
+        after={"expires_at": after.expires_at},
+    )
+    return Issued(after, token, org.public_id)
+
+
+async def revoke(tx: Tx, actor: Actor, org_ref: str, invitation_ref: str) -> None:
+    """Void the token. The membership stays (pending) until the user is removed."""
+    org = await reach(tx.conn, _principal(actor), org_ref, scope="users:write")
+    row = await _in_org(tx.conn, org, invitation_ref)
+    if row.accepted_at is not None:
+        raise Conflict(f"invitation {invitation_ref!r} was already accepted")
+    if row.revoked_at is not None:
+        return
+    await tx.execute(
+        sa.update(invitations).where(invitations.c.id == row.id).values(revoked_at=utcnow())
+    )
+    audit.record(
+        tx,
+        actor,
+        action="invitation.revoked",
+        root_id=org.root_id,
+        org_id=org.id,
+        target_type="invitation",
+        target_id=row.public_id,
+        before={"email": row.email, "roles": list(row.roles)},
+    )
+
+
+@dataclass(frozen=True)
+class Accepted:
+    user_public_id: str
+    email: str
+    org_public_id: str
+    roles: list[str]
+
+
+async def accept(tx: Tx, meta: Any, token: str, password_hash: str | None) -> Accepted:
+    """Set the password (hashed by the caller, outside the transaction; a user who already has
+    one keeps it and must not send one) and make the user active.
+
+    Unknown token → 404; revoked or expired → 410; already accepted → 409."""
+    row = (
+        await tx.execute(
+            sa.select(*INVITATION_COLUMNS, orgs.c.public_id.label("org_public_id"))
+            .select_from(
+                invitations.join(users, users.c.id == invitations.c.user_id).join(
+                    orgs, orgs.c.id == invitations.c.org_id
+                )
+            )
+            .where(invitations.c.token_hash == hash_secret(token))
+        )
+    ).first()
+    if row is None:
+        raise NotFound("no such invitation: the link is wrong or was replaced by a newer one")
+    status = state(row)
+    if status == "accepted":
+        raise Conflict("this invitation was already accepted; sign in instead")
+    if status in ("revoked", "expired"):
+        raise Gone(f"this invitation is {status}; ask for a new one")
+    user = (await tx.execute(sa.select(users).where(users.c.id == row.user_id))).one()
+    if user.status == "disabled":
+        raise Conflict("this account is disabled")
+    values: dict[str, Any] = {}
+    if user.password_hash is None:
+        if password_hash is None:
+            raise InvalidInput.for_field("password", "is required to activate the account")
+        values["password_hash"] = password_hash
+    elif password_hash is not None:
+        raise InvalidInput.for_field(
+            "password", "this account already has a password; leave it out (or reset it)"
+        )
+    now = utcnow()
+    actor = Actor(meta=meta, label_override=f"user:{user.public_id}")
+    if user.status != "active":
+        values["status"] = "active"
+    if values:
+        await tx.execute(
+            sa.update(users)
+            .where(users.c.id == user.id)
+            .values(
+                **values,
+                modified_at=now,
+                modified_by=actor.label,
+                version=users.c.version + 1,
+            )
+        )
+    # Guarded on accepted_at: of two concurrent accepts, only one updates the row.
+    done = await tx.execute(
+        sa.update(invitations)
+        .where(invitations.c.id == row.id, invitations.c.accepted_at.is_(None))
+        .values(accepted_at=now)
+    )
+    if done.rowcount != 1:
+        raise Conflict("this invitation was already accepted; sign in instead")
+    held = list(
+        (
+            await tx.execute(
+                sa.select(membership_roles.c.role).where(
+                    membership_roles.c.org_id == row.org_id,
+                    membership_roles.c.user_id == user.id,
+                )
+            )
+        ).scalars()
+    )
+    audit.record(
+        tx,
+        actor,
+        action="invitation.accepted",
+        root_id=row.root_id,
+        org_id=row.org_id,
+        target_type="invitation",
+        target_id=row.public_id,
+        before={"status": user.status},
+        after={"user_id": user.public_id, "status": "active", "roles": sorted(held)},
+    )
+    return Accepted(user.public_id, user.email, row.org_public_id, sorted(held))

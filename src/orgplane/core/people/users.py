@@ -1,0 +1,442 @@
+"""Users and their memberships: add, list, change, disable/enable, remove (with a hand-over).
+
+A user is one identity (email unique whatever its case) with memberships in orgs. A user
+created here is ``pending`` and cannot act until they accept the invitation issued with it
+(which sets their password); an existing user is simply added as a member.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from email_validator import EmailNotValidError, validate_email
+
+from orgplane.core.access.principal import Actor, Principal
+from orgplane.core.access.service import reach
+from orgplane.core.audit import service as audit
+from orgplane.core.errors import Conflict, InvalidInput, NotFound
+from orgplane.core.ids import new_public_id
+from orgplane.core.pagination import decode_cursor, encode_cursor
+from orgplane.core.people import auth
+from orgplane.core.people import memberships as ms
+from orgplane.core.people.auth import normalize_email
+from orgplane.db.engine import Reader, Tx
+from orgplane.models import credentials, invitations, membership_roles, memberships, users
+from orgplane.models.base import utcnow
+
+PROFILE_FIELDS = ("first_name", "last_name", "title")
+PROFILE_MAX = 100
+SORTS = {
+    "email": users.c.email_normalized,
+    "first_name": sa.func.lower(users.c.first_name),
+    "last_name": sa.func.lower(users.c.last_name),
+}
+
+
+def _principal(actor: Actor) -> Principal:
+    assert actor.principal is not None
+    return actor.principal
+
+
+def clean_email(value: Any, field: str = "email") -> tuple[str, str]:
+    """The email as given (trimmed) and its normalized (lower-cased) form, or a 400."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput.for_field(field, "must be an email address")
+    try:
+        checked = validate_email(value.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidInput.for_field(field, str(exc)) from None
+    email = checked.normalized
+    if len(email) > 254:
+        raise InvalidInput.for_field(field, "must be at most 254 characters")
+    return email, normalize_email(email)
+
+
+def clean_profile(fields: dict[str, Any]) -> dict[str, str]:
+    cleaned: dict[str, str] = {}
+    for name in PROFILE_FIELDS:
+        if name not in fields:
+            continue
+        value = fields[name]
+        if not isinstance(value, str):
+            raise InvalidInput.for_field(name, "must be a string")
+        value = value.strip()
+        if len(value) > PROFILE_MAX:
+            raise InvalidInput.for_field(name, f"must be at most {PROFILE_MAX} characters")
+        if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value):
+            raise InvalidInput.for_field(name, "must not contain control characters")
+        cleaned[name] = value
+    return cleaned
+
+
+def describe(row: Any, role_refs: list[str] | None = None) -> dict[str, Any]:
+    out = {
+        "email": row.email,
+        "first_name": row.first_name,
+        "last_name": row.last_name,
+        "title": row.title,
+        "status": row.status,
+    }
+    if role_refs is not None:
+        out["roles"] = role_refs
+    return out
+
+
+@dataclass(frozen=True)
+class Member:
+    """A user as a member of one org, with their roles there."""
+
+    row: Any
+    roles: list[str]
+    org_public_id: str
+
+
+async def _member(conn: Reader, org: Any, user_ref: str) -> Member:
+    row = await ms.find_member(conn, org, user_ref)
+    held = await ms.roles_of(conn, org.id, [row.id])
+    return Member(row, held[row.id], org.public_id)
+
+
+async def add_member(
+    tx: Tx,
+    actor: Actor,
+    org: Any,
+    *,
+    email: Any,
+    profile: dict[str, Any],
+    role_refs: list[str],
+) -> tuple[Member, bool]:
+    """Add the user with this email to ``org`` (creating the identity, pending, if new).
+
+    Returns the member and whether the identity was created. Caller has checked reach.
+    """
+    principal = _principal(actor)
+    email, normalized = clean_email(email)
+    cleaned = clean_profile(profile)
+    resolved = await ms.resolve_roles(tx.conn, org, role_refs)
+    ms.check_grantable(principal, [c for caps in resolved.values() for c in caps])
+    now = utcnow()
+    existing = (
+        await tx.execute(sa.select(users).where(users.c.email_normalized == normalized))
+    ).first()
+    created = existing is None
+    if existing is None:
+        user_id = (
+            await tx.execute(
+                sa.insert(users)
+                .values(
+                    public_id=new_public_id("usr_"),
+                    email=email,
+                    email_normalized=normalized,
+                    first_name=cleaned.get("first_name", ""),
+                    last_name=cleaned.get("last_name", ""),
+                    title=cleaned.get("title", ""),
+                    status="pending",
+                    created_at=now,
+                    modified_at=now,
+                    created_by=actor.label,
+                    modified_by=actor.label,
+                )
+                .returning(users.c.id)
+            )
+        ).scalar_one()
+    else:
+        user_id = existing.id
+        already = (
+            await tx.execute(
+                sa.select(memberships.c.user_id).where(
+                    memberships.c.user_id == user_id, memberships.c.org_id == org.id
+                )
+            )
+        ).first()
+        if already is not None:
+            raise Conflict(
+                f"{email!r} is already a member of organization {org.public_id!r} "
+                f"(user {existing.public_id!r})",
+                extra={"user_id": existing.public_id},
+            )
+    await tx.execute(
+        sa.insert(memberships).values(
+            user_id=user_id, org_id=org.id, root_id=org.root_id, created_at=now
+        )
+    )
+    await ms.set_roles(tx, org, user_id, resolved)
+    member = await _member(tx.conn, org, await _public_id(tx, user_id))
+    audit.record(
+        tx,
+        actor,
+        action="user.created" if created else "user.added",
+        root_id=org.root_id,
+        org_id=org.id,
+        target_type="user",
+        target_id=member.row.public_id,
+        after=describe(member.row, member.roles),
+    )
+    return member, created
+
+
+async def _public_id(conn: Reader | Tx, user_id: int) -> str:
+    value: str = (
+        await conn.execute(sa.select(users.c.public_id).where(users.c.id == user_id))
+    ).scalar_one()
+    return value
+
+
+async def get_member(conn: Reader, principal: Principal, org_ref: str, user_ref: str) -> Member:
+    org = await reach(conn, principal, org_ref, scope="users:read")
+    return await _member(conn, org, user_ref)
+
+
+async def list_members(
+    conn: Reader,
+    principal: Principal,
+    org_ref: str,
+    *,
+    limit: int,
+    cursor: str | None,
+    sort: str = "email",
+    email: str | None = None,
+    status: str | None = None,
+    role: str | None = None,
+) -> tuple[list[Member], str | None]:
+    org = await reach(conn, principal, org_ref, scope="users:read")
+    if sort not in SORTS:
+        raise InvalidInput.for_field("query.sort", f"must be one of {', '.join(SORTS)}")
+    key = SORTS[sort]
+    statement = (
+        sa.select(*ms.MEMBER_COLUMNS, key.label("sort_key"))
+        .select_from(users.join(memberships, memberships.c.user_id == users.c.id))
+        .where(memberships.c.org_id == org.id)
+    )
+    if email:
+        pattern = "%" + email.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        statement = statement.where(users.c.email_normalized.like(pattern + "%", escape="\\"))
+    if status:
+        statement = statement.where(users.c.status == status)
+    if role:
+        statement = statement.where(
+            sa.exists().where(
+                membership_roles.c.org_id == org.id,
+                membership_roles.c.user_id == users.c.id,
+                membership_roles.c.role == role,
+            )
+        )
+    after = decode_cursor(cursor, str, int)
+    if after is not None:
+        statement = statement.where(sa.tuple_(key, users.c.id) > sa.tuple_(after[0], after[1]))
+    rows = list((await conn.execute(statement.order_by(key, users.c.id).limit(limit + 1))).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    held = await ms.roles_of(conn, org.id, [r.id for r in rows])
+    page = [Member(r, held[r.id], org.public_id) for r in rows]
+    return page, encode_cursor(rows[-1].sort_key, rows[-1].id) if more else None
+
+
+async def update_member(
+    tx: Tx, actor: Actor, org_ref: str, user_ref: str, fields: dict[str, Any]
+) -> Member:
+    """Change the user's profile (every org they belong to must be in reach) and/or their
+    roles in this org (replacing them)."""
+    principal = _principal(actor)
+    org = await reach(tx.conn, principal, org_ref, scope="users:write", lock="update")
+    before = await _member(tx.conn, org, user_ref)
+    profile = clean_profile(fields)
+    changes: dict[str, Any] = {k: v for k, v in profile.items() if getattr(before.row, k) != v}
+    if changes:
+        await ms.ensure_identity_reached(tx.conn, principal, before.row.id)
+    new_roles = before.roles
+    if "roles" in fields:
+        resolved = await ms.resolve_roles(tx.conn, org, fields["roles"])
+        new_roles = sorted(resolved)
+        added = set(new_roles) - set(before.roles)
+        ms.check_grantable(principal, [c for ref in added for c in resolved[ref]])
+        if set(new_roles) != set(before.roles):
+            await ms.ensure_guardian_left(tx.conn, org, before.row.id, new_roles)
+            await ms.set_roles(tx, org, before.row.id, new_roles)
+            changes["roles"] = new_roles
+    if not changes:
+        return before
+    profile_changes = {k: v for k, v in changes.items() if k != "roles"}
+    if profile_changes:
+        await tx.execute(
+            sa.update(users)
+            .where(users.c.id == before.row.id)
+            .values(
+                **profile_changes,
+                modified_at=utcnow(),
+                modified_by=actor.label,
+                version=users.c.version + 1,
+            )
+        )
+    after = await _member(tx.conn, org, user_ref)
+    audit.record(
+        tx,
+        actor,
+        action="user.updated",
+        root_id=org.root_id,
+        org_id=org.id,
+        target_type="user",
+        target_id=after.row.public_id,
+        before=describe(before.row, before.roles),
+        after=describe(after.row, after.roles),
+    )
+    return after
+
+
+async def set_status(tx: Tx, actor: Actor, org_ref: str, user_ref: str, *, enable: bool) -> Member:
+    """Disable or enable the identity (everywhere: it is one person). Enabling returns the user
+    to ``active`` if they have a password, else to ``pending``."""
+    principal = _principal(actor)
+    org = await reach(tx.conn, principal, org_ref, scope="users:write", lock="update")
+    before = await _member(tx.conn, org, user_ref)
+    held = await ms.ensure_identity_reached(tx.conn, principal, before.row.id)
+    if enable:
+        if before.row.status != "disabled":
+            return before
+        status = "active" if before.row.password_hash else "pending"
+    else:
+        if before.row.status == "disabled":
+            return before
+        if principal.user_id == before.row.id:
+            raise Conflict("you cannot disable yourself")
+        for membership in held:
+            await ms.ensure_guardian_left(tx.conn, membership, before.row.id)
+        status = "disabled"
+    await tx.execute(
+        sa.update(users)
+        .where(users.c.id == before.row.id)
+        .values(
+            status=status,
+            modified_at=utcnow(),
+            modified_by=actor.label,
+            version=users.c.version + 1,
+        )
+    )
+    after = await _member(tx.conn, org, user_ref)
+    audit.record(
+        tx,
+        actor,
+        action="user.enabled" if enable else "user.disabled",
+        root_id=org.root_id,
+        org_id=org.id,
+        target_type="user",
+        target_id=after.row.public_id,
+        before={"status": before.row.status},
+        after={"status": after.row.status},
+    )
+    return after
+
+
+@dataclass(frozen=True)
+class Removal:
+    user_public_id: str
+    # Hashes of keys whose binding changed (revoked or moved): the caller drops them from the
+    # key cache, since a cached principal carries its user.
+    key_hashes: list[str]
+
+
+async def remove_member(
+    tx: Tx, actor: Actor, org_ref: str, user_ref: str, *, transfer_to: str | None = None
+) -> Removal:
+    """Remove the membership. API keys of this org bound to the user pass to ``transfer_to``
+    (a member of the org) or are revoked; the user's open invitations to the org are revoked.
+    The identity stays (the audit trail names it) even when it has no membership left."""
+    principal = _principal(actor)
+    org = await reach(tx.conn, principal, org_ref, scope="users:write", lock="update")
+    member = await _member(tx.conn, org, user_ref)
+    heir = None
+    if transfer_to is not None:
+        if transfer_to == user_ref:
+            raise InvalidInput.for_field("query.transfer_to", "must be another member")
+        try:
+            heir = await ms.find_member(tx.conn, org, transfer_to)
+        except NotFound as exc:  # a bad parameter, not a missing resource
+            raise InvalidInput.for_field(
+                "query.transfer_to", f"{transfer_to!r} is not a member of this organization"
+            ) from exc
+    await ms.ensure_guardian_left(tx.conn, org, member.row.id)
+    now = utcnow()
+    keys = list(
+        await tx.execute(
+            sa.select(credentials.c.id, credentials.c.public_id, credentials.c.key_hash).where(
+                credentials.c.org_id == org.id,
+                credentials.c.user_id == member.row.id,
+                credentials.c.revoked_at.is_(None),
+            )
+        )
+    )
+    if keys:
+        ids = [k.id for k in keys]
+        values: dict[str, Any] = {"user_id": heir.id} if heir else {"revoked_at": now}
+        await tx.execute(sa.update(credentials).where(credentials.c.id.in_(ids)).values(values))
+    await tx.execute(
+        sa.update(invitations)
+        .where(
+            invitations.c.org_id == org.id,
+            invitations.c.user_id == member.row.id,
+            invitations.c.accepted_at.is_(None),
+            invitations.c.revoked_at.is_(None),
+        )
+        .values(revoked_at=now)
+    )
+    await tx.execute(
+        sa.delete(membership_roles).where(
+            membership_roles.c.org_id == org.id, membership_roles.c.user_id == member.row.id
+        )
+    )
+    await tx.execute(
+        sa.delete(memberships).where(
+            memberships.c.org_id == org.id, memberships.c.user_id == member.row.id
+        )
+    )
+    audit.record(
+        tx,
+        actor,
+        action="user.removed",
+        root_id=org.root_id,
+        org_id=org.id,
+        target_type="user",
+        target_id=member.row.public_id,
+        before=describe(member.row, member.roles),
+        after={
+            "transfer_to": heir.public_id if heir else None,
+            "keys_transferred" if heir else "keys_revoked": [k.public_id for k in keys],
+        },
+    )
+    return Removal(member.row.public_id, [k.key_hash for k in keys])
+
+
+async def _managed_identity(
+    tx: Tx, actor: Actor, org_ref: str, user_ref: str
+) -> tuple[Any, Member]:
+    """The org and a member of it whose identity the actor may manage (it reaches all their
+    orgs)."""
+    principal = _principal(actor)
+    org = await reach(tx.conn, principal, org_ref, scope="users:write", lock="update")
+    member = await _member(tx.conn, org, user_ref)
+    await ms.ensure_identity_reached(tx.conn, principal, member.row.id)
+    return org, member
+
+
+async def unlock(tx: Tx, actor: Actor, org_ref: str, user_ref: str) -> Member:
+    """Clear a sign-in lock (audited by ``auth.unlock_user`` when there was one)."""
+    org, member = await _managed_identity(tx, actor, org_ref, user_ref)
+    await auth.unlock_user(tx, actor, member.row)
+    return await _member(tx.conn, org, user_ref)
+
+
+async def start_password_reset(tx: Tx, actor: Actor, org_ref: str, user_ref: str) -> str:
+    """A single-use reset token for the member (to hand over; no password is ever returned)."""
+    _, member = await _managed_identity(tx, actor, org_ref, user_ref)
+    return await auth.issue_password_reset(tx, actor, member.row)
+
+
+async def start_email_change(
+    tx: Tx, actor: Actor, org_ref: str, user_ref: str, new_email: str
+) -> str:
+    """A token that, confirmed, moves the member's identity to ``new_email``."""
+    _, member = await _managed_identity(tx, actor, org_ref, user_ref)
+    return await auth.request_email_change(tx, actor, member.row, new_email, field="new_email")

@@ -1,0 +1,126 @@
+"""Managing a member's sign-in identity: unlock, password reset and email change tokens, and
+the keys a signed-in user creates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from conftest import Harness
+from orgplane.models import credentials, users
+from test_auth import PASSWORD, WRONG, _bearer, _login, _user, _user_row
+
+
+async def _public_id(h: Harness, user_pk: int) -> str:
+    return str((await _user_row(h, user_pk)).public_id)
+
+
+async def test_an_admin_unlocks_a_locked_member(h: Harness) -> None:
+    root = h.root.org_id
+    user_pk = await _user(h, "locked@example.com", {root: ["standard"]})
+    uid = await _public_id(h, user_pk)
+    for _ in range(5):
+        assert (await _login(h, "locked@example.com", WRONG)).status_code == 401
+    assert (await _user_row(h, user_pk)).locked_at is not None
+    assert (await _login(h, "locked@example.com", PASSWORD)).status_code == 401
+
+    no_scope = await h.create_key(root, ["users:read"])
+    refused = await h.client.post(f"/orgs/{root}/users/{uid}/unlock", headers=h.auth(no_scope))
+    assert refused.status_code == 403
+    response = await h.client.post(f"/orgs/{root}/users/{uid}/unlock", headers=h.auth())
+    assert response.status_code == 200, response.text
+    assert (await _user_row(h, user_pk)).locked_at is None
+    assert (await _login(h, "locked@example.com", PASSWORD)).status_code == 200
+    audit = await h.client.get(f"/orgs/{root}/audit?action=user.unlocked", headers=h.auth())
+    assert len(audit.json()["data"]) >= 1
+
+
+async def test_a_reset_token_is_issued_once_and_sets_a_new_password(h: Harness) -> None:
+    root = h.root.org_id
+    user_pk = await _user(h, "forgetful@example.com", {root: ["read-only"]})
+    uid = await _public_id(h, user_pk)
+    response = await h.client.post(f"/orgs/{root}/users/{uid}/password/reset", headers=h.auth())
+    assert response.status_code == 201, response.text
+    token = response.json()["token"]
+    assert set(response.json()) == {"token"}
+    new_password = "a brand new passphrase"
+    done = await h.client.post(
+        "/auth/password/reset", json={"token": token, "password": new_password}
+    )
+    assert done.status_code in (200, 204), done.text
+    assert (await _login(h, "forgetful@example.com", new_password)).status_code == 200
+    again = await h.client.post(
+        "/auth/password/reset", json={"token": token, "password": "yet another passphrase"}
+    )
+    assert again.status_code >= 400
+
+
+async def test_an_email_change_is_requested_for_a_member_and_confirmed(h: Harness) -> None:
+    root = h.root.org_id
+    user_pk = await _user(h, "old@example.com", {root: ["standard"]})
+    await _user(h, "taken@example.com", {root: ["standard"]})
+    uid = await _public_id(h, user_pk)
+    url = f"/orgs/{root}/users/{uid}/email/request_change"
+    taken = await h.client.post(url, json={"new_email": "TAKEN@example.com"}, headers=h.auth())
+    assert taken.status_code == 409
+    bad = await h.client.post(url, json={"new_email": "not an address"}, headers=h.auth())
+    assert bad.status_code == 400
+    assert bad.json()["errors"][0]["field"] == "new_email"
+    response = await h.client.post(url, json={"new_email": "new@example.com"}, headers=h.auth())
+    assert response.status_code == 201, response.text
+    confirmed = await h.client.post("/auth/email/confirm", json={"token": response.json()["token"]})
+    assert confirmed.status_code in (200, 204), confirmed.text
+    assert (await _user_row(h, user_pk)).email_normalized == "new@example.com"
+    assert (await _login(h, "new@example.com", PASSWORD)).status_code == 200
+
+
+async def test_identity_endpoints_stay_inside_reach(h: Harness) -> None:
+    root = h.root.org_id
+    child = (await h.create_org(root, "Child"))["id"]
+    sibling = (await h.create_org(root, "Sibling"))["id"]
+    user_pk = await _user(h, "member@example.com", {sibling: ["standard"]})
+    uid = await _public_id(h, user_pk)
+    child_key = await h.create_key(child, ["*"])
+    for path in ("unlock", "password/reset"):
+        response = await h.client.post(
+            f"/orgs/{sibling}/users/{uid}/{path}", headers=h.auth(child_key)
+        )
+        assert response.status_code == 404
+        missing = await h.client.post(f"/orgs/{sibling}/users/{uid}/{path}")
+        assert missing.status_code == 401
+    # Not a member of the child: the child's admin cannot reach this user through it.
+    response = await h.client.post(
+        f"/orgs/{child}/users/{uid}/password/reset", headers=h.auth(child_key)
+    )
+    assert response.status_code == 404
+
+
+async def test_a_signed_in_user_creates_a_key_bound_to_themselves(h: Harness) -> None:
+    root = h.root.org_id
+    await _user(h, "admin@example.com", {root: ["administrator"]})
+    login = await _login(h, "admin@example.com", PASSWORD)
+    assert login.status_code == 200, login.text
+    session = login.json()["token"]
+    # No expiry: a session's own 12 hours do not cap the keys its user creates.
+    response = await h.client.post(
+        f"/orgs/{root}/api_keys",
+        json={"name": "automation", "scopes": ["orgs:read"]},
+        headers=_bearer(session),
+    )
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    assert created["expires_at"] is None
+    async with h.services.db.read() as conn:
+        row = (
+            await conn.execute(
+                sa.select(credentials.c.created_by, credentials.c.user_id, users.c.email)
+                .join(users, users.c.id == credentials.c.user_id)
+                .where(credentials.c.public_id == created["id"])
+            )
+        ).one()
+    assert row.created_by is None
+    assert row.email == "admin@example.com"
+    assert (
+        await h.client.get(f"/orgs/{root}", headers=h.auth(created["api_key"]))
+    ).status_code == 200
