@@ -9,7 +9,8 @@ Run from the repository root::
 For each database it makes a fresh orgplane database (a temporary SQLite file, or a scratch
 PostgreSQL database ``orgplane_bench_rollup`` created through ``--postgres <admin DSN>`` and
 dropped at the end), runs ``orgplane migrate`` and ``orgplane bootstrap``, then bulk-loads with
-SQLAlchemy Core, straight into ``orgs`` and ``usage_daily``:
+SQLAlchemy Core, straight into ``orgs`` and ``usage_daily`` (then ``usage_subtree_daily``, the
+per-subtree day counters ingestion keeps, summed from it in one INSERT ... SELECT):
 
 * under the bootstrap root, a "top" org with ``--descendants`` (10,000) descendants: 12 regions,
   300 accounts under them, projects spread unevenly over the accounts (Pareto-weighted), and
@@ -250,12 +251,24 @@ async def load(url: str, args: argparse.Namespace) -> dict[str, Any]:
             if buffer:
                 await conn.execute(sa.insert(usage_daily), buffer)
                 rows_total += len(buffer)
+            # What ingestion keeps alongside: the per-subtree day counters of every ancestor.
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO usage_subtree_daily (org_id, meter, day, root_id, quantity) "
+                    "SELECT a.id, d.meter, d.day, :root_id, SUM(d.quantity) "
+                    "FROM usage_daily d JOIN orgs m ON m.id = d.org_id "
+                    "JOIN orgs a ON m.path >= a.path AND m.path < a.path || '~' "
+                    "GROUP BY a.id, d.meter, d.day"
+                ),
+                {"root_id": root["id"]},
+            )
         # What autovacuum / a maintained database would have: statistics and a visibility map.
         if engine.dialect.name == "postgresql":
             async with engine.connect() as conn:
                 conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
                 await conn.execute(sa.text("VACUUM ANALYZE orgs"))
                 await conn.execute(sa.text("VACUUM ANALYZE usage_daily"))
+                await conn.execute(sa.text("VACUUM ANALYZE usage_subtree_daily"))
         elif args.sqlite_analyze:
             async with engine.begin() as conn:
                 await conn.execute(sa.text("ANALYZE"))

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from orgplane.core.customizations import service as customizations_service
-from orgplane.models import meters, org_limits, orgs, usage_daily
+from orgplane.models import meters, org_limits, orgs, usage_daily, usage_subtree_daily
 from orgplane.models.base import utcnow
 
 VALID = {
@@ -410,15 +410,53 @@ async def _roots(conn: Any, org_ids: set[int]) -> dict[int, int]:
 
 
 async def _insert_usage(h: Any, rows: dict[tuple[int, str, date], int]) -> None:
+    """Write the day counters directly, and fold them into the per-subtree counters of each
+    org and its ancestors, as ingestion does (the rows here reach back past what it accepts)."""
     async with h.services.db.engine.begin() as conn:
-        roots = await _roots(conn, {o for o, _, _ in rows})
+        found = await conn.execute(
+            sa.select(orgs.c.id, orgs.c.root_id, orgs.c.path).where(
+                orgs.c.id.in_({o for o, _, _ in rows})
+            )
+        )
+        by_id = {row.id: row for row in found}
         await conn.execute(
             sa.insert(usage_daily),
             [
-                {"org_id": o, "root_id": roots[o], "meter": m, "day": d, "quantity": q}
+                {"org_id": o, "root_id": by_id[o].root_id, "meter": m, "day": d, "quantity": q}
                 for (o, m, d), q in rows.items()
             ],
         )
+        subtree: defaultdict[tuple[int, str, date], int] = defaultdict(int)
+        root_of: dict[int, int] = {}
+        for (o, m, d), q in rows.items():
+            for ancestor in by_id[o].path.strip("/").split("/"):
+                subtree[(int(ancestor), m, d)] += q
+                root_of[int(ancestor)] = by_id[o].root_id
+        existing = await conn.execute(
+            sa.select(usage_subtree_daily).where(
+                usage_subtree_daily.c.org_id.in_({o for o, _, _ in subtree})
+            )
+        )
+        for row in existing:
+            key = (row.org_id, row.meter, row.day)
+            if key in subtree:
+                await conn.execute(
+                    sa.update(usage_subtree_daily)
+                    .where(
+                        usage_subtree_daily.c.org_id == row.org_id,
+                        usage_subtree_daily.c.meter == row.meter,
+                        usage_subtree_daily.c.day == row.day,
+                    )
+                    .values(quantity=usage_subtree_daily.c.quantity + subtree.pop(key))
+                )
+        if subtree:
+            await conn.execute(
+                sa.insert(usage_subtree_daily),
+                [
+                    {"org_id": o, "root_id": root_of[o], "meter": m, "day": d, "quantity": q}
+                    for (o, m, d), q in subtree.items()
+                ],
+            )
 
 
 async def _set_limits(h: Any, limits: dict[tuple[int, str], int]) -> None:
@@ -598,8 +636,8 @@ async def test_consumption_rollups(h):
 
     with _statements() as statements:
         per_child = await _report(h, parent["id"], rollup="children")
-    # One grouped query sums every child's subtree, however many children there are.
-    assert len([s for s in statements if "usage_daily" in s]) == 1
+    # One query sums every child's subtree counters, however many children there are.
+    assert len([s for s in statements if "usage_subtree_daily" in s]) == 1
     assert per_child["org_id"] == parent["id"]
     assert [(e["org_id"], e["name"]) for e in per_child["entries"]] == [
         (a["id"], "A"),

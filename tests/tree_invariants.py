@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from orgplane.core.audit import service as audit
 from orgplane.db.engine import Database
-from orgplane.models import audit_log, orgs
+from orgplane.models import audit_log, orgs, usage_daily, usage_subtree_daily
 
 
 @dataclass(frozen=True)
@@ -117,3 +117,20 @@ async def audit_entries(db: Database) -> list[Any]:
                 )
             ).all()
         )
+
+
+async def check_subtree_usage(db: Database) -> dict[tuple[int, str, Any], int]:
+    """Every org's ``usage_subtree_daily`` equals ``usage_daily`` summed over its subtree (deleted
+    descendants included), row for row; zero rows count as absent. Returns the subtree sums."""
+    async with db.read() as conn:
+        paths = {r.id: r.path for r in await conn.execute(sa.select(orgs.c.id, orgs.c.path))}
+        daily = (await conn.execute(sa.select(usage_daily))).all()
+        stored = (await conn.execute(sa.select(usage_subtree_daily))).all()
+    expected: dict[tuple[int, str, Any], int] = {}
+    for row in daily:
+        for part in paths[row.org_id].strip("/").split("/"):
+            key = (int(part), row.meter, row.day)
+            expected[key] = expected.get(key, 0) + int(row.quantity)
+    actual = {(r.org_id, r.meter, r.day): int(r.quantity) for r in stored if r.quantity}
+    assert actual == {k: q for k, q in expected.items() if q}
+    return actual

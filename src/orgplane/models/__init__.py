@@ -17,7 +17,14 @@ from orgplane.models.people import (
     user_tokens,
     users,
 )
-from orgplane.models.usage import ledger, meters, org_limits, usage_daily, usage_events
+from orgplane.models.usage import (
+    ledger,
+    meters,
+    org_limits,
+    usage_daily,
+    usage_events,
+    usage_subtree_daily,
+)
 
 __all__ = [
     "access_log",
@@ -37,6 +44,7 @@ __all__ = [
     "roles",
     "usage_daily",
     "usage_events",
+    "usage_subtree_daily",
     "user_tokens",
     "users",
 ]

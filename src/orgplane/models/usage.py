@@ -105,3 +105,20 @@ usage_daily = sa.Table(
     sa.Column("root_id", BigId, nullable=False),
     sa.Column("quantity", sa.BigInteger, nullable=False),
 )
+
+# Per-subtree day counters: one row per (ancestor org, meter, day) holding the sum of usage_daily
+# over the ancestor's whole subtree (itself included; soft-deleted descendants still count), so a
+# subtree's month is a sum over its own few dozen rows instead of a range join over every
+# descendant. Ingestion folds each batch into the org and every ancestor in the same upsert-heavy
+# transaction, and a move takes the moved subtree's rows from its old ancestors to its new ones.
+# Like usage_events it is written on the hot ingestion path (one row per ancestor per batch day)
+# and its org and meter are checked there in the same transaction, so it carries no foreign keys.
+usage_subtree_daily = sa.Table(
+    "usage_subtree_daily",
+    metadata,
+    sa.Column("org_id", BigId, primary_key=True),
+    sa.Column("meter", sa.String(64), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("root_id", BigId, nullable=False),
+    sa.Column("quantity", sa.BigInteger, nullable=False),
+)

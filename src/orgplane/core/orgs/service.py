@@ -35,6 +35,7 @@ from orgplane.core.ids import new_public_id, new_uuid
 from orgplane.core.locks import lock_tree
 from orgplane.core.orgs.validation import clean_fields, clean_name
 from orgplane.core.pagination import decode_cursor, encode_cursor
+from orgplane.core.usage.counters import carry_subtree_usage
 from orgplane.db.engine import Reader, Tx
 from orgplane.models import org_tags, orgs
 from orgplane.models.base import utcnow
@@ -402,6 +403,7 @@ async def move(
     if new_parent.depth + 1 + height >= max_depth:
         raise Conflict(f"the move would make the tree deeper than {max_depth} levels")
     await credits.transfer(tx, actor, row, await fetch(tx, row.parent_id), new_parent)
+    await carry_subtree_usage(tx, row.id, row.path, new_parent.path)
     new_path = f"{new_parent.path}{row.id}/"
     delta = new_parent.depth + 1 - row.depth
     await tx.execute(

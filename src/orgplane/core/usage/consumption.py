@@ -1,7 +1,9 @@
 """Monthly consumption per meter, for one org, its subtree, or each child's subtree.
 
-Reads only the per-day counters (``usage_daily``), never raw events: a month is at most 31 rows
-per org and meter. Periods are calendar months in the org's time zone.
+Reads only the per-day counters, never raw events: ``usage_daily`` for an org's own usage and
+``usage_subtree_daily`` (one row per ancestor, meter and day, kept by ingestion and moves) for a
+subtree's, so a month is at most 31 rows per org and meter whatever the subtree's size. Periods
+are calendar months in the org's time zone.
 """
 
 from __future__ import annotations
@@ -19,12 +21,11 @@ from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import reach
 from orgplane.core.errors import InvalidInput
 from orgplane.db.engine import Reader
-from orgplane.models import meters, org_limits, orgs, usage_daily
+from orgplane.models import meters, org_limits, orgs, usage_daily, usage_subtree_daily
 from orgplane.models.base import utcnow
 
 Rollup = Literal["self", "subtree", "children"]
 _PERIOD = re.compile(r"^(\d{4})-(\d{2})$")
-_PATH_END = "~"
 
 
 @dataclass(frozen=True)
@@ -86,20 +87,16 @@ async def report(
     windows = _Windows(current, as_of)
     meter_rows = (await conn.execute(sa.select(meters).order_by(meters.c.name))).all()
 
-    groups: list[tuple[Any, str | None]]
-    if rollup == "children":
-        groups = list(await _children(conn, org))
-    else:
-        groups = [(org, org.path if rollup == "subtree" else None)]
-    sums = await _sums(conn, [g[0].id if g[1] is None else g[1] for g in groups], windows)
-    limits = await _limits(conn, [g[0].id for g in groups])
+    groups = await _children(conn, org) if rollup == "children" else [org]
+    counters = usage_daily if rollup == "self" else usage_subtree_daily
+    sums = await _sums(conn, counters, [g.id for g in groups], windows)
+    limits = await _limits(conn, [g.id for g in groups])
 
     entries = []
-    for group_org, path in groups:
-        key = group_org.id if path is None else path
+    for group_org in groups:
         items = []
         for meter in meter_rows:
-            s = sums.get((key, meter.name), _ZERO)
+            s = sums.get((group_org.id, meter.name), _ZERO)
             limit = limits.get((group_org.id, meter.name))
             consumed = s["period"]
             forecast = round(consumed / elapsed * current.days) if elapsed else consumed
@@ -158,53 +155,37 @@ class _Windows:
         return min(self.period.previous().start, self.prev_week[0])
 
 
-def _between(bounds: tuple[date, date]) -> sa.ColumnElement[bool]:
-    return sa.and_(usage_daily.c.day >= bounds[0], usage_daily.c.day < bounds[1])
-
-
 async def _sums(
-    conn: Reader, keys: list[int | str], windows: _Windows
-) -> dict[tuple[int | str, str], dict[str, int]]:
-    """Sums per (org id or subtree path, meter) over the four windows, in one query."""
+    conn: Reader, counters: sa.Table, ids: list[int], windows: _Windows
+) -> dict[tuple[int, str], dict[str, int]]:
+    """Sums per (org id, meter) over the four windows, in one query over ``counters``
+    (``usage_daily``: the orgs' own usage; ``usage_subtree_daily``: their subtrees')."""
+    day = counters.c.day
+
+    def between(bounds: tuple[date, date]) -> sa.ColumnElement[bool]:
+        return sa.and_(day >= bounds[0], day < bounds[1])
+
     previous = windows.period.previous()
     buckets = {
-        "period": _between((windows.period.start, windows.period.end)),
-        "week": _between(windows.week),
-        "prev_week": _between(windows.prev_week),
-        "prev_period": _between((previous.start, previous.end)),
+        "period": between((windows.period.start, windows.period.end)),
+        "week": between(windows.week),
+        "prev_week": between(windows.prev_week),
+        "prev_period": between((previous.start, previous.end)),
     }
     columns = [
-        sa.func.coalesce(sa.func.sum(sa.case((cond, usage_daily.c.quantity), else_=0)), 0).label(k)
+        sa.func.coalesce(sa.func.sum(sa.case((cond, counters.c.quantity), else_=0)), 0).label(k)
         for k, cond in buckets.items()
     ]
-    out: dict[tuple[int | str, str], dict[str, int]] = {}
-    paths = [k for k in keys if isinstance(k, str)]
-    ids = [k for k in keys if isinstance(k, int)]
-    window = sa.and_(usage_daily.c.day >= windows.earliest, usage_daily.c.day < windows.period.end)
-    if ids:
-        statement = (
-            sa.select(usage_daily.c.org_id, usage_daily.c.meter, *columns)
-            .where(usage_daily.c.org_id.in_(ids), window)
-            .group_by(usage_daily.c.org_id, usage_daily.c.meter)
-        )
-        for row in await conn.execute(statement):
-            out[(row.org_id, row.meter)] = {k: int(getattr(row, k)) for k in buckets}
-    if paths:
-        # Every subtree in one statement: each counter row joins the group(s) whose path range
-        # holds its org's path (a range scan on the unique path index per group).
-        group = orgs.alias("grp")
-        member = orgs.alias("member")
-        in_group = sa.and_(member.c.path >= group.c.path, member.c.path < group.c.path + _PATH_END)
-        statement = (
-            sa.select(group.c.path.label("group_path"), usage_daily.c.meter, *columns)
-            .select_from(
-                usage_daily.join(member, member.c.id == usage_daily.c.org_id).join(group, in_group)
-            )
-            .where(group.c.path.in_(paths), window)
-            .group_by(group.c.path, usage_daily.c.meter)
-        )
-        for row in await conn.execute(statement):
-            out[(row.group_path, row.meter)] = {k: int(getattr(row, k)) for k in buckets}
+    out: dict[tuple[int, str], dict[str, int]] = {}
+    if not ids:
+        return out
+    statement = (
+        sa.select(counters.c.org_id, counters.c.meter, *columns)
+        .where(counters.c.org_id.in_(ids), day >= windows.earliest, day < windows.period.end)
+        .group_by(counters.c.org_id, counters.c.meter)
+    )
+    for row in await conn.execute(statement):
+        out[(row.org_id, row.meter)] = {k: int(getattr(row, k)) for k in buckets}
     return out
 
 
@@ -217,7 +198,7 @@ async def _limits(conn: Reader, org_ids: list[int]) -> dict[tuple[int, str], int
     return {(r.org_id, r.meter): int(r.amount) for r in rows}
 
 
-async def _children(conn: Reader, org: Any) -> list[tuple[Any, str]]:
+async def _children(conn: Reader, org: Any) -> list[Any]:
     rows = (
         await conn.execute(
             sa.select(orgs)
@@ -226,4 +207,4 @@ async def _children(conn: Reader, org: Any) -> list[tuple[Any, str]]:
             .limit(1000)
         )
     ).all()
-    return [(row, row.path) for row in rows]
+    return list(rows)

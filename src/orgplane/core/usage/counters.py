@@ -8,9 +8,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from orgplane.db.engine import Reader
-from orgplane.models import usage_daily
+from orgplane.db.engine import Reader, Tx
+from orgplane.models import orgs, usage_daily, usage_subtree_daily
 from orgplane.models.base import utcnow
 
 
@@ -52,3 +54,45 @@ async def consumed_this_period(
         for row in await conn.execute(statement):
             totals[(row.org_id, row.meter)] = int(row.quantity)
     return totals
+
+
+def path_ids(path: str) -> list[int]:
+    """The org ids on a materialized path ("/1/5/9/"), root first."""
+    return [int(part) for part in path.strip("/").split("/")]
+
+
+async def carry_subtree_usage(tx: Tx, org_id: int, old_path: str, new_parent_path: str) -> None:
+    """Move an org's per-subtree day counters from its old ancestors to its new ones.
+
+    One statement: the org's own ``usage_subtree_daily`` rows are upserted negated into each
+    ancestor it leaves and as they are into each ancestor it gains (common ancestors keep their
+    totals untouched). The caller holds the tree lock FOR UPDATE, so no ingestion runs meanwhile.
+    Rows left at zero are kept; they add nothing to a sum.
+    """
+    old = set(path_ids(old_path)) - {org_id}
+    new = set(path_ids(new_parent_path))
+    leaving, joining = sorted(old - new), sorted(new - old)
+    if not leaving and not joining:
+        return
+    own = usage_subtree_daily.alias("own")
+    quantity = (
+        sa.case((orgs.c.id.in_(leaving), -own.c.quantity), else_=own.c.quantity)
+        if leaving
+        else own.c.quantity
+    )
+    select = (
+        sa.select(orgs.c.id, own.c.meter, own.c.day, own.c.root_id, quantity)
+        .select_from(own.join(orgs, orgs.c.id.in_(leaving + joining)))
+        .where(own.c.org_id == org_id)
+        .order_by(orgs.c.id, own.c.meter, own.c.day)
+    )
+    insert = pg_insert if tx.is_postgres else sqlite_insert
+    statement = insert(usage_subtree_daily).from_select(
+        ["org_id", "meter", "day", "root_id", "quantity"], select
+    )
+    await tx.execute(
+        statement.on_conflict_do_update(
+            index_elements=["org_id", "meter", "day"],
+            set_={"quantity": usage_subtree_daily.c.quantity + statement.excluded.quantity},
+        )
+    )

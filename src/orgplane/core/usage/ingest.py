@@ -36,7 +36,14 @@ from orgplane.core.locks import lock_tree
 from orgplane.core.usage.counters import consumed_this_period, local_today, period_start
 from orgplane.core.usage.errors import LimitExceeded
 from orgplane.db.engine import Tx
-from orgplane.models import meters, org_limits, orgs, usage_daily, usage_events
+from orgplane.models import (
+    meters,
+    org_limits,
+    orgs,
+    usage_daily,
+    usage_events,
+    usage_subtree_daily,
+)
 from orgplane.models.base import utcnow
 
 MAX_EVENTS = 10_000
@@ -77,6 +84,7 @@ class _Org:
     depth: int
     timezone: str
     zone: ZoneInfo
+    ancestors: tuple[int, ...]  # the ids on its path, root first, itself last
     current_start: date  # first day of its current period
     previous_start: date  # the earliest day an event may still be counted on
 
@@ -143,8 +151,17 @@ def _org(row: Any, zones: dict[str, tuple[ZoneInfo, date, date]]) -> _Org:
         previous = period_start(current - timedelta(days=1))
         zones[row.timezone] = (ZoneInfo(row.timezone), current, previous)
     zone, current, previous = zones[row.timezone]
+    ancestors = tuple(int(part) for part in row.path.strip("/").split("/"))
     return _Org(
-        row.id, row.public_id, row.root_id, row.depth, row.timezone, zone, current, previous
+        row.id,
+        row.public_id,
+        row.root_id,
+        row.depth,
+        row.timezone,
+        zone,
+        ancestors,
+        current,
+        previous,
     )
 
 
@@ -385,6 +402,20 @@ _UPSERT_COUNTERS = {
 }
 
 
+def _upsert_subtree_counters(insert: Any) -> Any:
+    statement = insert(usage_subtree_daily)
+    return statement.on_conflict_do_update(
+        index_elements=["org_id", "meter", "day"],
+        set_={"quantity": usage_subtree_daily.c.quantity + statement.excluded.quantity},
+    ).returning(usage_subtree_daily.c.day)
+
+
+_UPSERT_SUBTREE_COUNTERS = {
+    "postgresql": _upsert_subtree_counters(pg_insert),
+    "sqlite": _upsert_subtree_counters(sqlite_insert),
+}
+
+
 async def _insert_events(tx: Tx, events: list[_Event], now: datetime) -> set[str]:
     """Insert the events whose key is new to the tenant tree; return the keys inserted."""
     if not events:
@@ -428,20 +459,39 @@ async def _insert_events(tx: Tx, events: list[_Event], now: datetime) -> set[str
 
 
 async def _fold(tx: Tx, new: list[_Event]) -> None:
-    """Add the inserted events to the per-day counters: one upsert, summed in Python first."""
+    """Add the inserted events to the per-day counters, then to the per-subtree day counters of
+    each event's org and every ancestor: one upsert each, summed in Python first."""
     buckets: defaultdict[tuple[int, str, date], int] = defaultdict(int)
-    roots: dict[int, int] = {}
+    by_id: dict[int, _Org] = {}
     for event in new:
         if event.quantity:
             buckets[(event.org.id, event.meter, event.day)] += event.quantity
-            roots[event.org.id] = event.org.root_id
+            by_id[event.org.id] = event.org
     if not buckets:
         return
     rows = [
-        {"org_id": org_id, "meter": meter, "day": day, "root_id": roots[org_id], "quantity": q}
+        {
+            "org_id": org_id,
+            "meter": meter,
+            "day": day,
+            "root_id": by_id[org_id].root_id,
+            "quantity": q,
+        }
         for (org_id, meter, day), q in sorted(buckets.items())
     ]
     await tx.execute(_UPSERT_COUNTERS[tx.dialect], rows)
+    subtree: defaultdict[tuple[int, str, date], int] = defaultdict(int)
+    for (org_id, meter, day), q in buckets.items():
+        for ancestor in by_id[org_id].ancestors:
+            subtree[(ancestor, meter, day)] += q
+    root_id = rows[0]["root_id"]  # a batch stays within one tenant tree
+    await tx.execute(
+        _UPSERT_SUBTREE_COUNTERS[tx.dialect],
+        [
+            {"org_id": org_id, "meter": meter, "day": day, "root_id": root_id, "quantity": q}
+            for (org_id, meter, day), q in sorted(subtree.items())
+        ],
+    )
 
 
 def _audit(tx: Tx, actor: Actor, parsed: list[_Event], new: list[_Event]) -> None:

@@ -74,6 +74,15 @@ def upgrade() -> None:
             "root_id", "idempotency_key", name=op.f("uq_usage_events_root_id_idempotency_key")
         ),
     )
+    op.create_table(
+        "usage_subtree_daily",
+        sa.Column("org_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("meter", sa.String(length=64), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("root_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("quantity", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("org_id", "meter", "day", name=op.f("pk_usage_subtree_daily")),
+    )
     with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column(
@@ -139,6 +148,7 @@ def downgrade() -> None:
         batch_op.drop_column("allocated")
         batch_op.drop_column("root_id")
 
+    op.drop_table("usage_subtree_daily")
     op.drop_table("usage_events")
     with op.batch_alter_table("ledger", schema=None) as batch_op:
         batch_op.drop_index("ix_ledger_root_id_id")
