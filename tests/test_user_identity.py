@@ -124,3 +124,54 @@ async def test_a_signed_in_user_creates_a_key_bound_to_themselves(h: Harness) ->
     assert (
         await h.client.get(f"/orgs/{root}", headers=h.auth(created["api_key"]))
     ).status_code == 200
+
+
+async def _key(h: Harness, org: str, by: dict[str, str], **fields: Any) -> Any:
+    return await h.client.post(
+        f"/orgs/{org}/api_keys", json={"name": "k", "scopes": ["*"], **fields}, headers=by
+    )
+
+
+async def test_keys_bind_only_to_members_and_never_to_more_power(h: Harness) -> None:
+    root = h.root.org_id
+    admin_pk = await _user(h, "boss@example.com", {root: ["administrator"]})
+    keeper_pk = await _user(h, "keeper@example.com", {root: ["read-only"]})
+    outsider_pk = await _user(h, "outsider@example.com", {})
+    admin, keeper, outsider = [await _public_id(h, pk) for pk in (admin_pk, keeper_pk, outsider_pk)]
+
+    # Only members of the key's org can be named.
+    refused = await _key(h, root, h.auth(), user_id=outsider)
+    assert refused.status_code == 400
+    assert refused.json()["errors"][0]["field"] == "user_id"
+
+    # A key bound to the read-only keeper (made by the unbound root key) acts as the keeper.
+    bound = await _key(h, root, h.auth(), user_id=keeper, scopes=["orgs:read", "keys:write"])
+    assert bound.status_code == 201, bound.text
+    keeper_key = bound.json()["api_key"]
+    assert bound.json()["user_id"] == keeper
+    # The keeper cannot manage keys at all: its roles lack manageApiKeys.
+    assert (await _key(h, root, h.auth(keeper_key), scopes=["orgs:read"])).status_code == 403
+
+    # An administrator's session mints keys bound to itself by default, and may bind one to a
+    # member who holds no more than it does, but not mint an unbound one for someone stronger.
+    session = (await _login(h, "boss@example.com", PASSWORD)).json()["token"]
+    own = await _key(h, root, _bearer(session), scopes=["orgs:read"])
+    assert own.status_code == 201, own.text
+    assert own.json()["user_id"] == admin
+    weaker = await _key(h, root, _bearer(session), user_id=keeper, scopes=["orgs:read"])
+    assert weaker.status_code == 201, weaker.text
+
+    # A member who may manage keys but little else cannot bind a key to the administrator.
+    role = await h.client.post(
+        f"/orgs/{root}/roles",
+        json={"name": "Key keeper", "capabilities": ["manageApiKeys", "viewOrganizations"]},
+        headers=h.auth(),
+    )
+    assert role.status_code == 201, role.text
+    await _user(h, "keys@example.com", {root: [role.json()["id"]]})
+    keys_session = (await _login(h, "keys@example.com", PASSWORD)).json()["token"]
+    mine = await _key(h, root, _bearer(keys_session), scopes=["orgs:read"])
+    assert mine.status_code == 201, mine.text
+    stronger = await _key(h, root, _bearer(keys_session), user_id=admin, scopes=["orgs:read"])
+    assert stronger.status_code == 403
+    assert "manageApiKeys" not in stronger.json()["detail"]
