@@ -17,7 +17,6 @@ import os
 import shutil
 import sys
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from orgplane.core.bootstrap import create_root_with_admin_key
 from orgplane.core.credits.ledger import Disagreement, verify
 from orgplane.core.ids import new_native_key
 from orgplane.core.usage.counters import local_today, period_start
-from orgplane.models import audit_log, ledger, meters, org_limits, orgs, usage_daily, usage_events
+from orgplane.models import audit_log, ledger, meters, org_limits, orgs, usage_daily
 
 NONEXISTENT = "zzzzzzzzzzzz"
 PROBLEM = "application/problem+json"
@@ -40,22 +39,6 @@ OPS = "operations"
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def h(h: Harness) -> AsyncIterator[Harness]:
-    """The harness, and afterwards the meters as they were: PostgreSQL keeps ``meters`` (seeded
-    by the migrations) between tests, so what a test changed or added is put back."""
-    async with h.services.db.engine.connect() as conn:
-        saved = [dict(r._mapping) for r in await conn.execute(sa.select(meters))]
-    yield h
-    names = [m["name"] for m in saved]
-    async with h.services.db.engine.begin() as conn:
-        for table in (usage_events, usage_daily, org_limits, ledger):
-            await conn.execute(sa.delete(table).where(table.c.meter.not_in(names)))
-        await conn.execute(sa.delete(meters).where(meters.c.name.not_in(names)))
-        for m in saved:
-            await conn.execute(sa.update(meters).where(meters.c.name == m["name"]).values(m))
 
 
 def problem(

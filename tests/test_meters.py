@@ -6,17 +6,15 @@ root with meters:write may define or change one. Every definition and change is 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-import pytest
 import sqlalchemy as sa
 
 from conftest import Harness
 from orgplane.core.bootstrap import create_root_with_admin_key
 from orgplane.core.ids import new_native_key
-from orgplane.models import audit_log, ledger, meters, org_limits, orgs, usage_daily, usage_events
+from orgplane.models import audit_log, meters, orgs
+from test_credits import problem
 
 PROBLEM = "application/problem+json"
 BUILT_IN = {
@@ -24,36 +22,6 @@ BUILT_IN = {
     "operations": {"step": 10_000, "period": "month", "enforcement": "soft"},
     "transfer": {"step": 1, "period": "month", "enforcement": "soft"},
 }
-
-
-@pytest.fixture
-async def h(h: Harness) -> AsyncIterator[Harness]:
-    """The harness, and afterwards the meters as they were: PostgreSQL keeps ``meters`` (seeded
-    by the migrations) between tests, so what a test changed or added is put back."""
-    async with h.services.db.engine.connect() as conn:
-        saved = [dict(r._mapping) for r in await conn.execute(sa.select(meters))]
-    yield h
-    names = [m["name"] for m in saved]
-    async with h.services.db.engine.begin() as conn:
-        for table in (usage_events, usage_daily, org_limits, ledger):
-            await conn.execute(sa.delete(table).where(table.c.meter.not_in(names)))
-        await conn.execute(sa.delete(meters).where(meters.c.name.not_in(names)))
-        for m in saved:
-            await conn.execute(sa.update(meters).where(meters.c.name == m["name"]).values(m))
-
-
-def problem(
-    response: httpx.Response, status: int, field: str | None = None, code: str | None = None
-) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM), response.headers
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status and body["detail"]
-    if field is not None:
-        assert field in [e["field"] for e in body.get("errors", [])], body
-    if code is not None:
-        assert body["type"] == f"https://orgplane.dev/problems/{code}", body
-    return body
 
 
 async def meter_rows(h: Harness) -> list[tuple[Any, ...]]:

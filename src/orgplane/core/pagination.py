@@ -1,9 +1,10 @@
-"""Opaque keyset cursors: base64url JSON of the last row's sort key."""
+"""Opaque keyset cursors (base64url JSON of the last row's sort key), and keyset batches."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -42,3 +43,22 @@ def check_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput.for_field("query.limit", f"must be between 1 and {MAX_LIMIT}")
     return limit
+
+
+async def newest_first_batches(
+    conn: Any, statement: Any, id_column: Any, *, size: int = 1000
+) -> AsyncIterator[list[Any]]:
+    """Every row of ``statement``, newest first by ``id_column``, ``size`` rows a query: a
+    whole filtered range streamed without holding it in memory or one long-running query."""
+    before: int | None = None
+    while True:
+        batch_statement = statement if before is None else statement.where(id_column < before)
+        batch = list(
+            (await conn.execute(batch_statement.order_by(id_column.desc()).limit(size))).all()
+        )
+        if not batch:
+            return
+        yield batch
+        if len(batch) < size:
+            return
+        before = batch[-1].id

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import reach
 from orgplane.core.errors import InvalidInput
-from orgplane.core.pagination import decode_cursor, encode_cursor
+from orgplane.core.pagination import decode_cursor, encode_cursor, newest_first_batches
 from orgplane.db.engine import Reader
 from orgplane.models import access_log, audit_log, orgs
 
@@ -99,17 +99,5 @@ async def page(
 async def stream(conn: Reader, org: Any, log: Log, filters: LogFilters) -> AsyncIterator[list[Any]]:
     """The whole filtered range, newest first, in batches (for NDJSON and CSV exports)."""
     statement, table = _base(log, org, filters.check())
-    before: int | None = None
-    while True:
-        batch_statement = statement if before is None else statement.where(table.c.id < before)
-        batch = list(
-            (
-                await conn.execute(batch_statement.order_by(table.c.id.desc()).limit(EXPORT_BATCH))
-            ).all()
-        )
-        if not batch:
-            return
+    async for batch in newest_first_batches(conn, statement, table.c.id, size=EXPORT_BATCH):
         yield batch
-        if len(batch) < EXPORT_BATCH:
-            return
-        before = batch[-1].id

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import reach
 from orgplane.core.errors import InvalidInput
-from orgplane.core.pagination import decode_cursor, encode_cursor
+from orgplane.core.pagination import decode_cursor, encode_cursor, newest_first_batches
 from orgplane.core.usage.counters import consumed_this_period
 from orgplane.db.engine import Reader
 from orgplane.models import ledger, meters, org_limits, orgs
@@ -122,20 +122,8 @@ async def page(
 
 async def stream(conn: Reader, org: Any, filters: LedgerFilters) -> AsyncIterator[list[Any]]:
     statement = _statement(org, filters.check())
-    before: int | None = None
-    while True:
-        batch_statement = statement if before is None else statement.where(ledger.c.id < before)
-        batch = list(
-            (
-                await conn.execute(batch_statement.order_by(ledger.c.id.desc()).limit(EXPORT_BATCH))
-            ).all()
-        )
-        if not batch:
-            return
+    async for batch in newest_first_batches(conn, statement, ledger.c.id, size=EXPORT_BATCH):
         yield batch
-        if len(batch) < EXPORT_BATCH:
-            return
-        before = batch[-1].id
 
 
 @dataclass(frozen=True)
