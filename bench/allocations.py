@@ -43,7 +43,6 @@ import asyncio
 import json
 import logging
 import os
-import platform
 import random
 import re
 import signal
@@ -69,13 +68,14 @@ from quick import (
     NO_TRIP_LIMIT,
     Deadline,
     Processes,
+    fresh_install,
     git_state,
-    orgplane,
+    interrupt,
     parse_wrk,
     port_free,
     postgres_database,
-    versions,
     wait_ready,
+    write_report,
 )
 
 from orgplane.models import ledger
@@ -256,19 +256,7 @@ def measure(
     workdir: Path,
     deadline: Deadline,
 ) -> dict[str, Any]:
-    env = {
-        **os.environ,
-        "ORGPLANE_DATABASE_URL": database_url,
-        "ORGPLANE_RATE_LIMIT_PER_KEY": NO_TRIP_LIMIT,
-        "ORGPLANE_RATE_LIMIT_PER_ORG": NO_TRIP_LIMIT,
-        "ORGPLANE_ENVIRONMENT": "development",
-    }
-    env.pop("ORGPLANE_REDIS_URL", None)
-    print(f"[{label}] migrate + bootstrap", flush=True)
-    orgplane(["migrate"], env)
-    boot = json.loads(orgplane(["bootstrap", "--json"], env))
-    if not boot.get("api_key"):
-        raise RuntimeError(f"bootstrap did not run on a fresh database: {boot}")
+    env, boot = fresh_install(label, database_url)
     root = boot["org_id"]
     limit = int(args.children * args.max_steps * STEP * args.limit_factor) // STEP * STEP
     headers = {"Authorization": f"Bearer {boot['api_key']}", "Content-Type": "application/json"}
@@ -863,13 +851,9 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main() -> int:
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--children", type=int, default=64)
     parser.add_argument("--connections", type=int, default=64, help="concurrent allocators")
@@ -924,25 +908,15 @@ def main() -> int:
             url = f"sqlite+aiosqlite:///{workdir / 'alloc.db'}"
             results.append(measure("sqlite", url, args, workdir, deadline))
 
-    report = {
-        "kind": "allocations",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "target_allocations_per_s": TARGET_PER_S,
-        "machine": {
-            "hostname": platform.node(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "load_avg_at_start": load_at_start,
-            "load_avg_at_end": os.getloadavg(),
-        },
-        "versions": versions(),
-        "git": {"at_start": git_at_start, "at_end": git_state()},
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "results": results,
-    }
-    out = args.out or BENCH_DIR / "results" / f"{datetime.now(UTC):%Y-%m-%d}-allocations.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    out = write_report(
+        "allocations",
+        targets={"target_allocations_per_s": TARGET_PER_S},
+        args=args,
+        results=results,
+        load_at_start=load_at_start,
+        git_at_start=git_at_start,
+        out=args.out,
+    )
     print()
     print(table(results))
     print(f"\nwrote {out}")

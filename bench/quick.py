@@ -280,14 +280,9 @@ def postgres_database(admin_dsn: str, name: str) -> Iterator[str]:
         asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def measure(
-    label: str,
-    database_url: str,
-    bare_database: str,
-    args: argparse.Namespace,
-    workdir: Path,
-    deadline: Deadline,
-) -> dict[str, Any]:
+def fresh_install(label: str, database_url: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """The environment for serving ``database_url`` (rate limits that never trip, no Redis),
+    after migrating and bootstrapping it: (env, {"org_id", "api_key"})."""
     env = {
         **os.environ,
         "ORGPLANE_DATABASE_URL": database_url,
@@ -301,6 +296,51 @@ def measure(
     boot = json.loads(orgplane(["bootstrap", "--json"], env))
     if not boot.get("api_key"):
         raise RuntimeError(f"bootstrap did not run on a fresh database: {boot}")
+    return env, boot
+
+
+def write_report(
+    kind: str,
+    *,
+    targets: dict[str, Any],
+    args: argparse.Namespace,
+    results: list[dict[str, Any]],
+    load_at_start: tuple[float, float, float],
+    git_at_start: dict[str, Any],
+    out: Path | None,
+) -> Path:
+    """Write the run's JSON report (machine, versions, git state, settings, results)."""
+    report = {
+        "kind": kind,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        **targets,
+        "machine": {
+            "hostname": platform.node(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_avg_at_start": load_at_start,
+            "load_avg_at_end": os.getloadavg(),
+        },
+        "versions": versions(),
+        "git": {"at_start": git_at_start, "at_end": git_state()},
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "results": results,
+    }
+    path = out or BENCH_DIR / "results" / f"{datetime.now(UTC):%Y-%m-%d}-{kind}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return path
+
+
+def measure(
+    label: str,
+    database_url: str,
+    bare_database: str,
+    args: argparse.Namespace,
+    workdir: Path,
+    deadline: Deadline,
+) -> dict[str, Any]:
+    env, boot = fresh_install(label, database_url)
     procs = Processes()
     op_base = f"http://{HOST}:{args.port}"
     bare_base = f"http://{HOST}:{args.bare_port}"
@@ -444,15 +484,16 @@ def git_state() -> dict[str, Any]:
     }
 
 
-def _interrupt(signum: int, _frame: Any) -> None:
+def interrupt(signum: int, _frame: Any) -> None:
+    """SIGTERM and SIGINT end a run through its finally blocks (servers stopped, data dropped)."""
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main() -> int:
     # SIGTERM (and SIGINT, even when a non-interactive shell started us with it ignored) unwind
     # through the finally blocks, so servers are stopped and the scratch database dropped.
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orgs", type=int, default=1000, help="orgs in the tree (default 1000)")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")

@@ -39,11 +39,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import math
 import os
-import platform
 import random
 import signal
 import statistics
@@ -66,12 +64,13 @@ from quick import (
     NO_TRIP_LIMIT,
     Deadline,
     Processes,
+    fresh_install,
     git_state,
-    orgplane,
+    interrupt,
     port_free,
     postgres_database,
-    versions,
     wait_ready,
+    write_report,
     wrk,
 )
 
@@ -375,19 +374,7 @@ def measure(
     workdir: Path,
     deadline: Deadline,
 ) -> dict[str, Any]:
-    env = {
-        **os.environ,
-        "ORGPLANE_DATABASE_URL": database_url,
-        "ORGPLANE_RATE_LIMIT_PER_KEY": NO_TRIP_LIMIT,
-        "ORGPLANE_RATE_LIMIT_PER_ORG": NO_TRIP_LIMIT,
-        "ORGPLANE_ENVIRONMENT": "development",
-    }
-    env.pop("ORGPLANE_REDIS_URL", None)
-    print(f"[{label}] migrate + bootstrap", flush=True)
-    orgplane(["migrate"], env)
-    boot = json.loads(orgplane(["bootstrap", "--json"], env))
-    if not boot.get("api_key"):
-        raise RuntimeError(f"bootstrap did not run on a fresh database: {boot}")
+    env, boot = fresh_install(label, database_url)
     started = time.monotonic()
     data = asyncio.run(load(database_url, args))
     data["load_seconds"] = round(time.monotonic() - started, 1)
@@ -749,13 +736,9 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main() -> int:
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--descendants", type=int, default=10_000)
     parser.add_argument("--outside", type=int, default=2_000, help="orgs outside the subtree")
@@ -812,25 +795,15 @@ def main() -> int:
                 url = dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
                 results.append(measure("postgresql", url, args, workdir, deadline))
 
-    report = {
-        "kind": "rollup",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "target_p99_ms": TARGET_P99_MS,
-        "machine": {
-            "hostname": platform.node(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "load_avg_at_start": load_at_start,
-            "load_avg_at_end": os.getloadavg(),
-        },
-        "versions": versions(),
-        "git": {"at_start": git_at_start, "at_end": git_state()},
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "results": results,
-    }
-    out = args.out or BENCH_DIR / "results" / f"{datetime.now(UTC):%Y-%m-%d}-rollup.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    out = write_report(
+        "rollup",
+        targets={"target_p99_ms": TARGET_P99_MS},
+        args=args,
+        results=results,
+        load_at_start=load_at_start,
+        git_at_start=git_at_start,
+        out=args.out,
+    )
     print()
     print(table(results))
     print(f"\nwrote {out}")
