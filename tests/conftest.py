@@ -9,6 +9,7 @@ message, unless ORGPLANE_REQUIRE_POSTGRES=1 (CI), which makes them fail instead.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import uuid
@@ -254,3 +255,28 @@ async def h(db_url: str) -> AsyncIterator[Harness]:
         yield harness
     finally:
         await stop_harness(harness)
+
+
+_example_numbers = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def fresh_database(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """For property tests that build a database per example inside their own event loop: a
+    coroutine function returning an empty, migrated database's URL (both databases)."""
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+
+        async def sqlite_copy() -> str:
+            target = tmp_path / f"example-{next(_example_numbers)}.db"
+            shutil.copyfile(template, target)
+            return f"sqlite+aiosqlite:///{target}"
+
+        return sqlite_copy
+    url: str = request.getfixturevalue("postgres_migrated")
+
+    async def postgres_truncated() -> str:
+        await _truncate_postgres(url)
+        return url
+
+    return postgres_truncated

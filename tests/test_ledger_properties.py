@@ -27,14 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import itertools
-import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -46,7 +42,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from conftest import _truncate_postgres, start_harness, stop_harness
+from conftest import start_harness, stop_harness
 from ledger_invariants import Bal, Stored, check_invariants, load, round_up
 from orgplane.models.base import utcnow
 from tree_invariants import check_audit
@@ -78,29 +74,6 @@ USAGE = {"credits": 150, "operations": 25_000, "transfer": 6_000}
 
 STEPS = {name: m.step for name, m in METERS.items()}
 HARD = {name for name, m in METERS.items() if m.hard}
-
-_example_numbers = itertools.count()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def fresh_database(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    """A coroutine function (awaited in the example's loop) returning an empty database's URL."""
-    if request.param == "sqlite":
-        template: Path = request.getfixturevalue("sqlite_template")
-
-        async def sqlite_copy() -> str:
-            target = tmp_path / f"example-{next(_example_numbers)}.db"
-            shutil.copyfile(template, target)
-            return f"sqlite+aiosqlite:///{target}"
-
-        return sqlite_copy
-    url: str = request.getfixturevalue("postgres_migrated")
-
-    async def postgres_truncated() -> str:
-        await _truncate_postgres(url)
-        return url
-
-    return postgres_truncated
 
 
 # --- the model -------------------------------------------------------------------------------

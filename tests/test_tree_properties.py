@@ -15,13 +15,9 @@ once per step, and hypothesis drives synchronous code.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -32,33 +28,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from conftest import _run_in_thread, _truncate_postgres, start_harness, stop_harness
+from conftest import _run_in_thread, start_harness, stop_harness
 from tree_invariants import check_audit, check_structure, load_tree
 
 MAX_DEPTH = 4  # small, so that generated sequences run into the cap often
-
-_example_numbers = itertools.count()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def fresh_database(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    """A coroutine function (awaited in the example's loop) returning an empty database's URL."""
-    if request.param == "sqlite":
-        template: Path = request.getfixturevalue("sqlite_template")
-
-        async def sqlite_copy() -> str:
-            target = tmp_path / f"example-{next(_example_numbers)}.db"
-            shutil.copyfile(template, target)
-            return f"sqlite+aiosqlite:///{target}"
-
-        return sqlite_copy
-    url: str = request.getfixturevalue("postgres_migrated")
-
-    async def postgres_truncated() -> str:
-        await _truncate_postgres(url)
-        return url
-
-    return postgres_truncated
 
 
 # --- the model -------------------------------------------------------------------------------
