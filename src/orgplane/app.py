@@ -34,6 +34,7 @@ from orgplane.api.native import (
 from orgplane.api.observability import Metrics, ObservabilityMiddleware
 from orgplane.api.problems import EXCEPTION_HANDLERS
 from orgplane.api.ratelimit import RateLimiter, add_rate_limit_headers
+from orgplane.api.scim.routes import router as scim_router
 from orgplane.config import Settings, get_settings
 from orgplane.core import idempotency
 from orgplane.core.access.service import KeyCache
@@ -155,6 +156,7 @@ def create_litestar(services: Services) -> Litestar:
             roles.router,
             roles.list_capabilities,
             auth_api.router,
+            scim_router,
             ops.healthz,
             ops.readyz,
             ops.metrics,
