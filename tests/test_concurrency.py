@@ -14,9 +14,8 @@ import asyncio
 import itertools
 from typing import Any
 
-import sqlalchemy as sa
-
 from conftest import start_harness, stop_harness
+from ledger_invariants import deadlocks
 from tree_invariants import audit_entries, check_audit, check_structure, load_tree
 
 MAX_DEPTH = 6
@@ -48,20 +47,6 @@ class Recorder:
         return await self.send(
             "POST", f"/orgs/{org}/move", json={"parent_id": new_parent}, **kwargs
         )
-
-
-async def _deadlocks(db: Any) -> int | None:
-    """PostgreSQL's count of deadlocks detected in this database (None on SQLite)."""
-    if db.is_sqlite:
-        return None
-    async with db.read() as conn:
-        await conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
-        value = (
-            await conn.execute(
-                sa.text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
-            )
-        ).scalar_one()
-    return int(value)
 
 
 async def test_concurrent_moves_and_creates_keep_the_tree_consistent(db_url: str) -> None:
@@ -96,7 +81,7 @@ async def _run_the_race(h: Any) -> None:
 
     start = await load_tree(h.services.db)
     audit_start = await check_audit(h.services.db)
-    deadlocks_before = await _deadlocks(h.services.db)
+    deadlocks_before = await deadlocks(h.services.db)
     rec = Recorder(h)
 
     async def cycle_race(a: str, b: str) -> tuple[Any, Any]:
@@ -196,7 +181,7 @@ async def _run_the_race(h: Any) -> None:
     if deadlocks_before is not None:
         # Retries would hide them; the lock order is meant to make them impossible.
         await db.dispose()  # closing the connections flushes their statistics
-        assert await _deadlocks(db) == deadlocks_before
+        assert await deadlocks(db) == deadlocks_before
 
 
 async def test_concurrent_patches_with_one_etag_let_exactly_one_through(db_url: str) -> None:

@@ -262,6 +262,19 @@ def _filtered(model: Any, resources: list[Any], text: str | None) -> list[Any]:
         raise InvalidFilterException(detail=f"invalid filter: {exc}") from None
 
 
+def _listed(model: Any, resources: list[Any], q: Any, params: Any) -> Any:
+    """A ListResponse of ``resources`` after the request's filter, sort and 1-based paging."""
+    filtered = _filtered(model, resources, q.get("filter"))
+    page, start, total = _page(
+        filtered,
+        _int(q.get("startIndex"), "startIndex"),
+        _int(q.get("count"), "count"),
+        q.get("sortBy"),
+        q.get("sortOrder"),
+    )
+    return _respond(_list_response(page, total, start, params))
+
+
 def _list_response(
     resources: list[Any], total: int, start: int, params: Any = None
 ) -> dict[str, Any]:
@@ -291,15 +304,7 @@ async def _search_users(
         members = await _all_members(conn, principal)
         names = await _role_names(conn, principal)
     resources = [user_out(request, m, names) for m in members]
-    resources = _filtered(User, resources, q.get("filter"))
-    page, start, total = _page(
-        resources,
-        _int(q.get("startIndex"), "startIndex"),
-        _int(q.get("count"), "count"),
-        q.get("sortBy"),
-        q.get("sortOrder"),
-    )
-    return _respond(_list_response(page, total, start, params))
+    return _listed(User, resources, q, params)
 
 
 @get("/Users", include_in_schema=False)
@@ -529,15 +534,7 @@ async def list_groups(
     async with services.db.read() as conn:
         views = await role_service.list_roles(conn, principal, principal.org_public_id)
         groups = [await _group(request, conn, principal, v) for v in views]
-    groups = _filtered(Group, groups, q.get("filter"))
-    page, start, total = _page(
-        groups,
-        _int(q.get("startIndex"), "startIndex"),
-        _int(q.get("count"), "count"),
-        q.get("sortBy"),
-        q.get("sortOrder"),
-    )
-    return _respond(_list_response(page, total, start, params))
+    return _listed(Group, groups, q, params)
 
 
 async def _reply_group(
