@@ -189,6 +189,7 @@ def make_settings(db_url: str, **overrides: Any) -> Settings:
         "environment": "test",
         "rate_limit_per_key": "100000/minute",
         "rate_limit_per_org": "100000/minute",
+        "rate_limit_sign_in_per_ip": "100000/minute",
         "log_level": "warning",
         **overrides,
     }

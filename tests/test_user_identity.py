@@ -175,3 +175,25 @@ async def test_keys_bind_only_to_members_and_never_to_more_power(h: Harness) -> 
     stronger = await _key(h, root, _bearer(keys_session), user_id=admin, scopes=["orgs:read"])
     assert stronger.status_code == 403
     assert "manageApiKeys" not in stronger.json()["detail"]
+
+
+async def test_sign_in_attempts_are_limited_per_address(db_url: str) -> None:
+    from conftest import start_harness, stop_harness
+
+    h = await start_harness(db_url, rate_limit_sign_in_per_ip="3/minute")
+    try:
+        await _user(h, "guess@example.com", {h.root.org_id: ["standard"]})
+        statuses = [(await _login(h, "guess@example.com", WRONG)).status_code for _ in range(3)]
+        assert statuses == [401, 401, 401]
+        limited = await _login(h, "guess@example.com", PASSWORD)
+        assert limited.status_code == 429
+        assert int(limited.headers["retry-after"]) >= 1
+        assert limited.headers["ratelimit-limit"] == "3"
+        assert limited.headers["content-type"].startswith("application/problem+json")
+        # The other unauthenticated password and token endpoints share the same budget.
+        accept = await h.client.post("/invitations/opi_x/accept", json={"password": PASSWORD})
+        assert accept.status_code == 429
+        # Authenticated API calls are limited per key and org, not by this.
+        assert (await h.client.get(f"/orgs/{h.root.org_id}", headers=h.auth())).status_code == 200
+    finally:
+        await stop_harness(h)

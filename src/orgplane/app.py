@@ -58,7 +58,10 @@ def build_services(settings: Settings) -> Services:
         keys=KeyCache(settings.key_cache_seconds),
         access_log=AccessLogWriter(db, settings.access_log_flush_seconds),
         limiter=RateLimiter(
-            settings.rate_limit_per_key, settings.rate_limit_per_org, settings.redis_url
+            settings.rate_limit_per_key,
+            settings.rate_limit_per_org,
+            settings.redis_url,
+            settings.rate_limit_sign_in_per_ip,
         ),
         metrics=Metrics(),
     )

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     # Rate limits in the `limits` notation ("600/minute"); empty disables that limit.
     rate_limit_per_key: str = "6000/minute"
     rate_limit_per_org: str = "30000/minute"
+    # Unauthenticated endpoints that check a password or a token (sign-in, invitation accept,
+    # password reset, email confirmation), per client IP: each attempt costs an argon2 hash.
+    rate_limit_sign_in_per_ip: str = "30/minute"
     redis_url: str | None = None
     max_tree_depth: int = Field(default=10, ge=1, le=64)
     max_body_bytes: int = Field(default=2_000_000, ge=1024)

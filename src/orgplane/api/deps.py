@@ -98,3 +98,18 @@ async def provide_principal(request: Request[Any, Any, Any], services: ServicesD
 
 def provide_actor(request: Request[Any, Any, Any], principal: PrincipalDep) -> Actor:
     return Actor(meta=request_meta(request), principal=principal)
+
+
+async def limit_sign_in(request: Request[Any, Any, Any], services: Services) -> None:
+    """Refuse (429) an unauthenticated password or token attempt past the per-IP limit."""
+    verdict = await services.limiter.check_sign_in(request_meta(request).ip)
+    if verdict is None:
+        return
+    request.state.rate_limit = verdict
+    if not verdict.allowed:
+        services.metrics.rate_limited.labels(verdict.name).inc()
+        raise RateLimited(
+            "too many sign-in attempts from this address; "
+            f"retry in {max(1, verdict.reset_after)} s",
+            headers=verdict.headers(),
+        )

@@ -35,7 +35,9 @@ class Verdict:
 
 
 class RateLimiter:
-    def __init__(self, per_key: str, per_org: str, redis_url: str | None) -> None:
+    def __init__(
+        self, per_key: str, per_org: str, redis_url: str | None, sign_in_per_ip: str = ""
+    ) -> None:
         storage: Storage
         if redis_url:
             uri = redis_url if redis_url.startswith("async+") else "async+" + redis_url
@@ -46,6 +48,9 @@ class RateLimiter:
         self.strategy = FixedWindowRateLimiter(storage)
         self.per_key: RateLimitItem | None = parse(per_key) if per_key else None
         self.per_org: RateLimitItem | None = parse(per_org) if per_org else None
+        self.sign_in_per_ip: RateLimitItem | None = (
+            parse(sign_in_per_ip) if sign_in_per_ip else None
+        )
 
     async def check(self, key_id: str, org_id: int) -> Verdict | None:
         """Count one request against both limits; the verdict of the tighter one, or None."""
@@ -56,24 +61,31 @@ class RateLimiter:
         ):
             if item is None:
                 continue
-            allowed = await self.strategy.hit(item, name, ident)
-            stats = await self.strategy.get_window_stats(item, name, ident)
-            verdicts.append(
-                Verdict(
-                    allowed=allowed,
-                    limit=item.amount,
-                    remaining=max(0, stats.remaining),
-                    reset_after=max(0, math.ceil(stats.reset_time - time.time())),
-                    window=item.get_expiry(),
-                    name=name,
-                )
-            )
+            verdicts.append(await self._hit(name, item, ident))
         if not verdicts:
             return None
         refused = [v for v in verdicts if not v.allowed]
         if refused:
             return max(refused, key=lambda v: v.reset_after)
         return min(verdicts, key=lambda v: v.remaining)
+
+    async def check_sign_in(self, ip: str | None) -> Verdict | None:
+        """Count one unauthenticated password or token attempt from ``ip``."""
+        if self.sign_in_per_ip is None:
+            return None
+        return await self._hit("sign-in", self.sign_in_per_ip, ip or "unknown")
+
+    async def _hit(self, name: str, item: RateLimitItem, ident: str) -> Verdict:
+        allowed = await self.strategy.hit(item, name, ident)
+        stats = await self.strategy.get_window_stats(item, name, ident)
+        return Verdict(
+            allowed=allowed,
+            limit=item.amount,
+            remaining=max(0, stats.remaining),
+            reset_after=max(0, math.ceil(stats.reset_time - time.time())),
+            window=item.get_expiry(),
+            name=name,
+        )
 
 
 async def add_rate_limit_headers(message: Any, scope: Any) -> None:

@@ -12,7 +12,7 @@ from litestar import Request, Router, post
 from litestar.params import JSONBody
 from msgspec import Meta, Struct
 
-from orgplane.api.deps import ServicesDep, request_meta
+from orgplane.api.deps import ServicesDep, limit_sign_in, request_meta
 from orgplane.api.native.openapi import PublicOperation, problems
 from orgplane.core.access.principal import RequestMeta
 from orgplane.core.access.service import (
@@ -109,6 +109,7 @@ def _log(
 async def login(
     request: Request[Any, Any, Any], data: JSONBody[LoginRequest], services: ServicesDep
 ) -> LoginResponse:
+    await limit_sign_in(request, services)
     meta = request_meta(request)
     outcome = await auth.login(services.db, meta, data.email, data.password, data.org_id)
     if not outcome.ok:
@@ -221,6 +222,7 @@ class _OrgRef:
 async def reset_password(
     request: Request[Any, Any, Any], data: JSONBody[PasswordResetRequest], services: ServicesDep
 ) -> None:
+    await limit_sign_in(request, services)
     auth.check_password_policy(data.password)
     async with services.db.read() as conn:
         await auth.check_password_reset_token(conn, data.token)
@@ -243,6 +245,7 @@ async def reset_password(
 async def confirm_email(
     request: Request[Any, Any, Any], data: JSONBody[EmailConfirmRequest], services: ServicesDep
 ) -> EmailChanged:
+    await limit_sign_in(request, services)
     try:
         user_id, email = await services.db.transaction(
             auth.confirm_email_change, request_meta(request), data.token

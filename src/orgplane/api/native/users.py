@@ -11,7 +11,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from msgspec import UNSET, Meta, Struct, UnsetType
 from sqlalchemy.exc import IntegrityError
 
-from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep, request_meta
+from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep, limit_sign_in, request_meta
 from orgplane.api.native.openapi import PublicOperation, problems
 from orgplane.api.native.orgs import Cursor, Limit, OrgId
 from orgplane.api.native.schemas import set_fields
@@ -489,6 +489,7 @@ async def accept_invitation(
     request: Request[Any, Any, Any],
     services: ServicesDep,
 ) -> InvitationAccepted:
+    await limit_sign_in(request, services)
     # argon2 is slow by design: hash off the event loop and before the transaction.
     password_hash = (
         await asyncio.to_thread(auth.hash_password, data.password) if data.password else None
