@@ -17,6 +17,7 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 
 from orgplane import __version__
 from orgplane.api.deps import Services, provide_actor, provide_principal
+from orgplane.api.dialects import make as make_dialect
 from orgplane.api.native import auth as auth_api
 from orgplane.api.native import (
     consumption,
@@ -160,6 +161,7 @@ def create_litestar(services: Services) -> Litestar:
             roles.list_capabilities,
             auth_api.router,
             scim_router,
+            make_dialect.router,
             ops.healthz,
             ops.readyz,
             ops.metrics,

@@ -8,6 +8,7 @@ touching the database, and only the sha256 of the whole key is stored.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import string
 import uuid
@@ -75,6 +76,14 @@ def prefixed_token_well_formed(prefix: str, token: str) -> bool:
         return False
     body, check = rest[:_BODY_LEN], rest[_BODY_LEN:]
     return secrets.compare_digest(_checksum(body), check)
+
+
+_UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+def uuid_key_well_formed(key: str) -> bool:
+    """A Make-style token: a canonical lower-case UUID4 string (36 characters)."""
+    return len(key) == 36 and _UUID4.match(key) is not None
 
 
 def hash_secret(secret: str) -> str:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from litestar import Router, delete, get, post
 from litestar.params import FromQuery, JSONBody, PathParameter
+from msgspec import UNSET
 
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.native.openapi import problems
@@ -37,10 +38,13 @@ async def create_key(
         scopes=data.scopes,
         expires_at=data.expires_at,
         user_ref=data.user_id,
+        kind=data.kind,
     )
     out = key_out(created.row, org_id)
     return ApiKeyCreated(
-        **{f: getattr(out, f) for f in out.__struct_fields__}, api_key=created.secret
+        **{f: getattr(out, f) for f in out.__struct_fields__},
+        api_key=created.secret,
+        token=created.secret if data.kind == "make" else UNSET,
     )
 
 

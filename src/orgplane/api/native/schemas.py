@@ -97,6 +97,8 @@ class ApiKeyCreate(Struct, forbid_unknown_fields=True):
     expires_at: datetime | None = None
     # The member of the org the key acts as: it can do what its scopes AND the user's roles allow.
     user_id: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    # The secret's format: "native" (opk_...) or "make" (a UUID4, sent as "Token <uuid>").
+    kind: Annotated[str, Meta(min_length=1, max_length=32)] = "native"
 
 
 class ApiKey(Struct):
@@ -117,6 +119,8 @@ class ApiKeyCreated(ApiKey):
     """Returned once, on creation: ``api_key`` is the secret and is never shown again."""
 
     api_key: str = ""
+    # A make key's secret again, under the name Make gives it.
+    token: str | UnsetType = UNSET
 
 
 class ApiKeyPage(Struct):

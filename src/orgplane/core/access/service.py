@@ -21,6 +21,7 @@ from orgplane.core.ids import (
     hash_secret,
     native_key_well_formed,
     prefixed_token_well_formed,
+    uuid_key_well_formed,
 )
 from orgplane.core.people.capabilities import SCOPE_CAPABILITY
 from orgplane.db.engine import Reader
@@ -152,7 +153,8 @@ async def authenticate(conn_factory: Any, cache: KeyCache, secret: str | None) -
     key_hash = hash_secret(secret)
     result = cache.get(key_hash)
     if result is None:
-        if native_key_well_formed(secret):
+        # A Make token (a UUID4) is a key like a native one, only in another format.
+        if native_key_well_formed(secret) or uuid_key_well_formed(secret):
             async with conn_factory() as conn:
                 row = (await conn.execute(_KEY_BY_HASH, {"key_hash": key_hash})).first()
             result = _result_from_row(row, key_hash)
@@ -266,6 +268,18 @@ async def reach(
         raise org_not_found(org_ref)
     require_scope(principal, scope, capability)
     return row
+
+
+async def reach_by_key(
+    conn: Reader, principal: Principal, org_key: int, *, scope: str, **options: Any
+) -> Any:
+    """``reach`` for an org named by its integer key (the id vendors such as Make show)."""
+    public_id = (
+        await conn.execute(sa.select(orgs.c.public_id).where(orgs.c.id == org_key))
+    ).scalar()
+    if public_id is None:
+        raise org_not_found(str(org_key))
+    return await reach(conn, principal, public_id, scope=scope, **options)
 
 
 def unauthenticated(reason: str) -> Unauthenticated:

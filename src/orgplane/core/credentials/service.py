@@ -13,7 +13,7 @@ from orgplane.core.access.principal import Actor, Principal
 from orgplane.core.access.service import reach
 from orgplane.core.audit import service as audit
 from orgplane.core.errors import Forbidden, InvalidInput, NotFound
-from orgplane.core.ids import hash_secret, new_native_key, new_public_id
+from orgplane.core.ids import hash_secret, new_native_key, new_public_id, new_uuid
 from orgplane.core.orgs.validation import clean_name
 from orgplane.core.pagination import decode_cursor, encode_cursor
 from orgplane.core.people import memberships as ms
@@ -67,13 +67,14 @@ async def insert_key(
     expires_at: datetime | None,
     created_by: int | None,
     user_id: int | None = None,
+    kind: str = "native",
 ) -> CreatedKey:
-    secret = new_native_key()
+    secret = new_uuid() if kind == "make" else new_native_key()
     values = {
         "public_id": new_public_id("key_"),
         "org_id": org.id,
         "root_id": org.root_id,
-        "kind": "native",
+        "kind": kind,
         "name": name,
         "key_hash": hash_secret(secret),
         "hint": secret[:8],
@@ -99,10 +100,12 @@ async def create(
     scopes: list[str],
     expires_at: datetime | None,
     user_ref: str | None = None,
+    kind: str = "native",
 ) -> CreatedKey:
     principal = actor.principal
     assert principal is not None
     org = await reach(tx.conn, principal, org_ref, scope="keys:write")
+    check_kind(kind)
     name = clean_name(name)
     scopes = scope_catalog.validate(scopes)
     _within_creator(principal, scopes, expires_at)
@@ -116,6 +119,7 @@ async def create(
         # created_by names a key; a session is not one (the audit entry names the user).
         created_by=principal.key_pk if principal.kind == "key" else None,
         user_id=user_id,
+        kind=kind,
     )
     audit.record(
         tx,
@@ -128,6 +132,19 @@ async def create(
         after=_describe(created.row),
     )
     return created
+
+
+KINDS = ("native", "make")
+PLANNED_KINDS = ("datadog", "sumologic")
+
+
+def check_kind(kind: str) -> None:
+    """The secret's format: ``native`` (``opk_...``) or ``make`` (a UUID4 token)."""
+    if kind in KINDS:
+        return
+    if kind in PLANNED_KINDS:
+        raise InvalidInput.for_field("kind", f"{kind!r} keys are not supported yet")
+    raise InvalidInput.for_field("kind", f"must be one of {', '.join(KINDS)}")
 
 
 async def _bound_user(tx: Tx, principal: Principal, org: Any, user_ref: str | None) -> int | None:

@@ -57,6 +57,18 @@ async def credits_report(
     return org, out
 
 
+async def balances(conn: Reader, org_ids: list[int], meter: str) -> dict[int, tuple[int, int]]:
+    """(limit, available) of one meter per org, for orgs the caller has already reached."""
+    if not org_ids:
+        return {}
+    rows = await conn.execute(
+        sa.select(org_limits.c.org_id, org_limits.c.amount, org_limits.c.allocated).where(
+            org_limits.c.org_id.in_(org_ids), org_limits.c.meter == meter
+        )
+    )
+    return {r.org_id: (int(r.amount), int(r.amount) - int(r.allocated)) for r in rows}
+
+
 @dataclass(frozen=True)
 class LedgerFilters:
     meter: str | None = None

@@ -1,0 +1,272 @@
+"""Make's MMS API (/make/api/v2), driven with requests shaped like Make's TypeScript SDK's.
+
+The SDK sends ``Authorization: Token <uuid>`` for an API token, JSON bodies, and pagination as
+``pg[offset]``/``pg[limit]``. Each call's effect is checked through the native API too: the org
+Make created is a native child with the same quota in ``GET /orgs/{id}/credits``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from conftest import Harness
+from orgplane.core.bootstrap import create_root_with_admin_key
+from orgplane.models import orgs
+
+BASE = "/make/api/v2"
+SDK_HEADERS = {"Content-Type": "application/json", "User-Agent": "Make TypeScript SDK"}
+
+
+def token(secret: str) -> dict[str, str]:
+    return {**SDK_HEADERS, "Authorization": f"Token {secret}"}
+
+
+async def make_key(h: Harness, org: str, scopes: list[str], key: str | None = None) -> str:
+    response = await h.client.post(
+        f"/orgs/{org}/api_keys",
+        json={"name": "make", "scopes": scopes, "kind": "make"},
+        headers=h.auth(key),
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["kind"] == "make"
+    assert body["token"] == body["api_key"]
+    assert str(uuid.UUID(body["token"], version=4)) == body["token"]
+    secret: str = body["token"]
+    return secret
+
+
+async def org_key(h: Harness, public_id: str) -> int:
+    async with h.services.db.read() as conn:
+        key = (
+            await conn.execute(sa.select(orgs.c.id).where(orgs.c.public_id == public_id))
+        ).scalar()
+    assert isinstance(key, int)
+    return key
+
+
+async def set_operations(h: Harness, org: str, amount: int) -> None:
+    response = await h.client.put(
+        f"/orgs/{org}/limits/operations", json={"amount": amount}, headers=h.auth()
+    )
+    assert response.status_code == 200, response.text
+
+
+async def native_operations(h: Harness, org: str) -> dict[str, Any]:
+    response = await h.client.get(f"/orgs/{org}/credits", headers=h.auth())
+    assert response.status_code == 200, response.text
+    meters = {m["meter"]: m for m in response.json()["meters"]}
+    return meters["operations"]
+
+
+def make_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code, body
+    assert isinstance(body["detail"], str) and body["detail"]
+    assert isinstance(body["message"], str) and body["message"]
+    return body
+
+
+async def test_make_keys_are_native_credentials_in_another_format(h: Harness) -> None:
+    secret = await make_key(h, h.root.org_id, ["*"])
+    listed = await h.client.get(f"/orgs/{h.root.org_id}/api_keys", headers=h.auth())
+    kinds = {k["hint"]: k["kind"] for k in listed.json()["data"]}
+    assert kinds[secret[:8]] == "make"
+    # Both schemes the SDK may use authenticate the same key.
+    for scheme in ("Token", "Bearer"):
+        me = await h.client.get("/me", headers={"Authorization": f"{scheme} {secret}"})
+        assert me.status_code == 200, me.text
+    native = await h.client.post(
+        f"/orgs/{h.root.org_id}/api_keys", json={"name": "n", "scopes": ["*"]}, headers=h.auth()
+    )
+    assert native.status_code == 201 and "token" not in native.json()
+    assert native.json()["api_key"].startswith("opk_")
+    for kind in ("datadog", "sumologic", "nope"):
+        refused = await h.client.post(
+            f"/orgs/{h.root.org_id}/api_keys",
+            json={"name": "x", "scopes": ["*"], "kind": kind},
+            headers=h.auth(),
+        )
+        assert refused.status_code == 400, refused.text
+        assert "kind" in [e["field"] for e in refused.json()["errors"]]
+    # Revoked like any key.
+    key_id = next(k["id"] for k in listed.json()["data"] if k["hint"] == secret[:8])
+    revoked = await h.client.delete(f"/orgs/{h.root.org_id}/api_keys/{key_id}", headers=h.auth())
+    assert revoked.status_code == 204
+    parent = await org_key(h, h.root.org_id)
+    after = await h.client.get(
+        f"{BASE}/organizations/{parent}/managed-organizations", headers=token(secret)
+    )
+    make_error(after, 401, "IM102")
+
+
+async def test_managed_organizations_create_list_allocate_and_consume(h: Harness) -> None:
+    await set_operations(h, h.root.org_id, 500_000)
+    secret = await make_key(h, h.root.org_id, ["*"])
+    parent = await org_key(h, h.root.org_id)
+
+    empty = await h.client.get(
+        f"{BASE}/organizations/{parent}/managed-organizations", headers=token(secret)
+    )
+    assert empty.status_code == 200, empty.text
+    assert empty.json()["managedOrganizations"] == []
+
+    created = await h.client.post(
+        f"{BASE}/organizations/{parent}/managed-organizations",
+        json={
+            "organizationName": "Acme - Child Org",
+            "operations": 10_000,
+            "regionId": 1,
+            "countryId": 250,
+            "userEmail": "owner@client.example",
+            "userName": "Jane",
+        },
+        headers=token(secret),
+    )
+    assert created.status_code == 200, created.text
+    body = created.json()
+    assert body["newParentOperations"] == 490_000
+    child = body["childOrganizationId"]
+    assert isinstance(child, int)
+
+    # The native API sees the same child with the same quota.
+    children = await h.client.get(f"/orgs/{h.root.org_id}/children", headers=h.auth())
+    native_child = next(c for c in children.json()["data"] if c["name"] == "Acme - Child Org")
+    assert await org_key(h, native_child["id"]) == child
+    assert (await native_operations(h, native_child["id"]))["limit"] == 10_000
+    assert (await native_operations(h, h.root.org_id))["available"] == 490_000
+
+    second = await h.client.post(
+        f"{BASE}/organizations/{parent}/managed-organizations",
+        json={"organizationName": "Second", "operations": 20_000, "regionId": 1, "countryId": 4},
+        headers=token(secret),
+    )
+    assert second.status_code == 200, second.text
+    assert second.json()["newParentOperations"] == 470_000
+
+    listed = await h.client.get(
+        f"{BASE}/organizations/{parent}/managed-organizations",
+        params={"pg[offset]": 0, "pg[limit]": 10},
+        headers=token(secret),
+    )
+    assert listed.status_code == 200, listed.text
+    orgs_listed = listed.json()["managedOrganizations"]
+    assert [(o["organizationId"], o["operationsAllocated"]) for o in orgs_listed] == [
+        (child, 10_000),
+        (second.json()["childOrganizationId"], 20_000),
+    ]
+    assert orgs_listed[0]["organizationName"] == "Acme - Child Org"
+    assert listed.json()["pg"]["offset"] == 0 and listed.json()["pg"]["limit"] == 10
+    paged = await h.client.get(
+        f"{BASE}/organizations/{parent}/managed-organizations",
+        params={"pg[offset]": 1, "pg[limit]": 1},
+        headers=token(secret),
+    )
+    assert [o["organizationName"] for o in paged.json()["managedOrganizations"]] == ["Second"]
+
+    raised = await h.client.patch(
+        f"{BASE}/organizations/{parent}/managed-organizations/{child}",
+        json={"operations": 20_000},
+        headers=token(secret),
+    )
+    assert raised.status_code == 200, raised.text
+    assert raised.json() == {
+        "newParentOperations": 460_000,
+        "newChildOperations": 20_000,
+        "operationsDiff": 10_000,
+        "limitIncreased": True,
+    }
+    assert (await native_operations(h, native_child["id"]))["limit"] == 20_000
+    lowered = await h.client.patch(
+        f"{BASE}/organizations/{parent}/managed-organizations/{child}",
+        json={"operations": 0},
+        headers=token(secret),
+    )
+    assert lowered.json() == {
+        "newParentOperations": 480_000,
+        "newChildOperations": 0,
+        "operationsDiff": -20_000,
+        "limitIncreased": False,
+    }
+    assert (await native_operations(h, h.root.org_id))["available"] == 480_000
+
+    usage = await h.client.get(
+        f"{BASE}/organizations/{parent}/managed-organizations-consumption", headers=token(secret)
+    )
+    assert usage.status_code == 200, usage.text
+    rows = usage.json()["managedOrganizationsConsumption"]
+    assert {r["organizationId"] for r in rows} == {child, second.json()["childOrganizationId"]}
+    assert all(r["operationsConsumed"] == 0 and r["operationsExtra"] == 0 for r in rows)
+    assert all(isinstance(r["lastReset"], str) for r in rows)
+
+
+async def test_make_errors_have_makes_body(h: Harness) -> None:
+    await set_operations(h, h.root.org_id, 100_000)
+    parent = await org_key(h, h.root.org_id)
+    url = f"{BASE}/organizations/{parent}/managed-organizations"
+    secret = await make_key(h, h.root.org_id, ["*"])
+
+    make_error(await h.client.get(url, headers=token(str(uuid.uuid4()))), 401, "IM102")
+    make_error(await h.client.get(url, headers=token("not-a-token")), 401, "IM102")
+    make_error(await h.client.get(url, headers=SDK_HEADERS), 401, "IM102")
+
+    reader = await make_key(h, h.root.org_id, ["usage:read"])
+    make_error(await h.client.get(url, headers=token(reader)), 403, "SC403")
+    denied = await h.client.post(
+        url,
+        json={"organizationName": "X", "operations": 10_000, "regionId": 1, "countryId": 1},
+        headers=token(reader),
+    )
+    make_error(denied, 403, "SC403")
+
+    # Another tenant's org, and one that does not exist: not found alike.
+    other = await h.services.db.transaction(create_root_with_admin_key, name="Other tenant")
+    other_key = await org_key(h, other.org_id)
+    other_secret = await make_key(h, other.org_id, ["*"], key=other.api_key)
+    make_error(await h.client.get(url, headers=token(other_secret)), 404, "SC404")
+    make_error(
+        await h.client.get(
+            f"{BASE}/organizations/{other_key}/managed-organizations", headers=token(secret)
+        ),
+        404,
+        "SC404",
+    )
+    child_only = await h.create_org(h.root.org_id, "Child only")
+    child_secret = await make_key(h, child_only["id"], ["*"])
+    make_error(await h.client.get(url, headers=token(child_secret)), 404, "SC404")
+    make_error(
+        await h.client.get(
+            f"{BASE}/organizations/999999999/managed-organizations", headers=token(secret)
+        ),
+        404,
+        "SC404",
+    )
+
+    def create(body: dict[str, Any]) -> Any:
+        return h.client.post(url, json=body, headers=token(secret))
+
+    base = {"organizationName": "Bad", "regionId": 1, "countryId": 1}
+    make_error(await create({**base, "operations": 15_000}), 400, "IM005")
+    make_error(await create({"organizationName": "Bad", "operations": 10_000}), 400, "IM005")
+    bad_json = await h.client.post(url, content=b"{", headers=token(secret))
+    make_error(bad_json, 400, "IM005")
+    over = make_error(await create({**base, "operations": 200_000}), 409, "SC409")
+    assert "available" in over["detail"]
+    # Nothing was created by the refusals; the pool is untouched.
+    listed = await h.client.get(url, headers=token(secret))
+    names = [o["organizationName"] for o in listed.json()["managedOrganizations"]]
+    assert "Bad" not in names
+    assert (await native_operations(h, h.root.org_id))["available"] == 100_000
+
+    child_key = await org_key(h, child_only["id"])
+    make_error(
+        await h.client.patch(f"{url}/{child_key}", json={"operations": 1}, headers=token(secret)),
+        400,
+        "IM005",
+    )
