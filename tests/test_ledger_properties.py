@@ -45,7 +45,7 @@ from hypothesis.stateful import (
 from conftest import start_harness, stop_harness
 from ledger_invariants import Bal, Stored, check_invariants, load, round_up
 from orgplane.models.base import utcnow
-from tree_invariants import check_audit
+from tree_invariants import TreeModel, check_audit
 
 MAX_DEPTH = 4  # small, so that creates and moves run into the cap
 
@@ -89,7 +89,7 @@ class OrgState:
 
 
 @dataclass
-class Model:
+class Model(TreeModel):
     root: str
     orgs: dict[str, OrgState]
     order: list[str]  # creation order, for stable picking
@@ -99,24 +99,6 @@ class Model:
     ledger_rows: int = 0
 
     # -- the tree
-
-    def depth(self, org: str) -> int:
-        parent = self.orgs[org].parent
-        return 0 if parent is None else self.depth(parent) + 1
-
-    def subtree(self, org: str) -> list[str]:
-        """The org and all its descendants, deleted ones included."""
-        found = [org]
-        for candidate in self.order:
-            if self.orgs[candidate].parent == org:
-                found.extend(self.subtree(candidate))
-        return found
-
-    def live(self) -> list[str]:
-        return [o for o in self.order if not self.orgs[o].deleted]
-
-    def deleted(self) -> list[str]:
-        return [o for o in self.order if self.orgs[o].deleted]
 
     # -- balances
 

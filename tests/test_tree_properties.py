@@ -29,7 +29,7 @@ from hypothesis.stateful import (
 )
 
 from conftest import _run_in_thread, start_harness, stop_harness
-from tree_invariants import check_audit, check_structure, load_tree
+from tree_invariants import TreeModel, check_audit, check_structure, load_tree
 
 MAX_DEPTH = 4  # small, so that generated sequences run into the cap often
 
@@ -45,29 +45,11 @@ class ModelOrg:
     status: str = "active"
 
 
-class Model:
+class Model(TreeModel):
     def __init__(self, root: str) -> None:
         self.root = root
         self.orgs: dict[str, ModelOrg] = {root: ModelOrg(parent=None)}
         self.order: list[str] = [root]  # creation order, for stable picking
-
-    def depth(self, org: str) -> int:
-        parent = self.orgs[org].parent
-        return 0 if parent is None else self.depth(parent) + 1
-
-    def subtree(self, org: str) -> list[str]:
-        """The org and all its descendants, deleted ones included."""
-        found = [org]
-        for candidate in self.order:
-            if self.orgs[candidate].parent == org:
-                found.extend(self.subtree(candidate))
-        return found
-
-    def live(self) -> list[str]:
-        return [o for o in self.order if not self.orgs[o].deleted]
-
-    def deleted(self) -> list[str]:
-        return [o for o in self.order if self.orgs[o].deleted]
 
     # Each predict_* returns (status code, audit entries a success writes).
 

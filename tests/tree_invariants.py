@@ -134,3 +134,29 @@ async def check_subtree_usage(db: Database) -> dict[tuple[int, str, Any], int]:
     actual = {(r.org_id, r.meter, r.day): int(r.quantity) for r in stored if r.quantity}
     assert actual == {k: q for k, q in expected.items() if q}
     return actual
+
+
+class TreeModel:
+    """Tree queries for the property tests' models: ``orgs`` maps an id to an object with
+    ``parent`` and ``deleted``; ``order`` lists ids in creation order."""
+
+    orgs: dict[str, Any]
+    order: list[str]
+
+    def depth(self, org: str) -> int:
+        parent = self.orgs[org].parent
+        return 0 if parent is None else self.depth(parent) + 1
+
+    def subtree(self, org: str) -> list[str]:
+        """The org and all its descendants, deleted ones included."""
+        found = [org]
+        for candidate in self.order:
+            if self.orgs[candidate].parent == org:
+                found.extend(self.subtree(candidate))
+        return found
+
+    def live(self) -> list[str]:
+        return [o for o in self.order if not self.orgs[o].deleted]
+
+    def deleted(self) -> list[str]:
+        return [o for o in self.order if self.orgs[o].deleted]

@@ -211,6 +211,42 @@ async def _write_ledger(
     )
 
 
+async def _shift(
+    tx: Tx,
+    actor: Actor,
+    kind: str,
+    root_id: int,
+    org: Balance,
+    parent: Balance,
+    delta: int,
+    charge_delta: int,
+    *,
+    idempotency_key: str | None = None,
+    save_org: bool = True,
+) -> None:
+    """Move ``delta`` (and ``charge_delta`` of deployment charge) from the parent's pool to the
+    org's amount — negative values give it back — and record it: the one place where the
+    conservation of invariant 1 is applied, for allocations, releases and moves alike."""
+    parent.allocated += delta + charge_delta
+    org.amount += delta
+    org.charge += charge_delta
+    await _save(tx, root_id, parent)
+    if save_org:
+        await _save(tx, root_id, org)
+    await _write_ledger(
+        tx,
+        actor,
+        kind=kind,
+        root_id=root_id,
+        meter=org.meter,
+        org=org,
+        parent=parent,
+        delta=delta,
+        charge_delta=charge_delta,
+        idempotency_key=idempotency_key,
+    )
+
+
 async def set_root_limit(
     tx: Tx,
     actor: Actor,
@@ -359,21 +395,15 @@ async def _allocate_locked(
         return Allocation(
             meter.name, parent, child, parent_balance, child_balance, 0, child_balance.charge, False
         )
-    parent_balance.allocated += need
-    child_balance.amount = amount
-    child_balance.charge = new_charge
-    await _save(tx, parent.root_id, parent_balance)
-    await _save(tx, parent.root_id, child_balance)
-    await _write_ledger(
+    await _shift(
         tx,
         actor,
-        kind="allocation",
-        root_id=parent.root_id,
-        meter=meter.name,
-        org=child_balance,
-        parent=parent_balance,
-        delta=delta,
-        charge_delta=charge_delta,
+        "allocation",
+        parent.root_id,
+        child_balance,
+        parent_balance,
+        delta,
+        charge_delta,
         idempotency_key=idempotency_key,
     )
     audit.record(
@@ -464,21 +494,8 @@ async def release(tx: Tx, actor: Actor, subtree: list[Any], parent: Any) -> None
             if delta == 0 and charge_delta == 0:
                 continue
             parent_balance = _balance(balances, holder.id, meter_name)
-            parent_balance.allocated += delta + charge_delta
-            balance.amount = keep
-            balance.charge = new_charge
-            await _save(tx, org.root_id, balance)
-            await _save(tx, org.root_id, parent_balance)
-            await _write_ledger(
-                tx,
-                actor,
-                kind="release",
-                root_id=org.root_id,
-                meter=meter_name,
-                org=balance,
-                parent=parent_balance,
-                delta=delta,
-                charge_delta=charge_delta,
+            await _shift(
+                tx, actor, "release", org.root_id, balance, parent_balance, delta, charge_delta
             )
             audit.record(
                 tx,
@@ -517,35 +534,20 @@ async def transfer(tx: Tx, actor: Actor, org: Any, old_parent: Any, new_parent: 
             )
         await _check_unconsumed(tx, new_parent, new_balance, meter, balance.amount + new_charge)
         amount, old_charge = balance.amount, balance.charge
-        old_balance.allocated -= amount + old_charge
-        balance.amount, balance.charge = 0, 0
-        await _save(tx, org.root_id, old_balance)
-        await _write_ledger(
+        # The org's row is written once, after move.in: in between, its amount of 0 would be
+        # below what it handed on to its own children.
+        await _shift(
             tx,
             actor,
-            kind="move.out",
-            root_id=org.root_id,
-            meter=meter_name,
-            org=balance,
-            parent=old_balance,
-            delta=-amount,
-            charge_delta=-old_charge,
+            "move.out",
+            org.root_id,
+            balance,
+            old_balance,
+            -amount,
+            -old_charge,
+            save_org=False,
         )
-        new_balance.allocated += amount + new_charge
-        balance.amount, balance.charge = amount, new_charge
-        await _save(tx, org.root_id, new_balance)
-        await _save(tx, org.root_id, balance)
-        await _write_ledger(
-            tx,
-            actor,
-            kind="move.in",
-            root_id=org.root_id,
-            meter=meter_name,
-            org=balance,
-            parent=new_balance,
-            delta=amount,
-            charge_delta=new_charge,
-        )
+        await _shift(tx, actor, "move.in", org.root_id, balance, new_balance, amount, new_charge)
 
 
 def _principal(actor: Actor) -> Principal:
