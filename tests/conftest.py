@@ -13,15 +13,16 @@ import itertools
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 import sqlalchemy as sa
+import uvicorn
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -37,6 +38,7 @@ POSTGRES_URL = os.environ.get(
 )
 REQUIRE_POSTGRES = os.environ.get("ORGPLANE_REQUIRE_POSTGRES") == "1"
 _postgres_state: dict[str, Any] = {}
+T = TypeVar("T")
 
 
 def _postgres_reachable() -> str | None:
@@ -256,6 +258,39 @@ async def h(db_url: str) -> AsyncIterator[Harness]:
         yield harness
     finally:
         await stop_harness(harness)
+
+
+@dataclass
+class LiveServer:
+    """The harness's app on a real socket, for the vendors' own (blocking) client libraries.
+
+    The server runs on the test's event loop; ``call`` runs a client call in a thread so the
+    loop keeps serving while the client waits.
+    """
+
+    url: str
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+@pytest.fixture
+async def live(h: Harness) -> AsyncIterator[LiveServer]:
+    config = uvicorn.Config(
+        h.app, host="127.0.0.1", port=0, lifespan="off", log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # raises the reason the server did not start
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}")
+    finally:
+        server.should_exit = True
+        await task
 
 
 _example_numbers = itertools.count()

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ import sqlalchemy as sa
 from conftest import Harness, make_settings
 from orgplane.app import build_services, create_app
 from orgplane.core.bootstrap import create_root_with_admin_key
+from orgplane.core.ids import hash_secret
 from orgplane.models import audit_log, credentials, orgs
 
 
@@ -607,3 +609,57 @@ async def test_cli_bootstrap_keys_and_tree(tmp_path):
         assert result.stderr.startswith("error:"), (args, result.stderr)
         assert "Traceback" not in result.stderr
     assert "bogus" in results[1].stderr
+
+
+async def test_vendor_kinds_mint_pairs_in_the_vendors_formats(h: Harness) -> None:
+    """Datadog's API + application key and Sumo Logic's access id + key: shown once, stored as
+    one hash, sent the vendor's way, listed and revoked like any key."""
+    made = {}
+    for kind in ("datadog", "sumologic"):
+        response = await h.client.post(
+            f"/orgs/{h.root.org_id}/api_keys",
+            json={"name": kind, "scopes": ["orgs:read"], "kind": kind},
+            headers=h.auth(),
+        )
+        assert response.status_code == 201, response.text
+        made[kind] = response.json()
+    dd, sumo = made["datadog"], made["sumologic"]
+    assert re.fullmatch(r"[0-9a-f]{32}", dd["api_key"])
+    assert re.fullmatch(r"[0-9a-f]{40}", dd["application_key"])
+    assert re.fullmatch(r"su[0-9A-Za-z]{12}", sumo["access_id"])
+    assert re.fullmatch(r"[0-9A-Za-z]{64}", sumo["access_key"])
+    assert sumo["api_key"] == f"{sumo['access_id']}:{sumo['access_key']}"
+
+    dd_headers = {"DD-API-KEY": dd["api_key"], "DD-APPLICATION-KEY": dd["application_key"]}
+    basic = httpx.BasicAuth(sumo["access_id"], sumo["access_key"])
+    for request in (
+        h.client.get("/me", headers=dd_headers),
+        h.client.get("/me", auth=basic),
+        h.client.get("/me", headers={"Authorization": f"Bearer {sumo['api_key']}"}),
+    ):
+        response = await request
+        assert response.status_code == 200, response.text
+        assert response.json()["scopes"] == ["orgs:read"]
+    # One half of a pair is not a credential; nor is a pair with a wrong half.
+    for request in (
+        h.client.get("/me", headers={"DD-API-KEY": dd["api_key"]}),
+        h.client.get("/me", headers={**dd_headers, "DD-APPLICATION-KEY": "0" * 40}),
+        h.client.get("/me", auth=httpx.BasicAuth(sumo["access_id"], "x" * 64)),
+        h.client.get("/me", headers={"Authorization": "Basic !!not-base64"}),
+    ):
+        assert (await request).status_code == 401
+
+    async with h.services.db.read() as conn:
+        stored = set((await conn.execute(sa.select(credentials.c.key_hash))).scalars())
+    for secret in (dd["api_key"], dd["application_key"], sumo["access_key"]):
+        assert hash_secret(secret) not in stored
+    listed = await h.client.get(f"/orgs/{h.root.org_id}/api_keys", headers=h.auth())
+    kinds = {k["id"]: k["kind"] for k in listed.json()["data"]}
+    assert kinds[dd["id"]] == "datadog" and kinds[sumo["id"]] == "sumologic"
+    for key in (dd, sumo):
+        revoked = await h.client.delete(
+            f"/orgs/{h.root.org_id}/api_keys/{key['id']}", headers=h.auth()
+        )
+        assert revoked.status_code == 204
+    assert (await h.client.get("/me", headers=dd_headers)).status_code == 401
+    assert (await h.client.get("/me", auth=basic)).status_code == 401

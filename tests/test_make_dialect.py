@@ -87,14 +87,13 @@ async def test_make_keys_are_native_credentials_in_another_format(h: Harness) ->
     )
     assert native.status_code == 201 and "token" not in native.json()
     assert native.json()["api_key"].startswith("opk_")
-    for kind in ("datadog", "sumologic", "nope"):
-        refused = await h.client.post(
-            f"/orgs/{h.root.org_id}/api_keys",
-            json={"name": "x", "scopes": ["*"], "kind": kind},
-            headers=h.auth(),
-        )
-        assert refused.status_code == 400, refused.text
-        assert "kind" in [e["field"] for e in refused.json()["errors"]]
+    refused = await h.client.post(
+        f"/orgs/{h.root.org_id}/api_keys",
+        json={"name": "x", "scopes": ["*"], "kind": "nope"},
+        headers=h.auth(),
+    )
+    assert refused.status_code == 400, refused.text
+    assert "kind" in [e["field"] for e in refused.json()["errors"]]
     # Revoked like any key.
     key_id = next(k["id"] for k in listed.json()["data"] if k["hint"] == secret[:8])
     revoked = await h.client.delete(f"/orgs/{h.root.org_id}/api_keys/{key_id}", headers=h.auth())

@@ -18,6 +18,7 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 from orgplane import __version__
 from orgplane.api.deps import Services, provide_actor, provide_principal
 from orgplane.api.dialects import make as make_dialect
+from orgplane.api.dialects import openapi as dialect_openapi
 from orgplane.api.native import auth as auth_api
 from orgplane.api.native import (
     consumption,
@@ -119,7 +120,8 @@ def create_litestar(services: Services) -> Litestar:
             security_schemes={
                 "ApiKey": SecurityScheme(
                     type="http", scheme="bearer", description="An orgplane API key (opk_...)"
-                )
+                ),
+                **dialect_openapi.SECURITY_SCHEMES,
             }
         ),
         security=[{"ApiKey": []}],
@@ -134,6 +136,9 @@ def create_litestar(services: Services) -> Litestar:
             Tag(name="users", description="Members, invitations"),
             Tag(name="roles", description="Capabilities and roles"),
             Tag(name="operations", description="Health, readiness, metrics"),
+            Tag(name="datadog", description="Datadog's org-management API, under /datadog"),
+            Tag(name="make", description="Make's organizations API, under /make/api/v2"),
+            Tag(name="sumologic", description="Sumo Logic's API, under /sumologic/api"),
         ],
     )
 

@@ -15,7 +15,7 @@ from orgplane.core.access.principal import Actor, Principal, RequestMeta
 from orgplane.core.access.service import (
     KeyCache,
     authenticate,
-    parse_authorization,
+    credential_from_headers,
     unauthenticated,
 )
 from orgplane.core.audit.access_log import AccessLogWriter
@@ -50,7 +50,7 @@ def request_meta(request: Request[Any, Any, Any]) -> RequestMeta:
 
 async def provide_principal(request: Request[Any, Any, Any], services: ServicesDep) -> Principal:
     """Authenticate the request (401 on failure), log the attempt, and apply the rate limits."""
-    secret = parse_authorization(request.headers.get("authorization"))
+    secret = credential_from_headers(request.headers)
     result = await authenticate(services.db.read, services.keys, secret)
     meta = request_meta(request)
     principal = result.principal

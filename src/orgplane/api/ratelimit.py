@@ -22,7 +22,19 @@ class Verdict:
     window: int
     name: str
 
-    def headers(self) -> dict[str, str]:
+    def headers(self, style: str = "ietf") -> dict[str, str]:
+        """``ietf``: the RateLimit-* fields of the IETF draft, with Retry-After on a refusal;
+        ``datadog``: Datadog's X-RateLimit-* (Reset in whole seconds, which its client waits)."""
+        if style == "datadog":
+            return {
+                "X-RateLimit-Limit": str(self.limit),
+                "X-RateLimit-Period": str(self.window),
+                "X-RateLimit-Remaining": str(self.remaining),
+                "X-RateLimit-Reset": str(
+                    self.reset_after if self.allowed else max(1, self.reset_after)
+                ),
+                "X-RateLimit-Name": self.name,
+            }
         values = {
             "RateLimit-Limit": str(self.limit),
             "RateLimit-Remaining": str(self.remaining),
@@ -51,6 +63,7 @@ class RateLimiter:
         self.sign_in_per_ip: RateLimitItem | None = (
             parse(sign_in_per_ip) if sign_in_per_ip else None
         )
+        self._extra: dict[str, RateLimitItem] = {}
 
     async def check(self, key_id: str, org_id: int) -> Verdict | None:
         """Count one request against both limits; the verdict of the tighter one, or None."""
@@ -68,6 +81,14 @@ class RateLimiter:
         if refused:
             return max(refused, key=lambda v: v.reset_after)
         return min(verdicts, key=lambda v: v.remaining)
+
+    async def check_extra(self, name: str, limit: str, ident: str) -> Verdict:
+        """Count one request against a surface's own limit, e.g. Sumo Logic's ``4/second`` per
+        access key; ``name`` keeps its counters apart from the others'."""
+        item = self._extra.get(limit)
+        if item is None:
+            item = self._extra[limit] = parse(limit)
+        return await self._hit(name, item, ident)
 
     async def check_sign_in(self, ip: str | None) -> Verdict | None:
         """Count one unauthenticated password or token attempt from ``ip``."""
@@ -88,18 +109,27 @@ class RateLimiter:
         )
 
 
-async def add_rate_limit_headers(message: Any, scope: Any) -> None:
-    """Litestar before-send hook: every response to a rate-limited request carries RateLimit-*.
+DATADOG_PREFIX = "/datadog/"
 
-    ``provide_principal`` leaves the verdict in the request state; a 429 already has the headers.
+
+async def add_rate_limit_headers(message: Any, scope: Any) -> None:
+    """Litestar before-send hook: every response to a rate-limited request carries the limit's
+    headers, RateLimit-* (Datadog's X-RateLimit-* under ``/datadog``).
+
+    ``provide_principal`` leaves the verdict in the request state; headers a response already
+    has (a 429 carries its own) are kept.
     """
     if message["type"] != "http.response.start":
         return
     verdict = scope.get("state", {}).get("rate_limit")
     if not isinstance(verdict, Verdict):
         return
+    style = "datadog" if scope.get("path", "").startswith(DATADOG_PREFIX) else "ietf"
     headers = list(message.get("headers") or ())
-    if any(name.lower() == b"ratelimit-limit" for name, _ in headers):
-        return
-    headers.extend((k.lower().encode(), v.encode()) for k, v in verdict.headers().items())
+    present = {name.lower() for name, _ in headers}
+    headers.extend(
+        (name, value.encode())
+        for name, value in ((k.lower().encode(), v) for k, v in verdict.headers(style).items())
+        if name not in present
+    )
     message["headers"] = headers

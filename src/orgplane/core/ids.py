@@ -86,6 +86,35 @@ def uuid_key_well_formed(key: str) -> bool:
     return len(key) == 36 and _UUID4.match(key) is not None
 
 
+# A Datadog credential is a pair: an API key (32 hex) and an application key (40 hex).
+# A Sumo Logic credential is a pair too: an access id (``su`` + 12 base62) and a 64-character
+# access key. orgplane stores one hash per credential: that of ``first:second``.
+_DATADOG_PAIR = re.compile(r"^[0-9a-f]{32}:[0-9a-f]{40}$")
+_SUMO_PAIR = re.compile(r"^su[0-9A-Za-z]{12}:[0-9A-Za-z]{64}$")
+
+
+def new_datadog_pair() -> tuple[str, str]:
+    return secrets.token_hex(16), secrets.token_hex(20)
+
+
+def new_sumo_pair() -> tuple[str, str]:
+    access_id = "su" + "".join(secrets.choice(_BASE62) for _ in range(12))
+    return access_id, "".join(secrets.choice(_BASE62) for _ in range(64))
+
+
+def pair_secret(first: str, second: str) -> str:
+    """The one secret a two-part credential is stored and looked up as."""
+    return f"{first}:{second}"
+
+
+def datadog_pair_well_formed(secret: str) -> bool:
+    return len(secret) == 73 and _DATADOG_PAIR.match(secret) is not None
+
+
+def sumo_pair_well_formed(secret: str) -> bool:
+    return len(secret) == 79 and _SUMO_PAIR.match(secret) is not None
+
+
 def hash_secret(secret: str) -> str:
     """The stored form of a key. Keys carry ~190 random bits, so a plain sha256 is enough."""
     return hashlib.sha256(secret.encode()).hexdigest()

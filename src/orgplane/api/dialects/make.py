@@ -16,9 +16,7 @@ Make's scopes map onto orgplane's as follows (a key holds orgplane scopes):
 
 Operations are the core's ``operations`` meter (step 10,000). Not done yet: ``userEmail`` and
 ``userName`` of the create call are accepted but no owner is made; ``regionId`` and ``countryId``
-are required but not stored; the organizations, users and enums endpoints; the OpenAPI
-listing (the routes are left out of the document, as SCIM's are, until it can describe Make's
-error body rather than problem+json).
+are required but not stored; the organizations, users and enums endpoints.
 """
 
 from __future__ import annotations
@@ -32,6 +30,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from msgspec import Meta, Struct
 
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
+from orgplane.api.dialects.openapi import MAKE_SECURITY, vendor_errors
 from orgplane.core.access.principal import Actor
 from orgplane.core.access.service import reach_by_key
 from orgplane.core.credits import ledger as ledger_queries
@@ -63,6 +62,27 @@ class ManagedOrganizationCreate(Struct):
 
 class ManagedOrganizationUpdate(Struct):
     operations: Operations
+
+
+class MakeError(Struct, omit_defaults=True):
+    """Make's error body."""
+
+    detail: str
+    message: str
+    code: str
+    suberrors: list[dict[str, str]] | None = None
+
+
+ERRORS = vendor_errors(
+    MakeError,
+    {
+        400: "IM005: invalid input; `suberrors` names each bad field",
+        401: "IM102: missing or invalid token",
+        403: "SC403: the token lacks the scope",
+        404: "SC404: no such organization within the token's reach",
+        409: "SC409: the change conflicts with the current state (e.g. the pool is short)",
+    },
+) | vendor_errors(str, {429: RATE_LIMIT_TEXT}, media_type="text/plain")
 
 
 # --- errors: Make's body, orgplane's status ----------------------------------------------------
@@ -121,7 +141,7 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
 @get(
     "/organizations/{organizationId:int}/managed-organizations",
     summary="List managed organizations",
-    include_in_schema=False,
+    responses=ERRORS,
 )
 async def list_managed(
     organizationId: OrgKey,
@@ -178,7 +198,7 @@ async def _create(
 @post(
     "/organizations/{organizationId:int}/managed-organizations",
     summary="Create a managed organization",
-    include_in_schema=False,
+    responses=ERRORS,
     status_code=200,
 )
 async def create_managed(
@@ -204,7 +224,7 @@ async def _allocate(tx: Tx, actor: Actor, parent_key: int, child_key: int, amoun
 @patch(
     "/organizations/{organizationId:int}/managed-organizations/{childOrganizationId:int}",
     summary="Change a managed organization's operations",
-    include_in_schema=False,
+    responses=ERRORS,
 )
 async def update_managed(
     organizationId: OrgKey,
@@ -227,7 +247,7 @@ async def update_managed(
 @get(
     "/organizations/{organizationId:int}/managed-organizations-consumption",
     summary="Managed organizations' consumption",
-    include_in_schema=False,
+    responses=ERRORS,
 )
 async def managed_consumption(
     organizationId: OrgKey,
@@ -259,6 +279,7 @@ router = Router(
     path="/make/api/v2",
     route_handlers=[list_managed, create_managed, update_managed, managed_consumption],
     tags=["make"],
+    security=MAKE_SECURITY,
     exception_handlers={
         OrgplaneError: _orgplane_error,
         ValidationException: _validation_error,

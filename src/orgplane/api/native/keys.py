@@ -6,7 +6,6 @@ from typing import Annotated
 
 from litestar import Router, delete, get, post
 from litestar.params import FromQuery, JSONBody, PathParameter
-from msgspec import UNSET
 
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.native.openapi import problems
@@ -22,7 +21,9 @@ from orgplane.core.pagination import DEFAULT_LIMIT
     summary="Create an API key",
     status_code=201,
     responses=problems(),
-    description="The secret is in `api_key` of this response only; orgplane stores its hash. "
+    description="The secret is in `api_key` of this response only (and, for a vendor kind, "
+    "under the vendor's names: `token`; `api_key` + `application_key`; `access_id` + "
+    "`access_key`); orgplane stores its hash. "
     "A key can only grant scopes its creator holds, and cannot outlive its creator.",
 )
 async def create_key(
@@ -43,8 +44,7 @@ async def create_key(
     out = key_out(created.row, org_id)
     return ApiKeyCreated(
         **{f: getattr(out, f) for f in out.__struct_fields__},
-        api_key=created.secret,
-        token=created.secret if data.kind == "make" else UNSET,
+        **{"api_key": created.secret, **created.vendor},
     )
 
 

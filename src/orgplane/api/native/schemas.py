@@ -97,7 +97,8 @@ class ApiKeyCreate(Struct, forbid_unknown_fields=True):
     expires_at: datetime | None = None
     # The member of the org the key acts as: it can do what its scopes AND the user's roles allow.
     user_id: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
-    # The secret's format: "native" (opk_...) or "make" (a UUID4, sent as "Token <uuid>").
+    # The secret's format: "native" (opk_...), "make" (a UUID4, sent as "Token <uuid>"),
+    # "datadog" (DD-API-KEY + DD-APPLICATION-KEY) or "sumologic" (Basic accessId:accessKey).
     kind: Annotated[str, Meta(min_length=1, max_length=32)] = "native"
 
 
@@ -119,8 +120,13 @@ class ApiKeyCreated(ApiKey):
     """Returned once, on creation: ``api_key`` is the secret and is never shown again."""
 
     api_key: str = ""
-    # A make key's secret again, under the name Make gives it.
+    # The secret again under the vendor's names: Make's token; Datadog's application key (its
+    # API key is ``api_key``); Sumo Logic's access id and access key (``api_key`` is then
+    # ``<access_id>:<access_key>``, the pair HTTP Basic carries).
     token: str | UnsetType = UNSET
+    application_key: str | UnsetType = UNSET
+    access_id: str | UnsetType = UNSET
+    access_key: str | UnsetType = UNSET
 
 
 class ApiKeyPage(Struct):

@@ -6,8 +6,11 @@ does not exist) → 404 with the same body; inside it but without the scope → 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,9 +21,12 @@ from orgplane.core.access.principal import Principal
 from orgplane.core.errors import Forbidden, NotFound, Unauthenticated
 from orgplane.core.ids import (
     SESSION_TOKEN_PREFIX,
+    datadog_pair_well_formed,
     hash_secret,
     native_key_well_formed,
+    pair_secret,
     prefixed_token_well_formed,
+    sumo_pair_well_formed,
     uuid_key_well_formed,
 )
 from orgplane.core.people.capabilities import SCOPE_CAPABILITY
@@ -134,13 +140,37 @@ class KeyCache:
 
 
 def parse_authorization(header: str | None) -> str | None:
-    """The secret from ``Authorization: Bearer <key>`` or ``Token <key>``, else None."""
+    """The secret from ``Authorization: Bearer <key>``, ``Token <key>`` (Make) or
+    ``Basic base64(accessId:accessKey)`` (Sumo Logic), else None."""
     if not header:
         return None
     scheme, _, secret = header.strip().partition(" ")
-    if scheme.lower() not in ("bearer", "token") or not secret.strip():
+    secret = secret.strip()
+    if not secret:
         return None
-    return secret.strip()
+    scheme = scheme.lower()
+    if scheme in ("bearer", "token"):
+        return secret
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(secret, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded if ":" in decoded else None
+    return None
+
+
+def credential_from_headers(headers: Mapping[str, str]) -> str | None:
+    """The secret a request carries: its ``Authorization`` header, or Datadog's pair of
+    ``DD-API-KEY`` and ``DD-APPLICATION-KEY`` headers (both needed)."""
+    secret = parse_authorization(headers.get("authorization"))
+    if secret is not None:
+        return secret
+    api_key = headers.get("dd-api-key")
+    application_key = headers.get("dd-application-key")
+    if api_key and application_key:
+        return pair_secret(api_key.strip(), application_key.strip())
+    return None
 
 
 async def authenticate(conn_factory: Any, cache: KeyCache, secret: str | None) -> AuthResult:
@@ -153,8 +183,13 @@ async def authenticate(conn_factory: Any, cache: KeyCache, secret: str | None) -
     key_hash = hash_secret(secret)
     result = cache.get(key_hash)
     if result is None:
-        # A Make token (a UUID4) is a key like a native one, only in another format.
-        if native_key_well_formed(secret) or uuid_key_well_formed(secret):
+        # Make tokens, Datadog and Sumo Logic pairs are keys like native ones, in other formats.
+        if (
+            native_key_well_formed(secret)
+            or uuid_key_well_formed(secret)
+            or datadog_pair_well_formed(secret)
+            or sumo_pair_well_formed(secret)
+        ):
             async with conn_factory() as conn:
                 row = (await conn.execute(_KEY_BY_HASH, {"key_hash": key_hash})).first()
             result = _result_from_row(row, key_hash)

@@ -13,7 +13,15 @@ from orgplane.core.access.principal import Actor, Principal
 from orgplane.core.access.service import reach
 from orgplane.core.audit import service as audit
 from orgplane.core.errors import Forbidden, InvalidInput, NotFound
-from orgplane.core.ids import hash_secret, new_native_key, new_public_id, new_uuid
+from orgplane.core.ids import (
+    hash_secret,
+    new_datadog_pair,
+    new_native_key,
+    new_public_id,
+    new_sumo_pair,
+    new_uuid,
+    pair_secret,
+)
 from orgplane.core.orgs.validation import clean_name
 from orgplane.core.pagination import decode_cursor, encode_cursor
 from orgplane.core.people import memberships as ms
@@ -44,8 +52,33 @@ KEY_COLUMNS = (
 
 @dataclass(frozen=True)
 class CreatedKey:
+    """A new key's row and its secret, shown once: ``secret`` is what authentication hashes;
+    ``vendor`` names the parts in the vendor's own words (``token``; ``api_key`` and
+    ``application_key``; ``access_id`` and ``access_key``)."""
+
     row: Any
     secret: str
+    vendor: dict[str, str]
+
+
+def new_secret(kind: str) -> tuple[str, dict[str, str]]:
+    """A fresh secret of ``kind``'s format, and its parts under the vendor's names."""
+    if kind == "make":
+        token = new_uuid()
+        return token, {"token": token}
+    if kind == "datadog":
+        api_key, application_key = new_datadog_pair()
+        return pair_secret(api_key, application_key), {
+            "api_key": api_key,
+            "application_key": application_key,
+        }
+    if kind == "sumologic":
+        access_id, access_key = new_sumo_pair()
+        return pair_secret(access_id, access_key), {
+            "access_id": access_id,
+            "access_key": access_key,
+        }
+    return new_native_key(), {}
 
 
 def _describe(row: Any) -> dict[str, Any]:
@@ -69,7 +102,7 @@ async def insert_key(
     user_id: int | None = None,
     kind: str = "native",
 ) -> CreatedKey:
-    secret = new_uuid() if kind == "make" else new_native_key()
+    secret, vendor = new_secret(kind)
     values = {
         "public_id": new_public_id("key_"),
         "org_id": org.id,
@@ -88,7 +121,7 @@ async def insert_key(
         await tx.execute(sa.insert(credentials).values(values).returning(credentials.c.id))
     ).scalar_one()
     row = (await tx.execute(sa.select(*KEY_COLUMNS).where(credentials.c.id == key_id))).one()
-    return CreatedKey(row=row, secret=secret)
+    return CreatedKey(row=row, secret=secret, vendor=vendor)
 
 
 async def create(
@@ -134,17 +167,15 @@ async def create(
     return created
 
 
-KINDS = ("native", "make")
-PLANNED_KINDS = ("datadog", "sumologic")
+KINDS = ("native", "datadog", "make", "sumologic")
 
 
 def check_kind(kind: str) -> None:
-    """The secret's format: ``native`` (``opk_...``) or ``make`` (a UUID4 token)."""
-    if kind in KINDS:
-        return
-    if kind in PLANNED_KINDS:
-        raise InvalidInput.for_field("kind", f"{kind!r} keys are not supported yet")
-    raise InvalidInput.for_field("kind", f"must be one of {', '.join(KINDS)}")
+    """The secret's format: ``native`` (``opk_...``), ``make`` (a UUID4 token), ``datadog``
+    (API key + application key) or ``sumologic`` (access id + access key). Any kind works on
+    every surface; the format is what the vendor's client can send."""
+    if kind not in KINDS:
+        raise InvalidInput.for_field("kind", f"must be one of {', '.join(KINDS)}")
 
 
 async def _bound_user(tx: Tx, principal: Principal, org: Any, user_ref: str | None) -> int | None:
