@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from litestar import Router, delete, get, post
 from litestar.params import FromQuery, JSONBody, PathParameter
@@ -42,10 +42,11 @@ async def create_key(
         kind=data.kind,
     )
     out = key_out(created.row, org_id)
-    return ApiKeyCreated(
-        **{f: getattr(out, f) for f in out.__struct_fields__},
-        **{"api_key": created.secret, **created.vendor},
-    )
+    fields: dict[str, Any] = {f: getattr(out, f) for f in out.__struct_fields__}
+    # Datadog's own api_key (its half of the pair) replaces the combined secret.
+    fields["api_key"] = created.secret
+    fields.update(created.vendor)
+    return ApiKeyCreated(**fields)
 
 
 @get("/{org_id:str}/api_keys", summary="List API keys", responses=problems())
