@@ -8,6 +8,7 @@ Make created is a native child with the same quota in ``GET /orgs/{id}/credits``
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -133,6 +134,9 @@ async def test_managed_organizations_create_list_allocate_and_consume(h: Harness
     assert body["newParentOperations"] == 490_000
     child = body["childOrganizationId"]
     assert isinstance(child, int)
+    assert body["userExisted"] == 0 and isinstance(body["userId"], int)
+    assert body["userEmail"] == "owner@client.example" and body["userName"] == "Jane"
+    assert body["domain"] == "orgplane.test"
 
     # The native API sees the same child with the same quota.
     children = await h.client.get(f"/orgs/{h.root.org_id}/children", headers=h.auth())
@@ -140,13 +144,31 @@ async def test_managed_organizations_create_list_allocate_and_consume(h: Harness
     assert await org_key(h, native_child["id"]) == child
     assert (await native_operations(h, native_child["id"]))["limit"] == 10_000
     assert (await native_operations(h, h.root.org_id))["available"] == 490_000
+    # regionId and countryId are stored: region 1 is the first deployment, 250 is France.
+    native_org = (await h.client.get(f"/orgs/{native_child['id']}", headers=h.auth())).json()
+    assert (native_org["deployment"], native_org["country"]) == ("au", "FR")
+    # The named user is the child's owner (a new, pending user).
+    owners = (await h.client.get(f"/orgs/{native_child['id']}/users", headers=h.auth())).json()
+    assert [(u["email"], u["roles"], u["status"], u["first_name"]) for u in owners["data"]] == [
+        ("owner@client.example", ["owner"], "pending", "Jane")
+    ]
 
     second = await h.client.post(
         f"{BASE}/organizations/{parent}/managed-organizations",
-        json={"organizationName": "Second", "operations": 20_000, "regionId": 1, "countryId": 4},
+        json={
+            "organizationName": "Second",
+            "operations": 20_000,
+            "regionId": 3,
+            "countryId": 4,
+            "userEmail": "OWNER@client.example",
+            "userName": "Jane Doe",
+        },
         headers=token(secret),
     )
     assert second.status_code == 200, second.text
+    # The same person again: an existing user, now owner of the second child too.
+    assert second.json()["userExisted"] == 1
+    assert second.json()["userId"] == body["userId"]
     assert second.json()["newParentOperations"] == 470_000
 
     listed = await h.client.get(
@@ -195,14 +217,34 @@ async def test_managed_organizations_create_list_allocate_and_consume(h: Harness
     }
     assert (await native_operations(h, h.root.org_id))["available"] == 480_000
 
+    now = datetime.now(UTC).isoformat()
+    events = [
+        {"meter": meter, "quantity": quantity, "timestamp": now, "idempotency_key": meter}
+        for meter, quantity in (("operations", 7), ("credits", 3), ("transfer", 512))
+    ]
+    ingested = await h.client.post(
+        f"/orgs/{native_child['id']}/usage", json={"events": events}, headers=h.auth()
+    )
+    assert ingested.status_code == 200, ingested.text
     usage = await h.client.get(
         f"{BASE}/organizations/{parent}/managed-organizations-consumption", headers=token(secret)
     )
     assert usage.status_code == 200, usage.text
-    rows = usage.json()["managedOrganizationsConsumption"]
-    assert {r["organizationId"] for r in rows} == {child, second.json()["childOrganizationId"]}
-    assert all(r["operationsConsumed"] == 0 and r["operationsExtra"] == 0 for r in rows)
-    assert all(isinstance(r["lastReset"], str) for r in rows)
+    rows = {r["organizationId"]: r for r in usage.json()["managedOrganizationsConsumption"]}
+    assert set(rows) == {child, second.json()["childOrganizationId"]}
+    # The child's limit is 0 now: everything it used is extra.
+    used = {k: v for k, v in rows[child].items() if k not in ("organizationId", "lastReset")}
+    assert used == {
+        "centicreditsConsumed": "300",
+        "centicreditsExtra": "0",
+        "operationsConsumed": 7,
+        "operationsExtra": 7,
+        "transferConsumed": 512,
+        "transferExtra": 0,
+    }
+    idle = rows[second.json()["childOrganizationId"]]
+    assert idle["operationsConsumed"] == 0 and idle["centicreditsConsumed"] == "0"
+    assert all(isinstance(r["lastReset"], str) for r in rows.values())
 
 
 async def test_make_errors_have_makes_body(h: Harness) -> None:
@@ -219,7 +261,7 @@ async def test_make_errors_have_makes_body(h: Harness) -> None:
     make_error(await h.client.get(url, headers=token(reader)), 403, "SC403")
     denied = await h.client.post(
         url,
-        json={"organizationName": "X", "operations": 10_000, "regionId": 1, "countryId": 1},
+        json={"organizationName": "X", "operations": 10_000, "regionId": 1, "countryId": 276},
         headers=token(reader),
     )
     make_error(denied, 403, "SC403")
@@ -250,9 +292,17 @@ async def test_make_errors_have_makes_body(h: Harness) -> None:
     def create(body: dict[str, Any]) -> Any:
         return h.client.post(url, json=body, headers=token(secret))
 
-    base = {"organizationName": "Bad", "regionId": 1, "countryId": 1}
+    base = {"organizationName": "Bad", "regionId": 1, "countryId": 276}
     make_error(await create({**base, "operations": 15_000}), 400, "IM005")
     make_error(await create({"organizationName": "Bad", "operations": 10_000}), 400, "IM005")
+    bad_region = make_error(await create({**base, "operations": 0, "regionId": 999}), 400, "IM005")
+    assert "regionId" in bad_region["detail"]
+    bad_country = make_error(await create({**base, "operations": 0, "countryId": 1}), 400, "IM005")
+    assert "countryId" in bad_country["detail"]
+    bad_owner = make_error(
+        await create({**base, "operations": 10_000, "userEmail": "not an email"}), 400, "IM005"
+    )
+    assert "email" in bad_owner["detail"]
     bad_json = await h.client.post(url, content=b"{", headers=token(secret))
     make_error(bad_json, 400, "IM005")
     over = make_error(await create({**base, "operations": 200_000}), 409, "SC409")

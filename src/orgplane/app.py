@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Request, get
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -17,8 +18,10 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 
 from orgplane import __version__
 from orgplane.api.deps import Services, provide_actor, provide_principal
+from orgplane.api.dialects import datadog as datadog_dialect
 from orgplane.api.dialects import make as make_dialect
 from orgplane.api.dialects import openapi as dialect_openapi
+from orgplane.api.dialects import sumologic as sumologic_dialect
 from orgplane.api.native import auth as auth_api
 from orgplane.api.native import (
     consumption,
@@ -97,8 +100,11 @@ async def reject_nul(request: Request[Any, Any, Any]) -> None:
 
 
 def create_litestar(services: Services) -> Litestar:
+    """The Litestar application; ``services`` lives in its state (``bind`` replaces it)."""
+
     @asynccontextmanager
-    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        services: Services = app.state.services
         services.access_log.start()
         housekeeping = asyncio.create_task(_housekeeping(services), name="orgplane-housekeeping")
         try:
@@ -146,7 +152,8 @@ def create_litestar(services: Services) -> Litestar:
     async def openapi_json(request: Request[Any, Any, Any]) -> dict[str, Any]:
         return request.app.openapi_schema.to_schema()
 
-    def provide_services() -> Services:
+    def provide_services(state: State) -> Services:
+        services: Services = state.services
         return services
 
     return Litestar(
@@ -166,7 +173,9 @@ def create_litestar(services: Services) -> Litestar:
             roles.list_capabilities,
             auth_api.router,
             scim_router,
+            datadog_dialect.router,
             make_dialect.router,
+            sumologic_dialect.router,
             ops.healthz,
             ops.readyz,
             ops.metrics,
@@ -174,7 +183,7 @@ def create_litestar(services: Services) -> Litestar:
             openapi_json,
         ],
         dependencies={
-            "services": Provide(provide_services, sync_to_thread=False, use_cache=True),
+            "services": Provide(provide_services, sync_to_thread=False),
             "principal": Provide(provide_principal),
             "actor": Provide(provide_actor, sync_to_thread=False),
         },
@@ -183,6 +192,7 @@ def create_litestar(services: Services) -> Litestar:
         before_send=[add_rate_limit_headers],
         openapi_config=openapi,
         lifespan=[lifespan],
+        state=State({"services": services}),
         request_max_body_size=services.settings.max_body_bytes,
         debug=False,
     )
@@ -192,7 +202,17 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
     services = services or build_services(settings)
-    app = create_litestar(services)
+    return bind(create_litestar(services), services)
+
+
+def bind(app: Litestar, services: Services) -> Any:
+    """The ASGI application serving ``app`` with ``services``: what ``create_app`` returns.
+
+    Building the Litestar application is the expensive part (~0.3 s: every handler's signature
+    is modelled); the test suite builds one per set of settings and binds each test's services
+    to it.
+    """
+    app.state.services = services
     wrapped = ObservabilityMiddleware(app, services.metrics)
     wrapped.litestar = app  # type: ignore[attr-defined]
     wrapped.services = services  # type: ignore[attr-defined]

@@ -105,3 +105,12 @@ class PreconditionRequired(OrgplaneError):
     status = 428
     code = "precondition_required"
     title = "Precondition required"
+
+
+class ConfirmationRequired(OrgplaneError):
+    """A destructive change that needs the caller's explicit confirmation (e.g. deleting an org
+    still in use)."""
+
+    status = 406
+    code = "confirmation_required"
+    title = "Confirmation required"

@@ -69,6 +69,19 @@ async def balances(conn: Reader, org_ids: list[int], meter: str) -> dict[int, tu
     return {r.org_id: (int(r.amount), int(r.amount) - int(r.allocated)) for r in rows}
 
 
+async def charges(conn: Reader, org_ids: list[int], meter: str) -> dict[int, int]:
+    """The deployment charge each org's allocation of one meter costs its parent, for orgs the
+    caller has already reached (absent: none)."""
+    if not org_ids:
+        return {}
+    rows = await conn.execute(
+        sa.select(org_limits.c.org_id, org_limits.c.charge).where(
+            org_limits.c.org_id.in_(org_ids), org_limits.c.meter == meter
+        )
+    )
+    return {r.org_id: int(r.charge) for r in rows}
+
+
 @dataclass(frozen=True)
 class LedgerFilters:
     meter: str | None = None

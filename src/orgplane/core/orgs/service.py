@@ -30,14 +30,20 @@ from orgplane.core.access.principal import Actor, Principal
 from orgplane.core.access.service import ORG_COLUMNS, PARENT, org_not_found, reach, require_scope
 from orgplane.core.audit import service as audit
 from orgplane.core.credits import service as credits
-from orgplane.core.errors import Conflict, Gone, InvalidInput, PreconditionFailed
+from orgplane.core.errors import (
+    ConfirmationRequired,
+    Conflict,
+    Gone,
+    InvalidInput,
+    PreconditionFailed,
+)
 from orgplane.core.ids import new_public_id, new_uuid
 from orgplane.core.locks import lock_tree
 from orgplane.core.orgs.validation import clean_fields, clean_name
 from orgplane.core.pagination import decode_cursor, encode_cursor
-from orgplane.core.usage.counters import carry_subtree_usage
+from orgplane.core.usage.counters import carry_subtree_usage, consumed_this_period
 from orgplane.db.engine import Reader, Tx
-from orgplane.models import org_tags, orgs
+from orgplane.models import memberships, org_tags, orgs
 from orgplane.models.base import utcnow
 
 # Upper bound of a subtree's range: every path character ("/", digits) sorts below "~".
@@ -333,6 +339,54 @@ async def delete(tx: Tx, actor: Actor, org_ref: str, *, cascade: bool) -> list[A
     return subtree
 
 
+async def in_use(conn: Reader, org: Any) -> list[str]:
+    """Why deleting ``org`` would lose something: its live children, its members, and what it
+    consumed this period (empty when nothing)."""
+    reasons = []
+    children = (
+        await conn.execute(
+            sa.select(sa.func.count())
+            .select_from(orgs)
+            .where(orgs.c.parent_id == org.id, orgs.c.deleted_at.is_(None))
+        )
+    ).scalar_one()
+    if children:
+        reasons.append(f"{children} child organization(s)")
+    members = (
+        await conn.execute(
+            sa.select(sa.func.count())
+            .select_from(memberships)
+            .where(memberships.c.org_id == org.id)
+        )
+    ).scalar_one()
+    if members:
+        reasons.append(f"{members} member(s)")
+    consumed = await consumed_this_period(conn, [org])
+    if any(consumed.values()):
+        reasons.append("usage in the current period")
+    return reasons
+
+
+async def delete_confirmed(tx: Tx, actor: Actor, org_ref: str, *, confirmed: bool) -> list[Any]:
+    """Delete an org with its descendants; unless ``confirmed``, refuse (406) one in use."""
+    row = await reach(
+        tx.conn,
+        _principal(actor),
+        org_ref,
+        scope="orgs:write",
+        capability="deactivateOrganizations",
+    )
+    if not confirmed:
+        reasons = await in_use(tx.conn, row)
+        if reasons:
+            raise ConfirmationRequired(
+                f"organization {org_ref!r} is in use ({', '.join(reasons)}); "
+                "confirm the deletion to delete it and everything in it"
+            )
+    # Unconfirmed, a child created since the check makes the delete refuse rather than cascade.
+    return await delete(tx, actor, org_ref, cascade=confirmed)
+
+
 async def restore(tx: Tx, actor: Actor, org_ref: str, *, window_days: int) -> Any:
     principal = _principal(actor)
     row = await reach(tx.conn, principal, org_ref, scope="orgs:write", include_deleted=True)
@@ -479,6 +533,40 @@ async def list_children(
     return Page(rows, encode_cursor(rows[-1].id) if more else None)
 
 
+SUBTREE_SORTS = {
+    "id": orgs.c.id,
+    "name": sa.func.lower(orgs.c.name),
+    "created_at": orgs.c.created_at,
+}
+
+
+async def list_subtree(
+    conn: Reader,
+    principal: Principal,
+    *,
+    sort: str,
+    descending: bool,
+    offset: int,
+    limit: int,
+) -> list[Any]:
+    """The principal's org and its live descendants, sorted and paged by offset (for surfaces
+    whose clients page that way)."""
+    top = await reach(conn, principal, principal.org_public_id, scope="orgs:read")
+    if sort not in SUBTREE_SORTS:
+        raise InvalidInput.for_field("sort", f"must be one of {', '.join(SUBTREE_SORTS)}")
+    key = SUBTREE_SORTS[sort]
+    order = (key.desc(), orgs.c.id.desc()) if descending else (key, orgs.c.id)
+    statement = (
+        sa.select(*_LIST_COLUMNS)
+        .select_from(orgs.outerjoin(_parent, _parent.c.id == orgs.c.parent_id))
+        .where(subtree_range(top.path), orgs.c.deleted_at.is_(None))
+        .order_by(*order)
+        .offset(offset)
+        .limit(limit)
+    )
+    return list((await conn.execute(statement)).all())
+
+
 async def list_descendants(
     conn: Reader,
     principal: Principal,
@@ -540,11 +628,14 @@ __all__ = [
     "create_child",
     "create_root",
     "delete",
+    "delete_confirmed",
     "etag",
     "fetch",
     "get_any",
+    "in_use",
     "list_children",
     "list_descendants",
+    "list_subtree",
     "move",
     "org_not_found",
     "require_scope",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from orgplane.core.errors import FieldError, InvalidInput
+
 CATALOG: dict[str, str] = {
     "viewOrganizations": "See organizations, their children, credits, consumption and meters.",
     "createOrganizations": "Create child organizations.",
@@ -78,3 +80,24 @@ def expand(capabilities: Iterable[str]) -> frozenset[str]:
 
 def of_system_role(key: str) -> tuple[str, ...]:
     return SYSTEM_ROLES[key][1]
+
+
+def with_dependencies(capabilities: Iterable[str], *, autofill: bool, field: str) -> list[str]:
+    """The capabilities with those they imply: added when ``autofill``, else a 400 naming each
+    capability whose implied ones are missing (``extra["missing"]``: capability → missing)."""
+    given = sorted(set(capabilities))
+    missing = {
+        c: [d for d in IMPLIES.get(c, ()) if d not in given]
+        for c in given
+        if any(d not in given for d in IMPLIES.get(c, ()))
+    }
+    if not missing:
+        return given
+    if autofill:
+        return sorted(expand(given))
+    raise InvalidInput(
+        "missing dependencies: "
+        + "; ".join(f"{c} needs {', '.join(deps)}" for c, deps in missing.items()),
+        errors=[FieldError(field, f"{c} needs {', '.join(deps)}") for c, deps in missing.items()],
+        extra={"missing": missing},
+    )

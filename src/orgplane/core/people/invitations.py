@@ -180,6 +180,32 @@ async def resend(tx: Tx, actor: Actor, org_ref: str, invitation_ref: str) -> Iss
     return Issued(after, token, org.public_id)
 
 
+async def resend_for_member(tx: Tx, actor: Actor, org_ref: str, user_ref: str) -> Issued:
+    """Resend the member's latest open invitation to the org (a user who has not signed up yet);
+    409 when there is none, e.g. the user already accepted it."""
+    org = await reach(tx.conn, _principal(actor), org_ref, scope="users:write")
+    member = await user_service.get_member(tx.conn, _principal(actor), org_ref, user_ref)
+    row = (
+        await tx.execute(
+            sa.select(invitations.c.public_id)
+            .where(
+                invitations.c.org_id == org.id,
+                invitations.c.user_id == member.row.id,
+                invitations.c.accepted_at.is_(None),
+                invitations.c.revoked_at.is_(None),
+            )
+            .order_by(invitations.c.id.desc())
+            .limit(1)
+        )
+    ).first()
+    if row is None:
+        raise Conflict(
+            f"user {user_ref!r} has no open invitation to organization {org.public_id!r} "
+            "(they already signed up, or it was revoked)"
+        )
+    return await resend(tx, actor, org_ref, row.public_id)
+
+
 async def revoke(tx: Tx, actor: Actor, org_ref: str, invitation_ref: str) -> None:
     """Void the token. The membership stays (pending) until the user is removed."""
     org = await reach(tx.conn, _principal(actor), org_ref, scope="users:write")

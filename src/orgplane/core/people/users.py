@@ -185,6 +185,14 @@ async def _public_id(conn: Reader | Tx, user_id: int) -> str:
     return value
 
 
+async def public_id_by_key(conn: Reader, user_key: int) -> str | None:
+    """The public id of the user with this integer key (the id vendors such as Make show)."""
+    value: str | None = (
+        await conn.execute(sa.select(users.c.public_id).where(users.c.id == user_key))
+    ).scalar()
+    return value
+
+
 async def get_member(conn: Reader, principal: Principal, org_ref: str, user_ref: str) -> Member:
     org = await reach(conn, principal, org_ref, scope="users:read")
     return await _member(conn, org, user_ref)
@@ -440,3 +448,36 @@ async def start_email_change(
     """A token that, confirmed, moves the member's identity to ``new_email``."""
     _, member = await _managed_identity(tx, actor, org_ref, user_ref)
     return await auth.request_email_change(tx, actor, member.row, new_email, field="new_email")
+
+
+async def disable_mfa(tx: Tx, actor: Actor, org_ref: str, user_ref: str, email: Any) -> Member:
+    """Turn off the member's second factor. ``email`` must be the member's (a guard against
+    acting on the wrong user); the change and the request are audited even when the user had
+    none to turn off."""
+    org, member = await _managed_identity(tx, actor, org_ref, user_ref)
+    _, normalized = clean_email(email)
+    if normalized != member.row.email_normalized:
+        raise InvalidInput.for_field("email", f"is not the email of user {user_ref!r}")
+    if member.row.mfa_enabled:
+        await tx.execute(
+            sa.update(users)
+            .where(users.c.id == member.row.id)
+            .values(
+                mfa_enabled=False,
+                modified_at=utcnow(),
+                modified_by=actor.label,
+                version=users.c.version + 1,
+            )
+        )
+    audit.record(
+        tx,
+        actor,
+        action="user.mfa_disabled",
+        root_id=org.root_id,
+        org_id=org.id,
+        target_type="user",
+        target_id=member.row.public_id,
+        before={"mfa_enabled": member.row.mfa_enabled},
+        after={"mfa_enabled": False},
+    )
+    return await _member(tx.conn, org, user_ref)

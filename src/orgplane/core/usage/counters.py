@@ -96,3 +96,19 @@ async def carry_subtree_usage(tx: Tx, org_id: int, old_path: str, new_parent_pat
             set_={"quantity": usage_subtree_daily.c.quantity + statement.excluded.quantity},
         )
     )
+
+
+async def daily_totals(
+    conn: Reader, org_id: int, start: date, end: date, meters: Iterable[str]
+) -> dict[tuple[date, str], int]:
+    """An org's own usage per (day, meter) for days in ``[start, end)``, from the day counters
+    (for an org the caller has already reached)."""
+    rows = await conn.execute(
+        sa.select(usage_daily.c.day, usage_daily.c.meter, usage_daily.c.quantity).where(
+            usage_daily.c.org_id == org_id,
+            usage_daily.c.meter.in_(list(meters)),
+            usage_daily.c.day >= start,
+            usage_daily.c.day < end,
+        )
+    )
+    return {(row.day, row.meter): int(row.quantity) for row in rows}

@@ -1,0 +1,289 @@
+"""Datadog v1 organizations: list, create a child, get, update, IdP metadata, downgrade."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from litestar import Request, get, post, put
+from litestar.datastructures import UploadFile
+from litestar.params import JSONBody, PathParameter
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
+from orgplane.api.dialects.datadog import shapes
+from orgplane.api.dialects.datadog.errors import ERRORS
+from orgplane.core.access import scopes as scope_catalog
+from orgplane.core.access.principal import Actor, Principal
+from orgplane.core.access.service import reach
+from orgplane.core.credentials import service as key_service
+from orgplane.core.errors import FieldError, InvalidInput
+from orgplane.core.orgs import service as org_service
+from orgplane.core.orgs import settings as org_settings
+from orgplane.core.orgs.saml import MAX_METADATA_BYTES
+from orgplane.core.people import directory
+from orgplane.core.people import users as user_service
+from orgplane.db.engine import Reader, Tx
+from orgplane.models.base import utcnow
+
+PublicId = Annotated[str, PathParameter(description="The org's public id", max_length=64)]
+V1Name = Annotated[str, Meta(max_length=shapes.V1_NAME_MAX)]
+TypeName = Annotated[str, Meta(max_length=64)]
+# orgplane's field names in Datadog's words, for error messages.
+FIELD_NAMES = {"plan": "subscription.type", "settings": "settings"}
+LIST_BATCH = 500
+LIST_MAX = 10_000
+
+
+class TypeField(Struct):
+    type: TypeName
+
+
+class Enabled(Struct):
+    enabled: bool = False
+
+
+class Domains(Struct):
+    domains: Annotated[list[Annotated[str, Meta(max_length=253)]], Meta(max_length=50)] = []
+    enabled: bool = False
+
+
+class SettingsIn(Struct, omit_defaults=True):
+    """The writable part of Datadog's ``OrganizationSettings``; the SAML read-only fields
+    (``saml_can_be_enabled``, ``saml_idp_endpoint``, ...) are derived and ignored on input."""
+
+    private_widget_share: bool | UnsetType = UNSET
+    saml: Enabled | UnsetType = UNSET
+    saml_autocreate_access_role: Literal["st", "adm", "ro"] | UnsetType = UNSET
+    saml_autocreate_users_domains: Domains | UnsetType = UNSET
+    saml_idp_initiated_login: Enabled | UnsetType = UNSET
+    saml_strict_mode: Enabled | UnsetType = UNSET
+
+
+class OrgCreateBody(Struct):
+    name: V1Name
+    billing: TypeField | None = None
+    subscription: TypeField | None = None
+
+
+class OrgUpdateBody(Struct):
+    name: V1Name | UnsetType = UNSET
+    description: str | UnsetType = UNSET
+    settings: SettingsIn | UnsetType = UNSET
+    billing: TypeField | UnsetType = UNSET
+    subscription: TypeField | UnsetType = UNSET
+
+
+def _principal(actor: Actor) -> Principal:
+    assert actor.principal is not None
+    return actor.principal
+
+
+def datadog_base(request: Request[Any, Any, Any]) -> str:
+    return str(request.base_url).rstrip("/") + "/datadog"
+
+
+def _in_datadog_words(exc: InvalidInput) -> InvalidInput:
+    errors = [FieldError(FIELD_NAMES.get(e.field, e.field), e.message) for e in exc.errors]
+    return InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
+
+
+def _settings_changes(settings: SettingsIn | UnsetType) -> dict[str, Any]:
+    if isinstance(settings, UnsetType):
+        return {}
+    out: dict[str, Any] = {}
+    for name in settings.__struct_fields__:
+        value = getattr(settings, name)
+        if isinstance(value, UnsetType):
+            continue
+        if isinstance(value, Struct):
+            value = {f: getattr(value, f) for f in value.__struct_fields__}
+        out[name] = value
+    return out
+
+
+async def _subtree(conn: Reader, principal: Principal) -> list[Any]:
+    own = await reach(conn, principal, principal.org_public_id, scope="orgs:read")
+    rows = [own]
+    cursor = None
+    while len(rows) < LIST_MAX:
+        page = await org_service.list_descendants(
+            conn, principal, own.public_id, limit=LIST_BATCH, cursor=cursor
+        )
+        rows.extend(page.rows)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    return rows[:LIST_MAX]
+
+
+@get("/api/v1/org", summary="List your managed organizations (v1)", responses=ERRORS)
+async def list_orgs(services: ServicesDep, principal: PrincipalDep) -> dict[str, Any]:
+    async with services.db.read() as conn:
+        rows = await _subtree(conn, principal)
+    return {"orgs": [shapes.v1_org(r) for r in rows]}
+
+
+async def _create_child(tx: Tx, actor: Actor, body: OrgCreateBody, max_depth: int) -> Any:
+    principal = _principal(actor)
+    fields: dict[str, Any] = {"name": body.name}
+    if body.subscription is not None:
+        fields["plan"] = body.subscription.type
+    if body.billing is not None:
+        fields["settings"] = {"billing": {"type": body.billing.type}}
+    try:
+        child = await org_service.create_child(
+            tx, actor, principal.org_public_id, fields, max_depth=max_depth
+        )
+    except InvalidInput as exc:
+        raise _in_datadog_words(exc) from None
+    member = None
+    if principal.user_id is not None:
+        # Datadog makes the user behind the application key an admin of the new org.
+        creator = await directory.user_public_id(tx.conn, principal.user_id)
+        email = (
+            await user_service.get_member(tx.conn, principal, principal.org_public_id, creator)
+        ).row.email
+        org = await reach(tx.conn, principal, child.public_id, scope="users:write", lock="update")
+        member, _ = await user_service.add_member(
+            tx, actor, org, email=email, profile={}, role_refs=["administrator"]
+        )
+    scopes = ["*"] if scope_catalog.ALL in principal.scopes else sorted(principal.scopes)
+    key = await key_service.create(
+        tx,
+        actor,
+        child.public_id,
+        name=f"{body.name} (Datadog)",
+        scopes=scopes,
+        expires_at=principal.expires_at if principal.kind == "key" else None,
+        user_ref=member.row.public_id if member is not None else None,
+        kind="datadog",
+    )
+    return child, key, member
+
+
+@post(
+    "/api/v1/org",
+    summary="Create a child organization",
+    status_code=200,
+    responses=ERRORS,
+    description="The new org is a child of the key's org; a `datadog` key with the caller's "
+    "scopes is minted for it (its API and application keys are shown in this response only).",
+)
+async def create_child_org(
+    data: JSONBody[OrgCreateBody], services: ServicesDep, actor: ActorDep
+) -> dict[str, Any]:
+    child, key, member = await services.db.transaction(
+        _create_child, actor, data, services.settings.max_tree_depth
+    )
+    created = key.row.created_at.strftime("%Y-%m-%d %H:%M:%S")
+    owner = member.row.email if member is not None else actor.label
+    out: dict[str, Any] = {
+        "org": shapes.v1_org(child),
+        "api_key": {
+            "key": key.vendor["api_key"],
+            "name": key.row.name,
+            "created": created,
+            "created_by": actor.label,
+        },
+        "application_key": {
+            "hash": key.vendor["application_key"],
+            "name": key.row.name,
+            "owner": owner,
+        },
+    }
+    if member is not None:
+        out["user"] = shapes.v1_user(member)
+    return out
+
+
+@get("/api/v1/org/{public_id:str}", summary="Get organization information", responses=ERRORS)
+async def get_org(public_id: PublicId, services: ServicesDep, principal: PrincipalDep) -> Any:
+    async with services.db.read() as conn:
+        row = await reach(conn, principal, public_id, scope="orgs:read")
+    return {"org": shapes.v1_org(row)}
+
+
+async def _update(tx: Tx, actor: Actor, public_id: str, body: OrgUpdateBody) -> Any:
+    changes: dict[str, Any] = {}
+    if not isinstance(body.name, UnsetType):
+        changes["name"] = body.name
+    if not isinstance(body.description, UnsetType):
+        changes["description"] = body.description
+    if not isinstance(body.subscription, UnsetType):
+        changes["plan"] = body.subscription.type
+    settings = _settings_changes(body.settings)
+    if not isinstance(body.billing, UnsetType):
+        settings["billing"] = {"type": body.billing.type}
+    try:
+        return await org_settings.update_merging_settings(tx, actor, public_id, changes, settings)
+    except InvalidInput as exc:
+        raise _in_datadog_words(exc) from None
+
+
+@put("/api/v1/org/{public_id:str}", summary="Update your organization", responses=ERRORS)
+async def update_org(
+    public_id: PublicId, data: JSONBody[OrgUpdateBody], services: ServicesDep, actor: ActorDep
+) -> dict[str, Any]:
+    row = await services.db.transaction(_update, actor, public_id, data)
+    return {"org": shapes.v1_org(row)}
+
+
+async def _idp_document(request: Request[Any, Any, Any]) -> bytes:
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidInput.for_field("idp_file", "send it as multipart/form-data")
+    form = await request.form()
+    upload = form.get("idp_file")
+    if not isinstance(upload, UploadFile):
+        raise InvalidInput.for_field("idp_file", "is required (a file part named idp_file)")
+    document = await upload.read(MAX_METADATA_BYTES + 1)
+    await upload.close()
+    return document
+
+
+@post(
+    "/api/v1/org/{public_id:str}/idp_metadata",
+    summary="Upload IdP metadata",
+    status_code=200,
+    responses=ERRORS,
+    description="multipart/form-data with one file part `idp_file`: the identity provider's "
+    "SAML 2.0 metadata XML (DTDs and entities refused). Its entity id, single sign-on URL and "
+    "certificates are kept in the org's settings (`saml_idp_metadata`).",
+)
+async def upload_idp_for_org(
+    public_id: PublicId,
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    actor: ActorDep,
+) -> dict[str, Any]:
+    async with services.db.read() as conn:
+        org = await reach(conn, _principal(actor), public_id, scope="orgs:write")
+    document = await _idp_document(request)
+    await services.db.transaction(
+        org_settings.store_idp_metadata, actor, public_id, document, now=utcnow()
+    )
+    return {"message": f"IdP metadata successfully uploaded for {org.name}"}
+
+
+async def _downgrade(tx: Tx, actor: Actor, public_id: str) -> Any:
+    return await org_service.update(
+        tx, actor, public_id, {"plan": "trial", "status": "deactivated"}
+    )
+
+
+@post(
+    "/api/v1/org/{public_id:str}/downgrade",
+    summary="Downgrade a child organization",
+    status_code=200,
+    responses=ERRORS,
+    description="Datadog takes the child out of the parent's management and puts it on a trial. "
+    "orgplane keeps the tree, so the child's plan becomes `trial` and it is deactivated: its "
+    "unused allocations return to the parent and its keys stop working.",
+)
+async def downgrade_org(public_id: PublicId, services: ServicesDep, actor: ActorDep) -> Any:
+    await services.db.transaction(_downgrade, actor, public_id)
+    # Keys of a deactivated org stop working now in this process, within the cache TTL elsewhere.
+    services.keys.clear()
+    return {"message": f"Child organization {public_id} downgraded successfully"}
+
+
+HANDLERS = [list_orgs, create_child_org, get_org, update_org, upload_idp_for_org, downgrade_org]

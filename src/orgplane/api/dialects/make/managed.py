@@ -1,0 +1,236 @@
+"""MMS > child organizations: list, create (with its owner), change the allocation, consumption."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Request, get, patch, post
+from litestar.params import JSONBody, PathParameter, QueryParameter
+from msgspec import Meta, Struct
+
+from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
+from orgplane.api.dialects.make import enums
+from orgplane.api.dialects.make.errors import ERRORS
+from orgplane.core.access.principal import Actor
+from orgplane.core.access.service import reach_by_key, require_scope
+from orgplane.core.credits import ledger as ledger_queries
+from orgplane.core.credits import service as credit_service
+from orgplane.core.orgs import service as org_service
+from orgplane.core.people import invitations as invitation_service
+from orgplane.core.people import users as user_service
+from orgplane.core.usage import consumption
+from orgplane.db.engine import Tx
+
+METER = "operations"
+OWNER_ROLE = "owner"
+MAX_PG_LIMIT = 10_000
+MAX_PG_OFFSET = 100_000
+CENTICREDITS_PER_CREDIT = 100
+
+OrgKey = Annotated[int, PathParameter(ge=1, le=2**63 - 1)]
+PgOffset = Annotated[int, QueryParameter(name="pg[offset]", ge=0, le=MAX_PG_OFFSET)]
+PgLimit = Annotated[int, QueryParameter(name="pg[limit]", ge=1, le=MAX_PG_LIMIT)]
+Operations = Annotated[int, Meta(ge=0, le=10**15)]
+EnumId = Annotated[int, Meta(ge=0, le=2**32)]
+
+
+class ManagedOrganizationCreate(Struct):
+    organizationName: str
+    operations: Operations
+    regionId: EnumId
+    countryId: EnumId
+    userEmail: str | None = None
+    userName: str | None = None
+
+
+class ManagedOrganizationUpdate(Struct):
+    operations: Operations
+
+
+def split_name(name: str | None) -> dict[str, str]:
+    """Make's single user name as orgplane's first and last name."""
+    if not name:
+        return {}
+    first, _, last = name.strip().partition(" ")
+    return {"first_name": first, "last_name": last.strip()}
+
+
+@get(
+    "/organizations/{organizationId:int}/managed-organizations",
+    summary="List managed organizations",
+    responses=ERRORS,
+)
+async def list_managed(
+    request: Request[Any, Any, Any],
+    organizationId: OrgKey,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    offset: PgOffset = 0,
+    limit: PgLimit = 100,
+) -> dict[str, Any]:
+    async with services.db.read() as conn:
+        parent = await reach_by_key(conn, principal, organizationId, scope="credits:read")
+        page = await org_service.list_children(
+            conn, principal, parent.public_id, limit=offset + limit
+        )
+        rows = page.rows[offset:]
+        amounts = await ledger_queries.balances(conn, [r.id for r in rows], METER)
+    return {
+        "managedOrganizations": [
+            {
+                "organizationId": row.id,
+                "organizationName": row.name,
+                "operationsAllocated": amounts.get(row.id, (0, 0))[0],
+                "countryId": enums.country_id(row.country),
+                "timezoneId": enums.timezone_id(row.timezone),
+                "zoneId": enums.region_id(row.deployment),
+                "zoneDomain": enums.zone_domain(request),
+                "zoneName": row.deployment.upper(),
+            }
+            for row in rows
+        ],
+        "pg": {"sortBy": "id", "sortDir": "asc", "limit": limit, "offset": offset},
+    }
+
+
+async def _owner(tx: Tx, actor: Actor, child: Any, email: str, name: str | None) -> dict[str, Any]:
+    """Make the named person the child's owner: an existing user, or a new pending one invited
+    to set a password."""
+    assert actor.principal is not None
+    require_scope(actor.principal, "users:write")
+    member, created = await user_service.add_member(
+        tx, actor, child, email=email, profile=split_name(name), role_refs=[OWNER_ROLE]
+    )
+    if created:
+        await invitation_service.issue(tx, actor, child, member.row.id, member.roles)
+    full_name = f"{member.row.first_name} {member.row.last_name}".strip()
+    return {
+        "userId": member.row.id,
+        "userEmail": member.row.email,
+        "userName": full_name or None,
+        "userLanguage": "en",
+        "userExisted": 0 if created else 1,
+    }
+
+
+async def _create(
+    tx: Tx, actor: Actor, parent_key: int, data: ManagedOrganizationCreate, max_depth: int
+) -> dict[str, Any]:
+    assert actor.principal is not None
+    parent = await reach_by_key(tx.conn, actor.principal, parent_key, scope="orgs:write")
+    fields = {
+        "name": data.organizationName,
+        "deployment": enums.deployment_of(data.regionId),
+        "country": enums.country_of(data.countryId),
+    }
+    child = await org_service.create_child(
+        tx,
+        actor,
+        parent.public_id,
+        fields,
+        max_depth=max_depth,
+        allocations={METER: data.operations},
+    )
+    owner: dict[str, Any] = {
+        "userId": None,
+        "userEmail": None,
+        "userName": None,
+        "userLanguage": None,
+        "userExisted": 0,
+    }
+    if data.userEmail is not None:
+        owner = await _owner(tx, actor, child, data.userEmail, data.userName)
+    _, available = (await ledger_queries.balances(tx, [parent.id], METER))[parent.id]
+    return {**owner, "childOrganizationId": child.id, "newParentOperations": available}
+
+
+@post(
+    "/organizations/{organizationId:int}/managed-organizations",
+    summary="Create a managed organization",
+    responses=ERRORS,
+    status_code=200,
+)
+async def create_managed(
+    request: Request[Any, Any, Any],
+    organizationId: OrgKey,
+    data: JSONBody[ManagedOrganizationCreate],
+    services: ServicesDep,
+    actor: ActorDep,
+) -> dict[str, Any]:
+    created = await services.db.transaction(
+        _create, actor, organizationId, data, services.settings.max_tree_depth
+    )
+    return {**created, "domain": enums.zone_domain(request)}
+
+
+async def _allocate(tx: Tx, actor: Actor, parent_key: int, child_key: int, amount: int) -> Any:
+    assert actor.principal is not None
+    parent = await reach_by_key(tx.conn, actor.principal, parent_key, scope="credits:write")
+    child = await reach_by_key(tx.conn, actor.principal, child_key, scope="credits:write")
+    return await credit_service.allocate(
+        tx, actor, parent.public_id, child.public_id, METER, amount
+    )
+
+
+@patch(
+    "/organizations/{organizationId:int}/managed-organizations/{childOrganizationId:int}",
+    summary="Change a managed organization's operations",
+    responses=ERRORS,
+)
+async def update_managed(
+    organizationId: OrgKey,
+    childOrganizationId: OrgKey,
+    data: JSONBody[ManagedOrganizationUpdate],
+    services: ServicesDep,
+    actor: ActorDep,
+) -> dict[str, Any]:
+    allocation = await services.db.transaction(
+        _allocate, actor, organizationId, childOrganizationId, data.operations
+    )
+    return {
+        "newParentOperations": allocation.parent_balance.available,
+        "newChildOperations": allocation.child_balance.amount,
+        "operationsDiff": allocation.diff,
+        "limitIncreased": allocation.limit_increased,
+    }
+
+
+def _meter(entry: dict[str, Any], name: str) -> tuple[int, int]:
+    found = next((m for m in entry["meters"] if m["meter"] == name), None)
+    return (found["consumed"], found["extra"]) if found else (0, 0)
+
+
+@get(
+    "/organizations/{organizationId:int}/managed-organizations-consumption",
+    summary="Managed organizations' consumption",
+    responses=ERRORS,
+)
+async def managed_consumption(
+    organizationId: OrgKey,
+    services: ServicesDep,
+    principal: PrincipalDep,
+) -> dict[str, Any]:
+    async with services.db.read() as conn:
+        parent = await reach_by_key(conn, principal, organizationId, scope="usage:read")
+        report = await consumption.report(conn, principal, parent.public_id, rollup="children")
+    out = []
+    for entry in report["entries"]:
+        operations, operations_extra = _meter(entry, "operations")
+        credits, credits_extra = _meter(entry, "credits")
+        transfer, transfer_extra = _meter(entry, "transfer")
+        out.append(
+            {
+                "organizationId": entry["org"].id,
+                "centicreditsConsumed": str(credits * CENTICREDITS_PER_CREDIT),
+                "centicreditsExtra": str(credits_extra * CENTICREDITS_PER_CREDIT),
+                "operationsConsumed": operations,
+                "operationsExtra": operations_extra,
+                "transferConsumed": transfer,
+                "transferExtra": transfer_extra,
+                "lastReset": report["last_reset"].isoformat(),
+            }
+        )
+    return {"managedOrganizationsConsumption": out}
+
+
+HANDLERS = [list_managed, create_managed, update_managed, managed_consumption]
