@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -9,6 +10,7 @@ from pydantic import ValidationError
 
 from orgplane.config import DEFAULT_SECRET_KEY, Settings
 from orgplane.core.idempotency import purge_expired
+from orgplane.logging import configure as configure_logging
 
 
 def test_production_refuses_the_default_secret_key() -> None:
@@ -32,8 +34,9 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert settings.log_format == "json"
 
 
-async def test_request_logs_carry_the_request_id_and_no_secret(h, caplog) -> None:
+async def test_request_logs_carry_the_request_id_and_no_secret(h, caplog, capsys) -> None:
     caplog.set_level(logging.INFO, logger="orgplane")
+    configure_logging("info", "json")
     logging.getLogger("orgplane").propagate = True
     try:
         child = await h.create_org(h.root.org_id, "Logged")
@@ -42,8 +45,16 @@ async def test_request_logs_carry_the_request_id_and_no_secret(h, caplog) -> Non
     finally:
         logging.getLogger("orgplane").propagate = False
     assert bad.status_code == 401
-    text = caplog.text
-    assert response.headers["x-request-id"] in text
+    # The per-request lines go straight to stderr as JSON; everything else through logging.
+    err = capsys.readouterr().err.splitlines()
+    lines = [json.loads(line) for line in err if line.startswith("{")]
+    requests = [line for line in lines if line["event"] == "request"]
+    assert {line["request_id"] for line in requests} >= {response.headers["x-request-id"]}
+    assert {(line["status"], line["route"]) for line in requests} >= {
+        (200, "/orgs/{org_id}"),
+        (401, "/orgs/{org_id}"),
+    }
+    text = caplog.text + json.dumps(lines)
     assert h.root.api_key not in text
     assert "opk_" + "A" * 38 not in text
 

@@ -11,11 +11,11 @@ import time
 import uuid
 from typing import Any
 
-import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from orgplane import logging as logs
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-log = structlog.get_logger("orgplane.access")
 
 
 class Metrics:
@@ -93,7 +93,7 @@ class ObservabilityMiddleware:
             method = scope["method"]
             self.metrics.requests.labels(method, route, str(status)).inc()
             self.metrics.latency.labels(method, route).observe(elapsed)
-            log.info(
+            logs.request_log.info(
                 "request",
                 method=method,
                 route=route,

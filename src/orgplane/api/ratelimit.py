@@ -9,7 +9,6 @@ from typing import Any
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, Storage
-from limits.aio.strategies import FixedWindowRateLimiter
 from limits.storage import storage_from_string
 
 
@@ -57,7 +56,6 @@ class RateLimiter:
         else:
             storage = MemoryStorage()
         self.storage = storage
-        self.strategy = FixedWindowRateLimiter(storage)
         self.per_key: RateLimitItem | None = parse(per_key) if per_key else None
         self.per_org: RateLimitItem | None = parse(per_org) if per_org else None
         self.sign_in_per_ip: RateLimitItem | None = (
@@ -97,13 +95,16 @@ class RateLimiter:
         return await self._hit("sign-in", self.sign_in_per_ip, ip or "unknown")
 
     async def _hit(self, name: str, item: RateLimitItem, ident: str) -> Verdict:
-        allowed = await self.strategy.hit(item, name, ident)
-        stats = await self.strategy.get_window_stats(item, name, ident)
+        """A fixed window counted on the storage directly: one increment and one expiry read
+        (the strategy's ``hit`` plus ``get_window_stats`` would be three storage calls)."""
+        key = item.key_for(name, ident)
+        count = await self.storage.incr(key, item.get_expiry(), amount=1)
+        reset_at = await self.storage.get_expiry(key)
         return Verdict(
-            allowed=allowed,
+            allowed=count <= item.amount,
             limit=item.amount,
-            remaining=max(0, stats.remaining),
-            reset_after=max(0, math.ceil(stats.reset_time - time.time())),
+            remaining=max(0, item.amount - count),
+            reset_after=max(0, math.ceil(reset_at - time.time())),
             window=item.get_expiry(),
             name=name,
         )

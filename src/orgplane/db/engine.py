@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import namedtuple
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -72,6 +73,68 @@ class Reader(Protocol):
     async def execute(self, statement: Any, params: Any = None, /) -> Any: ...
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A statement compiled for one dialect: its SQL, its parameters in order, its row type."""
+
+    sql: str
+    names: tuple[str, ...]
+    binders: tuple[Callable[[Any], Any] | None, ...]
+    row: Callable[..., Any]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        return [
+            b(params[n]) if b else params[n] for n, b in zip(self.names, self.binders, strict=True)
+        ]
+
+    def make_row(self, raw: Sequence[Any]) -> Any:
+        return self.row(*(p(v) if p else v for p, v in zip(self.processors, raw, strict=True)))
+
+
+class PreparedSelect:
+    """A Core SELECT compiled once per dialect and run straight on the driver's connection.
+
+    For the few statements on every request's path: SQLAlchemy's execution of a statement costs
+    ~100 µs of CPU, the driver's ~20. Rows come back as named tuples with the same attribute
+    names and the same Python values (each column type's result processing is applied); the
+    driver caches the prepared statement (asyncpg) or the parsed one (sqlite3).
+    """
+
+    def __init__(self, statement: sa.Select[Any]) -> None:
+        self.statement = statement
+        self._plans: dict[str, _Plan] = {}
+
+    def plan(self, dialect: sa.Dialect) -> _Plan:
+        plan = self._plans.get(dialect.name)
+        if plan is None:
+            plan = self._plans[dialect.name] = self._compile(dialect)
+        return plan
+
+    def _compile(self, dialect: sa.Dialect) -> _Plan:
+        compiled = self.statement.compile(dialect=dialect)
+        names = tuple(compiled.positiontup or ())
+        bind_processors: Mapping[str, Any] = compiled._bind_processors
+        columns = list(self.statement.selected_columns)
+        return _Plan(
+            sql=str(compiled),
+            names=names,
+            binders=tuple(bind_processors.get(n) for n in names),
+            row=namedtuple("Row", [c.key for c in columns]),  # type: ignore[misc]
+            processors=tuple(
+                c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
+            ),
+        )
+
+
+async def first(conn: Any, prepared: PreparedSelect, params: Mapping[str, Any]) -> Any:
+    """The first row of ``prepared`` or None: on the driver when ``conn`` is a read connection,
+    through SQLAlchemy otherwise (a transaction's connection)."""
+    if isinstance(conn, (SyncReader, PostgresReader)):
+        return await conn.first(prepared, params)
+    return (await conn.execute(prepared.statement, params)).first()
+
+
 class SyncReader:
     """Runs statements on a synchronous connection; the result is fully buffered on return.
 
@@ -79,13 +142,41 @@ class SyncReader:
     buffering every result before control returns to the event loop keeps them apart.
     """
 
-    __slots__ = ("_conn",)
+    __slots__ = ("_conn", "_raw")
 
     def __init__(self, conn: sa.Connection) -> None:
         self._conn = conn
+        self._raw: Any = None
 
     async def execute(self, statement: Any, params: Any = None) -> Any:
         return self._conn.execute(statement, params).freeze()()
+
+    async def first(self, prepared: PreparedSelect, params: Mapping[str, Any]) -> Any:
+        if self._raw is None:
+            self._raw = self._conn.connection.dbapi_connection
+        plan = prepared.plan(self._conn.dialect)
+        raw = self._raw.execute(plan.sql, plan.args(params)).fetchone()
+        return None if raw is None else plan.make_row(raw)
+
+
+class PostgresReader:
+    """A PostgreSQL read connection in autocommit; ``first`` runs on asyncpg directly."""
+
+    __slots__ = ("_conn", "_driver")
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+        self._driver: Any = None
+
+    async def execute(self, statement: Any, params: Any = None) -> Any:
+        return await self._conn.execute(statement, params)
+
+    async def first(self, prepared: PreparedSelect, params: Mapping[str, Any]) -> Any:
+        if self._driver is None:
+            self._driver = (await self._conn.get_raw_connection()).driver_connection
+        plan = prepared.plan(self._conn.dialect)
+        raw = await self._driver.fetchrow(plan.sql, *plan.args(params))
+        return None if raw is None else plan.make_row(raw)
 
 
 def _sqlite_read_engine(url: str) -> sa.Engine:
@@ -170,7 +261,7 @@ class Database:
                 self._sqlite_read_conn.rollback()
             return
         async with self.engine.connect() as conn:
-            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield PostgresReader(await conn.execution_options(isolation_level="AUTOCOMMIT"))
 
     async def transaction(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(tx, *args, **kwargs)`` in one write transaction and commit it.

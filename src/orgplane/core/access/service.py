@@ -30,7 +30,7 @@ from orgplane.core.ids import (
     uuid_key_well_formed,
 )
 from orgplane.core.people.capabilities import SCOPE_CAPABILITY
-from orgplane.db.engine import Reader
+from orgplane.db.engine import PreparedSelect, Reader, first
 from orgplane.models import credentials, orgs, user_tokens, users
 from orgplane.models.base import utcnow
 
@@ -44,6 +44,8 @@ _ORG_BY_PUBLIC_ID = (
     .select_from(orgs.outerjoin(_parent, _parent.c.id == orgs.c.parent_id))
     .where(orgs.c.public_id == sa.bindparam("public_id"))
 )
+# Every request that names an org runs this one: it goes straight to the driver.
+_ORG_BY_PUBLIC_ID_PREPARED = PreparedSelect(_ORG_BY_PUBLIC_ID)
 _KEY_BY_HASH = (
     sa.select(
         credentials.c.id,
@@ -293,10 +295,11 @@ async def reach(
 
     ``lock`` takes a row lock (PostgreSQL) for a write that depends on what was read.
     """
-    statement = _ORG_BY_PUBLIC_ID
-    if lock is not None:
-        statement = statement.with_for_update(of=orgs, read=lock == "share")
-    row = (await conn.execute(statement, {"public_id": org_ref})).first()
+    if lock is None:
+        row = await first(conn, _ORG_BY_PUBLIC_ID_PREPARED, {"public_id": org_ref})
+    else:
+        statement = _ORG_BY_PUBLIC_ID.with_for_update(of=orgs, read=lock == "share")
+        row = (await conn.execute(statement, {"public_id": org_ref})).first()
     if row is None or not principal.reaches(row.path):
         raise org_not_found(org_ref)
     if row.deleted_at is not None and not include_deleted:

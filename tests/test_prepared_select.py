@@ -1,0 +1,47 @@
+"""PreparedSelect runs a Core SELECT on the driver directly: it must give the same values as
+SQLAlchemy would (time zones, JSON, NULLs), on both databases, and fall back inside a
+transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from conftest import Harness
+from orgplane.core.access.service import ORG_COLUMNS, PARENT
+from orgplane.db.engine import PreparedSelect, Tx, first
+from orgplane.models import orgs
+
+STATEMENT = (
+    sa.select(*ORG_COLUMNS)
+    .select_from(orgs.outerjoin(PARENT, PARENT.c.id == orgs.c.parent_id))
+    .where(orgs.c.public_id == sa.bindparam("public_id"))
+)
+PREPARED = PreparedSelect(STATEMENT)
+
+
+async def test_rows_match_sqlalchemys_on_both_databases(h: Harness) -> None:
+    child = await h.create_org(
+        h.root.org_id, "Prepared", tags=["env:prod"], settings={"theme": "dark"}
+    )
+    for public_id in (child["id"], h.root.org_id):
+        async with h.services.db.read() as conn:
+            fast = await first(conn, PREPARED, {"public_id": public_id})
+            slow = (await conn.execute(STATEMENT, {"public_id": public_id})).first()
+        assert fast is not None and slow is not None
+        assert fast._fields == tuple(slow._fields)
+        for name in slow._fields:
+            assert getattr(fast, name) == getattr(slow, name), name
+            assert type(getattr(fast, name)) is type(getattr(slow, name)), name
+    assert fast.parent_public_id is None and fast.created_at.tzinfo is not None
+    async with h.services.db.read() as conn:
+        assert await first(conn, PREPARED, {"public_id": "org_missing"}) is None
+
+
+async def test_inside_a_transaction_it_goes_through_sqlalchemy(h: Harness) -> None:
+    async def read(tx: Tx) -> Any:
+        return await first(tx.conn, PREPARED, {"public_id": h.root.org_id})
+
+    row = await h.services.db.transaction(read)
+    assert row.public_id == h.root.org_id and row.parent_public_id is None
