@@ -460,6 +460,9 @@ async def test_openapi_documents_every_operation_its_errors_and_security(h):
         assert "application/json" in body["content"]
     merge = operations[("patch", "/orgs/{org_id}/customizations")]["requestBody"]["content"]
     assert "application/merge-patch+json" in merge
+    upload = operations[("post", "/datadog/api/v1/org/{public_id}/idp_metadata")]["requestBody"]
+    form = upload["content"]["multipart/form-data"]["schema"]
+    assert form["required"] == ["idp_file"] and form["properties"]["idp_file"]["format"] == "binary"
 
     # The document is stable: no generated random examples, the same from a fresh app.
     assert "examples" not in json.dumps(doc["components"]["schemas"]["Problem"])

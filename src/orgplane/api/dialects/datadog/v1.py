@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from litestar import Request, get, post, put
 from litestar.datastructures import UploadFile
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, Schema
+from litestar.openapi.spec.request_body import RequestBody
 from litestar.params import JSONBody, PathParameter
 from msgspec import UNSET, Meta, Struct, UnsetType
 
@@ -228,6 +231,28 @@ async def update_org(
     return {"org": shapes.v1_org(row)}
 
 
+@dataclass
+class _IdpUploadOperation(Operation):
+    """The upload's body in the document: the handler reads the form itself, after the key
+    check, so Litestar cannot describe it."""
+
+    def __post_init__(self) -> None:
+        file_part = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+        self.request_body = RequestBody(
+            required=True,
+            description="The identity provider's SAML 2.0 metadata XML as the file part idp_file",
+            content={
+                "multipart/form-data": OpenAPIMediaType(
+                    schema=Schema(
+                        type=OpenAPIType.OBJECT,
+                        properties={"idp_file": file_part},
+                        required=["idp_file"],
+                    )
+                )
+            },
+        )
+
+
 async def _idp_document(request: Request[Any, Any, Any]) -> bytes:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidInput.for_field("idp_file", "send it as multipart/form-data")
@@ -248,6 +273,7 @@ async def _idp_document(request: Request[Any, Any, Any]) -> bytes:
     description="multipart/form-data with one file part `idp_file`: the identity provider's "
     "SAML 2.0 metadata XML (DTDs and entities refused). Its entity id, single sign-on URL and "
     "certificates are kept in the org's settings (`saml_idp_metadata`).",
+    operation_class=_IdpUploadOperation,
 )
 async def upload_idp_for_org(
     public_id: PublicId,
