@@ -39,9 +39,15 @@ async def test_rows_match_sqlalchemys_on_both_databases(h: Harness) -> None:
         assert await first(conn, PREPARED, {"public_id": "org_missing"}) is None
 
 
-async def test_inside_a_transaction_it_goes_through_sqlalchemy(h: Harness) -> None:
-    async def read(tx: Tx) -> Any:
-        return await first(tx.conn, PREPARED, {"public_id": h.root.org_id})
+async def test_inside_a_transaction_rows_match_too(h: Harness) -> None:
+    """On PostgreSQL the driver runs it inside the transaction; SQLite's goes through
+    SQLAlchemy (aiosqlite's connection lives on its own thread)."""
+    child = await h.create_org(h.root.org_id, "In a transaction")
 
-    row = await h.services.db.transaction(read)
-    assert row.public_id == h.root.org_id and row.parent_public_id is None
+    async def read(tx: Tx) -> tuple[Any, Any]:
+        params = {"public_id": child["id"]}
+        return await first(tx.conn, PREPARED, params), (await tx.execute(STATEMENT, params)).first()
+
+    fast, slow = await h.services.db.transaction(read)
+    assert fast is not None and slow is not None
+    assert tuple(fast) == tuple(slow) and fast.parent_public_id == h.root.org_id

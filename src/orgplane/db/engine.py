@@ -128,11 +128,20 @@ class PreparedSelect:
 
 
 async def first(conn: Any, prepared: PreparedSelect, params: Mapping[str, Any]) -> Any:
-    """The first row of ``prepared`` or None: on the driver when ``conn`` is a read connection,
-    through SQLAlchemy otherwise (a transaction's connection)."""
+    """The first row of ``prepared`` or None: on the driver for a read connection and for a
+    PostgreSQL transaction's connection (asyncpg runs it inside the transaction), through
+    SQLAlchemy otherwise (an aiosqlite transaction lives on its own thread)."""
     if isinstance(conn, (SyncReader, PostgresReader)):
         return await conn.first(prepared, params)
+    if isinstance(conn, AsyncConnection) and conn.dialect.name == "postgresql":
+        driver = (await conn.get_raw_connection()).driver_connection
+        return await _fetch_first(driver, prepared.plan(conn.dialect), params)
     return (await conn.execute(prepared.statement, params)).first()
+
+
+async def _fetch_first(driver: Any, plan: _Plan, params: Mapping[str, Any]) -> Any:
+    raw = await driver.fetchrow(plan.sql, *plan.args(params))
+    return None if raw is None else plan.make_row(raw)
 
 
 class SyncReader:
@@ -174,9 +183,7 @@ class PostgresReader:
     async def first(self, prepared: PreparedSelect, params: Mapping[str, Any]) -> Any:
         if self._driver is None:
             self._driver = (await self._conn.get_raw_connection()).driver_connection
-        plan = prepared.plan(self._conn.dialect)
-        raw = await self._driver.fetchrow(plan.sql, *plan.args(params))
-        return None if raw is None else plan.make_row(raw)
+        return await _fetch_first(self._driver, prepared.plan(self._conn.dialect), params)
 
 
 def _sqlite_read_engine(url: str) -> sa.Engine:

@@ -97,6 +97,19 @@ async def start_chain(tx: Tx, root_id: int) -> None:
     await tx.execute(sa.insert(audit_chain_heads).values(root_id=root_id, seq=0, last_hash=GENESIS))
 
 
+_HEAD_FOR_UPDATE = (
+    sa.select(audit_chain_heads.c.seq, audit_chain_heads.c.last_hash)
+    .where(audit_chain_heads.c.root_id == sa.bindparam("head_root_id"))
+    .with_for_update()
+)
+_MOVE_HEAD = (
+    sa.update(audit_chain_heads)
+    .where(audit_chain_heads.c.root_id == sa.bindparam("head_root_id"))
+    .values(seq=sa.bindparam("new_seq"), last_hash=sa.bindparam("new_hash"))
+)
+_INSERT_ENTRIES = sa.insert(audit_log)
+
+
 async def append_pending(tx: Tx) -> None:
     """Chain and insert the transaction's queued entries (the Database's before-commit hook)."""
     if not tx.pending_audit:
@@ -106,13 +119,7 @@ async def append_pending(tx: Tx) -> None:
         by_root.setdefault(entry["root_id"], []).append(entry)
     rows = []
     for root_id in sorted(by_root):
-        head = (
-            await tx.execute(
-                sa.select(audit_chain_heads.c.seq, audit_chain_heads.c.last_hash)
-                .where(audit_chain_heads.c.root_id == root_id)
-                .with_for_update()
-            )
-        ).one()
+        head = (await tx.execute(_HEAD_FOR_UPDATE, {"head_root_id": root_id})).one()
         seq, prev = head.seq, head.last_hash
         for entry in by_root[root_id]:
             seq += 1
@@ -120,12 +127,8 @@ async def append_pending(tx: Tx) -> None:
             entry["prev_hash"] = prev
             entry["hash"] = prev = entry_hash(prev, entry)
             rows.append(entry)
-        await tx.execute(
-            sa.update(audit_chain_heads)
-            .where(audit_chain_heads.c.root_id == root_id)
-            .values(seq=seq, last_hash=prev)
-        )
-    await tx.execute(sa.insert(audit_log), rows)
+        await tx.execute(_MOVE_HEAD, {"head_root_id": root_id, "new_seq": seq, "new_hash": prev})
+    await tx.execute(_INSERT_ENTRIES, rows)
     tx.pending_audit.clear()
 
 

@@ -84,8 +84,27 @@ class Allocation:
         return self.diff > 0
 
 
+# The statements of every allocation, built once (building one costs more than running it).
+_METER_BY_NAME = sa.select(meters).where(meters.c.name == sa.bindparam("name"))
+_UPDATE_BALANCE = (
+    sa.update(org_limits)
+    .where(
+        org_limits.c.org_id == sa.bindparam("balance_org_id"),
+        org_limits.c.meter == sa.bindparam("balance_meter"),
+    )
+    .values(
+        amount=sa.bindparam("new_amount"),
+        allocated=sa.bindparam("new_allocated"),
+        charge=sa.bindparam("new_charge"),
+        updated_at=sa.bindparam("new_updated_at"),
+    )
+)
+_INSERT_BALANCE = sa.insert(org_limits)
+_INSERT_LEDGER = sa.insert(ledger)
+
+
 async def get_meter(conn: Reader, name: str) -> Any:
-    row = (await conn.execute(sa.select(meters).where(meters.c.name == name))).first()
+    row = (await conn.execute(_METER_BY_NAME, {"name": name})).first()
     if row is None:
         raise NotFound(f"meter {name!r} not found")
     return row
@@ -154,23 +173,31 @@ def _balance(balances: dict[tuple[int, str], Balance], org_id: int, meter: str) 
 
 
 async def _save(tx: Tx, root_id: int, balance: Balance) -> None:
-    values = {
-        "amount": balance.amount,
-        "allocated": balance.allocated,
-        "charge": balance.charge,
-        "updated_at": utcnow(),
-    }
+    now = utcnow()
     if balance.exists:
         await tx.execute(
-            sa.update(org_limits)
-            .where(org_limits.c.org_id == balance.org_id, org_limits.c.meter == balance.meter)
-            .values(values)
+            _UPDATE_BALANCE,
+            {
+                "balance_org_id": balance.org_id,
+                "balance_meter": balance.meter,
+                "new_amount": balance.amount,
+                "new_allocated": balance.allocated,
+                "new_charge": balance.charge,
+                "new_updated_at": now,
+            },
         )
     else:
         await tx.execute(
-            sa.insert(org_limits).values(
-                org_id=balance.org_id, meter=balance.meter, root_id=root_id, **values
-            )
+            _INSERT_BALANCE,
+            {
+                "org_id": balance.org_id,
+                "meter": balance.meter,
+                "root_id": root_id,
+                "amount": balance.amount,
+                "allocated": balance.allocated,
+                "charge": balance.charge,
+                "updated_at": now,
+            },
         )
         balance.exists = True
 
@@ -190,24 +217,25 @@ async def _write_ledger(
 ) -> None:
     principal = actor.principal
     await tx.execute(
-        sa.insert(ledger).values(
-            root_id=root_id,
-            at=utcnow(),
-            meter=meter,
-            kind=kind,
-            org_id=org.org_id,
-            parent_id=parent.org_id if parent else None,
-            delta=delta,
-            charge_delta=charge_delta,
-            org_amount=org.amount,
-            org_allocated=org.allocated,
-            parent_amount=parent.amount if parent else None,
-            parent_allocated=parent.allocated if parent else None,
-            actor=actor.label,
-            actor_key_id=principal.key_id if principal else None,
-            request_id=actor.meta.request_id,
-            idempotency_key=idempotency_key,
-        )
+        _INSERT_LEDGER,
+        {
+            "root_id": root_id,
+            "at": utcnow(),
+            "meter": meter,
+            "kind": kind,
+            "org_id": org.org_id,
+            "parent_id": parent.org_id if parent else None,
+            "delta": delta,
+            "charge_delta": charge_delta,
+            "org_amount": org.amount,
+            "org_allocated": org.allocated,
+            "parent_amount": parent.amount if parent else None,
+            "parent_allocated": parent.allocated if parent else None,
+            "actor": actor.label,
+            "actor_key_id": principal.key_id if principal else None,
+            "request_id": actor.meta.request_id,
+            "idempotency_key": idempotency_key,
+        },
     )
 
 
