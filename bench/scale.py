@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from harness import Figure, Servers, create_key, group_rss, measure, serve_orgplane
+from harness import Figure, Servers, create_key, group_rss, serve_orgplane
 from loader import Sizes, load
 from quick import (
     Deadline,
@@ -56,7 +56,7 @@ from quick import (
     interrupt,
     postgres_database,
 )
-from scenarios import Context, data_summary, prepare, record, verify_audit
+from scenarios import Context, data_summary, measure_figures, prepare, record, verify_audit
 
 TARGETS_MS = {
     "children_page": 20.0,
@@ -190,14 +190,7 @@ def run_scale(ctx: Context, label: str, url: str, orgs: int, verify: bool) -> di
             for c in (1, ctx.connections)
             for name, paths in rotations.items()
         ]
-        measure(
-            figures,
-            ctx.load,
-            servers=servers,
-            deadline=ctx.deadline,
-            workdir=ctx.workdir,
-            say=ctx.say,
-        )
+        measure_figures(ctx, figures, servers)
         result["figures"] = [f.summary() for f in figures]
         result["rss_after_load"] = group_rss(servers.pid("orgplane-scale"))
         ctx.say(f"[{label}] server RSS after the load: {result['rss_after_load']['total_mib']} MiB")

@@ -69,6 +69,13 @@ class Context:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def measure_figures(ctx: Context, figures: list[Figure], servers: Servers) -> None:
+    """Run every figure's wrk rounds under the run's load, deadline and log."""
+    measure(
+        figures, ctx.load, servers=servers, deadline=ctx.deadline, workdir=ctx.workdir, say=ctx.say
+    )
+
+
 def record(ctx: Context, name: str, started: float) -> float:
     """Add the seconds since ``started`` to ``ctx.timings[name]``; returns them."""
     seconds = round(time.monotonic() - started, 1)
@@ -214,14 +221,7 @@ def requests_scenario(
         figures = request_figures(label, bases, key, targets, wanted, ctx.connections)
         if figures:
             started = time.monotonic()
-            measure(
-                figures,
-                ctx.load,
-                servers=servers,
-                deadline=ctx.deadline,
-                workdir=ctx.workdir,
-                say=ctx.say,
-            )
+            measure_figures(ctx, figures, servers)
             record(ctx, f"{label}: get_org + children", started)
         result["figures"] = [f.summary() for f in figures]
         if "workers" in wanted:
@@ -276,14 +276,7 @@ def workers_scenario(
                 connections=ctx.connections,
             )
             figures.append(figure)
-        measure(
-            figures,
-            ctx.load,
-            servers=servers,
-            deadline=ctx.deadline,
-            workdir=ctx.workdir,
-            say=ctx.say,
-        )
+        measure_figures(ctx, figures, servers)
         out["figures"] = [f.summary() for f in figures]
         one, many = (f.median("requests_per_s") for f in figures)
         out["scaling"] = round(many / one, 3) if one else None
