@@ -10,7 +10,8 @@ import sqlalchemy as sa
 
 from conftest import Harness
 from orgplane.core.access.service import ORG_COLUMNS, PARENT
-from orgplane.db.engine import PreparedSelect, Tx, first
+from orgplane.core.orgs import service as org_service
+from orgplane.db.engine import PreparedSelect, Tx, all_rows, first
 from orgplane.models import orgs
 
 STATEMENT = (
@@ -51,3 +52,34 @@ async def test_inside_a_transaction_rows_match_too(h: Harness) -> None:
     fast, slow = await h.services.db.transaction(read)
     assert fast is not None and slow is not None
     assert tuple(fast) == tuple(slow) and fast.parent_public_id == h.root.org_id
+
+
+async def test_lists_match_sqlalchemys_and_page_alike(h: Harness) -> None:
+    """The unfiltered children page runs prepared; its rows and pages are those of the query
+    SQLAlchemy runs for a filtered one."""
+    for i in range(5):
+        await h.create_org(h.root.org_id, f"Child {i}", tags=[f"n:{i}"])
+    async with h.services.db.read() as conn:
+        root_key = (
+            await conn.execute(sa.select(orgs.c.id).where(orgs.c.public_id == h.root.org_id))
+        ).scalar_one()
+        params = {"parent_id": root_key, "limit": 10}
+        fast = await all_rows(conn, org_service._CHILDREN, params)
+        slow = (await conn.execute(org_service._CHILDREN.statement, params)).all()
+        assert [tuple(r) for r in fast] == [tuple(r) for r in slow] and len(fast) == 5
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = await h.client.get(
+            f"/orgs/{h.root.org_id}/children", params=params, headers=h.auth()
+        )
+        assert page.status_code == 200, page.text
+        seen += [o["name"] for o in page.json()["data"]]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [f"Child {i}" for i in range(5)]
+    filtered = await h.client.get(
+        f"/orgs/{h.root.org_id}/children", params={"tag": "n:3"}, headers=h.auth()
+    )
+    assert [o["name"] for o in filtered.json()["data"]] == ["Child 3"]

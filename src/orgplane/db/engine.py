@@ -79,14 +79,15 @@ class _Plan:
 
     sql: str
     names: tuple[str, ...]
+    # Values of the binds the statement fixes itself (e.g. SQLite's OFFSET 0 after a LIMIT).
+    defaults: Mapping[str, Any]
     binders: tuple[Callable[[Any], Any] | None, ...]
     row: Callable[..., Any]
     processors: tuple[Callable[[Any], Any] | None, ...]
 
     def args(self, params: Mapping[str, Any]) -> list[Any]:
-        return [
-            b(params[n]) if b else params[n] for n, b in zip(self.names, self.binders, strict=True)
-        ]
+        values = [params[n] if n in params else self.defaults[n] for n in self.names]
+        return [b(v) if b else v for v, b in zip(values, self.binders, strict=True)]
 
     def make_row(self, raw: Sequence[Any]) -> Any:
         return self.row(*(p(v) if p else v for p, v in zip(self.processors, raw, strict=True)))
@@ -119,6 +120,7 @@ class PreparedSelect:
         return _Plan(
             sql=str(compiled),
             names=names,
+            defaults={n: v for n, v in compiled.params.items() if v is not None},
             binders=tuple(bind_processors.get(n) for n in names),
             row=namedtuple("Row", [c.key for c in columns]),  # type: ignore[misc]
             processors=tuple(
@@ -137,6 +139,14 @@ async def first(conn: Any, prepared: PreparedSelect, params: Mapping[str, Any]) 
         driver = (await conn.get_raw_connection()).driver_connection
         return await _fetch_first(driver, prepared.plan(conn.dialect), params)
     return (await conn.execute(prepared.statement, params)).first()
+
+
+async def all_rows(conn: Any, prepared: PreparedSelect, params: Mapping[str, Any]) -> list[Any]:
+    """Every row of ``prepared``: on the driver for a read connection, through SQLAlchemy
+    otherwise."""
+    if isinstance(conn, (SyncReader, PostgresReader)):
+        return await conn.all(prepared, params)
+    return list((await conn.execute(prepared.statement, params)).all())
 
 
 async def _fetch_first(driver: Any, plan: _Plan, params: Mapping[str, Any]) -> Any:
@@ -167,6 +177,12 @@ class SyncReader:
         raw = self._raw.execute(plan.sql, plan.args(params)).fetchone()
         return None if raw is None else plan.make_row(raw)
 
+    async def all(self, prepared: PreparedSelect, params: Mapping[str, Any]) -> list[Any]:
+        if self._raw is None:
+            self._raw = self._conn.connection.dbapi_connection
+        plan = prepared.plan(self._conn.dialect)
+        return [plan.make_row(r) for r in self._raw.execute(plan.sql, plan.args(params))]
+
 
 class PostgresReader:
     """A PostgreSQL read connection in autocommit; ``first`` runs on asyncpg directly."""
@@ -184,6 +200,12 @@ class PostgresReader:
         if self._driver is None:
             self._driver = (await self._conn.get_raw_connection()).driver_connection
         return await _fetch_first(self._driver, prepared.plan(self._conn.dialect), params)
+
+    async def all(self, prepared: PreparedSelect, params: Mapping[str, Any]) -> list[Any]:
+        if self._driver is None:
+            self._driver = (await self._conn.get_raw_connection()).driver_connection
+        plan = prepared.plan(self._conn.dialect)
+        return [plan.make_row(r) for r in await self._driver.fetch(plan.sql, *plan.args(params))]
 
 
 def _sqlite_read_engine(url: str) -> sa.Engine:

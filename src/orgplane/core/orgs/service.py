@@ -42,7 +42,7 @@ from orgplane.core.locks import lock_tree
 from orgplane.core.orgs.validation import clean_fields, clean_name
 from orgplane.core.pagination import decode_cursor, encode_cursor
 from orgplane.core.usage.counters import carry_subtree_usage, consumed_this_period
-from orgplane.db.engine import Reader, Tx
+from orgplane.db.engine import PreparedSelect, Reader, Tx, all_rows
 from orgplane.models import memberships, org_tags, orgs
 from orgplane.models.base import utcnow
 
@@ -502,6 +502,22 @@ class Page:
 _LIST_COLUMNS = (*orgs.c, _parent.c.public_id.label("parent_public_id"))
 
 
+def _children_page(*conditions: sa.ColumnElement[bool]) -> PreparedSelect:
+    return PreparedSelect(
+        sa.select(*_LIST_COLUMNS)
+        .select_from(orgs.join(_parent, _parent.c.id == orgs.c.parent_id))
+        .where(
+            orgs.c.parent_id == sa.bindparam("parent_id"), orgs.c.deleted_at.is_(None), *conditions
+        )
+        .order_by(orgs.c.id)
+        .limit(sa.bindparam("limit"))
+    )
+
+
+_CHILDREN = _children_page()
+_CHILDREN_AFTER = _children_page(orgs.c.id > sa.bindparam("after"))
+
+
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -519,6 +535,14 @@ async def list_children(
 ) -> Page:
     parent = await reach(conn, principal, org_ref, scope="orgs:read")
     after = decode_cursor(cursor, int)
+    if name is None and status is None and tag is None:
+        # The common page, no filter: prepared, on the driver.
+        prepared = _CHILDREN if after is None else _CHILDREN_AFTER
+        params = {"parent_id": parent.id, "after": after[0] if after else 0, "limit": limit + 1}
+        rows = await all_rows(conn, prepared, params)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, encode_cursor(rows[-1].id) if more else None)
     statement = (
         sa.select(*_LIST_COLUMNS)
         .select_from(orgs.join(_parent, _parent.c.id == orgs.c.parent_id))
