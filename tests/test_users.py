@@ -455,3 +455,14 @@ async def test_invitation_life_cycle_expiry_revocation_resend(h):
         "invitation.accepted",
     ]
     assert await actions(h, third["id"]) == ["invitation.created", "invitation.revoked"]
+
+
+def test_one_rule_splits_a_display_name_for_every_dialect() -> None:
+    from orgplane.core.people.users import profile_from_full_name
+
+    assert profile_from_full_name("Mary Ann Smith") == {
+        "first_name": "Mary Ann",
+        "last_name": "Smith",
+    }
+    assert profile_from_full_name("  Jane ") == {"first_name": "Jane", "last_name": ""}
+    assert profile_from_full_name(None) == {} and profile_from_full_name("  ") == {}

@@ -72,6 +72,17 @@ def clean_profile(fields: dict[str, Any]) -> dict[str, str]:
     return cleaned
 
 
+def profile_from_full_name(name: str | None) -> dict[str, str]:
+    """A single display name (as Datadog and Make send it) as first and last name: split at the
+    last space, so "Mary Ann Smith" is Mary Ann / Smith; one word is a first name."""
+    if not name or not name.strip():
+        return {}
+    first, _, last = name.strip().rpartition(" ")
+    return (
+        {"first_name": first, "last_name": last} if first else {"first_name": last, "last_name": ""}
+    )
+
+
 def describe(row: Any, role_refs: list[str] | None = None) -> dict[str, Any]:
     out = {
         "email": row.email,

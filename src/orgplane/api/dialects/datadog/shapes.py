@@ -122,14 +122,6 @@ def display_name(row: Any) -> str | None:
     return name or None
 
 
-def split_name(name: str) -> dict[str, str]:
-    """Datadog's single ``name`` as orgplane's first and last name (split at the last space)."""
-    first, _, last = name.strip().rpartition(" ")
-    return (
-        {"first_name": first, "last_name": last} if first else {"first_name": last, "last_name": ""}
-    )
-
-
 def icon(email: str) -> str:
     digest = hashlib.md5(email.strip().lower().encode(), usedforsecurity=False).hexdigest()
     return f"https://secure.gravatar.com/avatar/{digest}?s=48&d=retro"

@@ -240,7 +240,7 @@ async def _create_user(tx: Tx, actor: Actor, body: UserCreateData) -> Any:
     )
     profile: dict[str, Any] = {}
     if body.attributes.name is not None:
-        profile.update(shapes.split_name(body.attributes.name))
+        profile.update(user_service.profile_from_full_name(body.attributes.name))
     if body.attributes.title is not None:
         profile["title"] = body.attributes.title
     member, _ = await user_service.add_member(
@@ -285,7 +285,7 @@ async def _update_user(tx: Tx, actor: Actor, user_id: str, body: UserUpdateData)
         )
     profile: dict[str, Any] = {}
     if not isinstance(attributes.name, UnsetType):
-        profile.update(shapes.split_name(attributes.name))
+        profile.update(user_service.profile_from_full_name(attributes.name))
     if not isinstance(attributes.title, UnsetType):
         profile["title"] = attributes.title or ""
     member = await user_service.update_member(tx, actor, org.public_id, user_id, profile)

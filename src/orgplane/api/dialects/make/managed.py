@@ -12,7 +12,7 @@ from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.dialects.make import enums
 from orgplane.api.dialects.make.errors import ERRORS
 from orgplane.core.access.principal import Actor
-from orgplane.core.access.service import reach_by_key, require_scope
+from orgplane.core.access.service import reach, reach_by_key
 from orgplane.core.credits import ledger as ledger_queries
 from orgplane.core.credits import service as credit_service
 from orgplane.core.orgs import service as org_service
@@ -45,14 +45,6 @@ class ManagedOrganizationCreate(Struct):
 
 class ManagedOrganizationUpdate(Struct):
     operations: Operations
-
-
-def split_name(name: str | None) -> dict[str, str]:
-    """Make's single user name as orgplane's first and last name."""
-    if not name:
-        return {}
-    first, _, last = name.strip().partition(" ")
-    return {"first_name": first, "last_name": last.strip()}
 
 
 @get(
@@ -97,9 +89,15 @@ async def _owner(tx: Tx, actor: Actor, child: Any, email: str, name: str | None)
     """Make the named person the child's owner: an existing user, or a new pending one invited
     to set a password."""
     assert actor.principal is not None
-    require_scope(actor.principal, "users:write")
+    # Naming an owner adds a member to the child: the same reach and scope as the users API.
+    await reach(tx.conn, actor.principal, child.public_id, scope="users:write")
     member, created = await user_service.add_member(
-        tx, actor, child, email=email, profile=split_name(name), role_refs=[OWNER_ROLE]
+        tx,
+        actor,
+        child,
+        email=email,
+        profile=user_service.profile_from_full_name(name),
+        role_refs=[OWNER_ROLE],
     )
     if created:
         await invitation_service.issue(tx, actor, child, member.row.id, member.roles)

@@ -15,7 +15,7 @@ from msgspec import Meta, Struct
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.dialects.make import enums
 from orgplane.api.dialects.make.errors import ERRORS
-from orgplane.api.dialects.make.managed import OrgKey, split_name
+from orgplane.api.dialects.make.managed import OrgKey
 from orgplane.api.dialects.make.scopes import granted
 from orgplane.core.access.principal import Actor, Principal
 from orgplane.core.access.service import reach_by_key, require_scope
@@ -186,7 +186,7 @@ async def _invite(tx: Tx, actor: Actor, org_key: int, data: Invitation) -> tuple
         org.public_id,
         email=data.email,
         role_refs=[role_key(data.usersRoleId)],
-        profile=split_name(data.name),
+        profile=user_service.profile_from_full_name(data.name),
     )
     member = await user_service.get_member(
         tx.conn, principal, org.public_id, issued.row.user_public_id
