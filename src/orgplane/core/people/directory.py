@@ -106,11 +106,3 @@ async def _count(conn: Reader, statement: Any) -> int:
         await conn.execute(sa.select(sa.func.count()).select_from(statement.subquery()))
     ).scalar_one()
     return count
-
-
-async def user_public_id(conn: Reader, user_key: int) -> str:
-    """The public id of the user with this integer key (e.g. the user a key is bound to)."""
-    value: str = (
-        await conn.execute(sa.select(users.c.public_id).where(users.c.id == user_key))
-    ).scalar_one()
-    return value

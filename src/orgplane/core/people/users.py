@@ -190,13 +190,12 @@ async def add_member(
 
 
 async def _public_id(conn: Reader | Tx, user_id: int) -> str:
-    value: str = (
-        await conn.execute(sa.select(users.c.public_id).where(users.c.id == user_id))
-    ).scalar_one()
+    value = await public_id_by_key(conn, user_id)
+    assert value is not None, f"user {user_id} vanished"
     return value
 
 
-async def public_id_by_key(conn: Reader, user_key: int) -> str | None:
+async def public_id_by_key(conn: Reader | Tx, user_key: int) -> str | None:
     """The public id of the user with this integer key (the id vendors such as Make show)."""
     value: str | None = (
         await conn.execute(sa.select(users.c.public_id).where(users.c.id == user_key))

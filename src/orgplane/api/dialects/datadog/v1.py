@@ -19,11 +19,10 @@ from orgplane.core.access import scopes as scope_catalog
 from orgplane.core.access.principal import Actor, Principal
 from orgplane.core.access.service import reach
 from orgplane.core.credentials import service as key_service
-from orgplane.core.errors import FieldError, InvalidInput
+from orgplane.core.errors import FieldError, Forbidden, InvalidInput
 from orgplane.core.orgs import service as org_service
 from orgplane.core.orgs import settings as org_settings
 from orgplane.core.orgs.saml import MAX_METADATA_BYTES
-from orgplane.core.people import directory
 from orgplane.core.people import users as user_service
 from orgplane.db.engine import Reader, Tx
 from orgplane.models.base import utcnow
@@ -142,7 +141,9 @@ async def _create_child(tx: Tx, actor: Actor, body: OrgCreateBody, max_depth: in
     member = None
     if principal.user_id is not None:
         # Datadog makes the user behind the application key an admin of the new org.
-        creator = await directory.user_public_id(tx.conn, principal.user_id)
+        creator = await user_service.public_id_by_key(tx.conn, principal.user_id)
+        if creator is None:
+            raise Forbidden("the user behind this key no longer exists")
         email = (
             await user_service.get_member(tx.conn, principal, principal.org_public_id, creator)
         ).row.email
