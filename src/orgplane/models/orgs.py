@@ -6,6 +6,8 @@ from orgplane.models.base import BigId, Json, PathString, UTCDateTime, metadata
 
 ORG_STATUSES = ("active", "disabled", "deactivated", "deleted")
 PLANS = ("trial", "free", "pro", "enterprise")
+# The plans a customer pays for (reports of paid children count these).
+PAID_PLANS = frozenset({"pro", "enterprise"})
 
 orgs = sa.Table(
     "orgs",

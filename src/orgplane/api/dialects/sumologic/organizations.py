@@ -35,6 +35,7 @@ from orgplane.core.orgs.validation import DEPLOYMENTS
 from orgplane.core.people import invitations as invitation_service
 from orgplane.core.people import users as user_service
 from orgplane.db.engine import Reader, Tx
+from orgplane.models.orgs import PAID_PLANS
 
 METER = "credits"
 SETTINGS_KEY = "sumologic"
@@ -528,7 +529,7 @@ async def allocated_credits(
             page = await org_service.list_children(
                 conn, principal, parent.public_id, limit=1000, cursor=cursor
             )
-            paid = [r.id for r in page.rows if r.plan not in ("trial", "free")]
+            paid = [r.id for r in page.rows if r.plan in PAID_PLANS]
             total += sum(a for a, _ in (await ledger_queries.balances(conn, paid, METER)).values())
             cursor = page.next_cursor
             if cursor is None:
