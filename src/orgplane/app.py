@@ -18,6 +18,7 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 
 from orgplane import __version__
 from orgplane.api.deps import Services, provide_actor, provide_principal
+from orgplane.api.fastpath import FastReads
 from orgplane.api.dialects import datadog as datadog_dialect
 from orgplane.api.dialects import make as make_dialect
 from orgplane.api.dialects import openapi as dialect_openapi
@@ -213,7 +214,8 @@ def bind(app: Litestar, services: Services) -> Any:
     to it.
     """
     app.state.services = services
-    wrapped = ObservabilityMiddleware(app, services.metrics)
+    inner: Any = FastReads(app, services) if services.settings.fast_reads else app
+    wrapped = ObservabilityMiddleware(inner, services.metrics)
     wrapped.litestar = app  # type: ignore[attr-defined]
     wrapped.services = services  # type: ignore[attr-defined]
     return wrapped

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     restore_window_days: int = Field(default=30, ge=1)
     idempotency_ttl_hours: int = Field(default=24, ge=1)
     db_pool_size: int = Field(default=10, ge=1)
+    # Serve GET /orgs/{id} with an API key outside the framework (api/fastpath.py).
+    fast_reads: bool = True
 
     @field_validator("database_url")
     @classmethod

@@ -9,10 +9,11 @@ from litestar import Request
 from litestar.di import NamedDependency
 
 from orgplane.api.observability import Metrics
-from orgplane.api.ratelimit import RateLimiter
+from orgplane.api.ratelimit import RateLimiter, Verdict
 from orgplane.config import Settings
 from orgplane.core.access.principal import Actor, Principal, RequestMeta
 from orgplane.core.access.service import (
+    AuthResult,
     KeyCache,
     authenticate,
     credential_from_headers,
@@ -39,6 +40,11 @@ PrincipalDep = NamedDependency[Principal]
 ActorDep = NamedDependency[Actor]
 
 
+# Set in the request's scope state by the fast path (api/fastpath.py) once it has authenticated,
+# logged and counted a request it then hands on: (principal, verdict).
+SETTLED = "orgplane.settled"
+
+
 def request_meta(request: Request[Any, Any, Any]) -> RequestMeta:
     client = request.scope.get("client")
     return RequestMeta(
@@ -48,11 +54,10 @@ def request_meta(request: Request[Any, Any, Any]) -> RequestMeta:
     )
 
 
-async def provide_principal(request: Request[Any, Any, Any], services: ServicesDep) -> Principal:
-    """Authenticate the request (401 on failure), log the attempt, and apply the rate limits."""
-    secret = credential_from_headers(request.headers)
-    result = await authenticate(services.db.read, services.keys, secret)
-    meta = request_meta(request)
+def record_attempt(
+    services: Services, result: AuthResult, method: str, path: str, meta: RequestMeta
+) -> None:
+    """Write an authentication attempt to the access log (buffered)."""
     principal = result.principal
     services.access_log.record(
         actor=principal.label
@@ -66,12 +71,43 @@ async def provide_principal(request: Request[Any, Any, Any], services: ServicesD
         # A session's key_pk names its user_tokens row, not a credential with a last-used time.
         key_pk=principal.key_pk if principal and principal.kind == "key" else None,
         user_id=principal.user_id if principal else None,
-        method=request.method,
-        path=request.url.path,
+        method=method,
+        path=path,
         ip=meta.ip,
         user_agent=meta.user_agent,
         detail=None if principal else result.reason,
     )
+
+
+async def provide_principal(request: Request[Any, Any, Any], services: ServicesDep) -> Principal:
+    """Authenticate the request (401 on failure), log the attempt, and apply the rate limits."""
+    settled: tuple[Principal, Verdict | None] | None = request.scope.get("state", {}).pop(
+        SETTLED, None
+    )
+    if settled is not None:
+        principal, verdict = settled
+    else:
+        principal = await _authenticated(request, services)
+        verdict = await services.limiter.check(principal.key_id, principal.org_id)
+    if verdict is not None:
+        request.state.rate_limit = verdict
+        if not verdict.allowed:
+            services.metrics.rate_limited.labels(verdict.name).inc()
+            raise RateLimited(
+                f"rate limit of {verdict.limit} requests per {verdict.window} s per {verdict.name} "
+                f"exceeded; retry in {max(1, verdict.reset_after)} s",
+                headers=verdict.headers(),
+            )
+    return principal
+
+
+async def _authenticated(request: Request[Any, Any, Any], services: Services) -> Principal:
+    """The request's principal, its attempt in the access log; 401 when there is none."""
+    result = await authenticate(
+        services.db.read, services.keys, credential_from_headers(request.headers)
+    )
+    record_attempt(services, result, request.method, request.url.path, request_meta(request))
+    principal = result.principal
     if principal is None:
         services.metrics.auth_failures.labels(result.reason).inc()
         raise unauthenticated(result.reason)
@@ -83,16 +119,6 @@ async def provide_principal(request: Request[Any, Any, Any], services: ServicesD
             services.metrics.auth_failures.labels("user cannot act").inc()
             raise unauthenticated("user cannot act")
         principal = replace(principal, capabilities=capabilities)
-    verdict = await services.limiter.check(principal.key_id, principal.org_id)
-    if verdict is not None:
-        request.state.rate_limit = verdict
-        if not verdict.allowed:
-            services.metrics.rate_limited.labels(verdict.name).inc()
-            raise RateLimited(
-                f"rate limit of {verdict.limit} requests per {verdict.window} s per {verdict.name} "
-                f"exceeded; retry in {max(1, verdict.reset_after)} s",
-                headers=verdict.headers(),
-            )
     return principal
 
 

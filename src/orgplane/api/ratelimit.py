@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.storage import Storage
 from limits.storage import storage_from_string
 
 
@@ -45,17 +45,46 @@ class Verdict:
         return values
 
 
+class LocalWindows:
+    """Fixed windows counted in this process's memory, for a single worker.
+
+    The ``limits`` package's memory storages are made for occasional checks: the synchronous one
+    starts a timer thread (and waits for it to start) every 10 ms of traffic, the asynchronous one
+    schedules an expiry task on every increment; on a request path that costs more than the
+    request's own database read. The event loop runs one ``hit`` at a time, so a dict is enough;
+    windows past their end are dropped in one sweep at most every ``SWEEP_SECONDS``.
+    """
+
+    SWEEP_SECONDS = 10.0
+
+    def __init__(self) -> None:
+        self._windows: dict[str, list[float]] = {}  # key -> [count, end (monotonic)]
+        self._next_sweep = time.monotonic() + self.SWEEP_SECONDS
+
+    def hit(self, key: str, window: int) -> tuple[int, float]:
+        """Count one hit on ``key``; its count in the current window and seconds to the end."""
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._windows = {k: w for k, w in self._windows.items() if w[1] > now}
+            self._next_sweep = now + self.SWEEP_SECONDS
+        entry = self._windows.get(key)
+        if entry is None or entry[1] <= now:
+            entry = self._windows[key] = [0, now + window]
+        entry[0] += 1
+        return int(entry[0]), entry[1] - now
+
+
 class RateLimiter:
     def __init__(
         self, per_key: str, per_org: str, redis_url: str | None, sign_in_per_ip: str = ""
     ) -> None:
-        storage: Storage
+        self.storage: Storage | None = None
+        self.memory: LocalWindows | None = None
         if redis_url:
             uri = redis_url if redis_url.startswith("async+") else "async+" + redis_url
-            storage = storage_from_string(uri)  # type: ignore[assignment]
+            self.storage = storage_from_string(uri)  # type: ignore[assignment]
         else:
-            storage = MemoryStorage()
-        self.storage = storage
+            self.memory = LocalWindows()
         self.per_key: RateLimitItem | None = parse(per_key) if per_key else None
         self.per_org: RateLimitItem | None = parse(per_org) if per_org else None
         self.sign_in_per_ip: RateLimitItem | None = (
@@ -98,13 +127,17 @@ class RateLimiter:
         """A fixed window counted on the storage directly: one increment and one expiry read
         (the strategy's ``hit`` plus ``get_window_stats`` would be three storage calls)."""
         key = item.key_for(name, ident)
-        count = await self.storage.incr(key, item.get_expiry(), amount=1)
-        reset_at = await self.storage.get_expiry(key)
+        if self.memory is not None:
+            count, reset_after = self.memory.hit(key, item.get_expiry())
+        else:
+            assert self.storage is not None
+            count = await self.storage.incr(key, item.get_expiry(), amount=1)
+            reset_after = await self.storage.get_expiry(key) - time.time()
         return Verdict(
             allowed=count <= item.amount,
             limit=item.amount,
             remaining=max(0, item.amount - count),
-            reset_after=max(0, math.ceil(reset_at - time.time())),
+            reset_after=max(0, math.ceil(reset_after)),
             window=item.get_expiry(),
             name=name,
         )

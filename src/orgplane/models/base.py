@@ -47,6 +47,17 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+        # SQLite holds the text SQLAlchemy wrote ("2026-11-22 10:00:00.123456", UTC): one C
+        # parse instead of the dialect's regular expression and then this type's own step.
+        return _sqlite_utc
+
+
+def _sqlite_utc(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

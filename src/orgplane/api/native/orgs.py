@@ -19,6 +19,7 @@ from orgplane.api.native.schemas import (
     OrgPage,
     OrgUpdate,
     org_out,
+    org_page_out,
     set_fields,
 )
 from orgplane.core import idempotency
@@ -211,7 +212,7 @@ async def list_children(
         page = await org_service.list_children(
             conn, principal, org_id, limit=limit, cursor=cursor, name=name, status=status, tag=tag
         )
-    return OrgPage([org_out(r) for r in page.rows], page.next_cursor)
+    return org_page_out(page)
 
 
 @get(
@@ -244,7 +245,7 @@ async def list_descendants(
             status=status,
             tag=tag,
         )
-    return OrgPage([org_out(r) for r in page.rows], page.next_cursor)
+    return org_page_out(page)
 
 
 @post(

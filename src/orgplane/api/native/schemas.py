@@ -247,6 +247,11 @@ def org_out(row: Any, *, show_parent: bool = True) -> Org:
     )
 
 
+def org_page_out(page: Any) -> OrgPage:
+    """A page of orgs (``core.orgs.service.Page``) as the API shows it."""
+    return OrgPage([org_out(r) for r in page.rows], page.next_cursor)
+
+
 def key_out(row: Any, org_public_id: str) -> ApiKey:
     return ApiKey(
         id=row.public_id,
