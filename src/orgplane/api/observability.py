@@ -52,9 +52,22 @@ class Metrics:
         self.db_pool_size = Gauge(
             "orgplane_db_pool_size", "Database connections held by the pool", registry=self.registry
         )
+        # Routes are templates and statuses few, so this stays small.
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count a request and its latency; the labelled series are looked up once each."""
+        series = self._series.get((method, route, status))
+        if series is None:
+            series = self._series[(method, route, status)] = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
 
 
 class ObservabilityMiddleware:
@@ -91,8 +104,7 @@ class ObservabilityMiddleware:
             elapsed = time.perf_counter() - started
             route = scope.get("path_template") or "unmatched"
             method = scope["method"]
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(elapsed)
+            self.metrics.observe_request(method, route, status, elapsed)
             logs.request_log.info(
                 "request",
                 method=method,
