@@ -1,20 +1,24 @@
-"""Usage ingestion throughput: events/s posted in batches through the HTTP API, in process.
+"""Usage ingestion throughput: events/s posted in batches through the HTTP API.
 
 Run from the repository root::
 
     .venv/bin/python bench/ingest.py                      # SQLite and PostgreSQL
     .venv/bin/python bench/ingest.py --no-postgres        # SQLite only
+    .venv/bin/python bench/ingest.py --no-sqlite --serve  # orgplane serve (granian, 1 worker)
 
 For each database it builds a fresh orgplane database (a temporary SQLite file, or a scratch
 PostgreSQL database ``orgplane_bench_ingest``, created through the admin DSN and dropped at the
 end), migrates it, bootstraps a root, creates ``--orgs`` children and a ``usage:write`` key, and
 runs the app in this process behind httpx's ASGI transport (the full stack: authentication, rate
-limiter, access log, validation, the ingest transaction, audit). The request bodies are encoded
-before the clock starts. Each event names one of the children, one of two meters and a time in
-the last hour; every key is new. After a warm-up, ``--batches`` batches of ``--batch-size``
-events are posted with ``--concurrency`` requests in flight; then the same batches again (every
-event a duplicate). It prints events/s and the p50/p99 latency of a batch for both passes, and
-checks that the counters hold exactly what was sent. Bounded by ``--max-seconds``.
+limiter, access log, validation, the ingest transaction, audit). With ``--serve`` the batches go
+over HTTP to ``orgplane serve --server granian --workers 1`` started on the same database (the
+set-up still runs in this process), and the server's own CPU is reported too. The request bodies
+are encoded before the clock starts. Each event names one of the children, one of two meters
+and a time in the last hour; every key is new. After a warm-up, ``--batches`` batches of
+``--batch-size`` events are posted with ``--concurrency`` requests in flight; then the same
+batches again (every event a duplicate). It prints events/s and the p50/p99 latency of a batch
+for both passes, and checks that the counters hold exactly what was sent. Bounded by
+``--max-seconds``.
 """
 
 from __future__ import annotations
@@ -23,13 +27,18 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
@@ -46,6 +55,8 @@ from orgplane.models import usage_daily, usage_events
 DEFAULT_ADMIN_DSN = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 DATABASE = "orgplane_bench_ingest"
 NO_TRIP_LIMIT = "1000000000/minute"
+BIN = Path(sys.executable).parent
+HOST = "127.0.0.1"
 
 
 @dataclass
@@ -54,6 +65,7 @@ class Pass:
     seconds: float
     cpu_seconds: float  # of this process: client, app and driver, not the database server
     latencies: list[float]
+    server_cpu_seconds: float | None = None  # of the served app (--serve), else None
 
     @property
     def events_per_s(self) -> float:
@@ -66,7 +78,12 @@ class Pass:
             f"  {label:<11} {self.events_per_s:>10,.0f} events/s   "
             f"batch p50 {statistics.median(ordered) * 1000:6.1f} ms   p99 {p99 * 1000:6.1f} ms   "
             f"process CPU {self.cpu_seconds / self.events * 1e6:5.1f} ms/1,000 events   "
-            f"({self.events:,} events in {self.seconds:.2f} s)"
+            + (
+                f"server CPU {self.server_cpu_seconds / self.events * 1e6:5.1f} ms/1,000 events   "
+                if self.server_cpu_seconds is not None
+                else ""
+            )
+            + f"({self.events:,} events in {self.seconds:.2f} s)"
         )
 
 
@@ -98,7 +115,12 @@ def _bodies(orgs: list[str], batches: int, size: int, prefix: str) -> list[bytes
 
 
 async def _post_all(
-    client: httpx.AsyncClient, path: str, headers: dict[str, str], bodies: list[bytes], c: int
+    client: httpx.AsyncClient,
+    path: str,
+    headers: dict[str, str],
+    bodies: list[bytes],
+    c: int,
+    server: int | None = None,
 ) -> Pass:
     queue = list(reversed(bodies))
     latencies: list[float] = []
@@ -116,9 +138,76 @@ async def _post_all(
             result = response.json()
             events += result["accepted"] + result["duplicates"]
 
+    server_cpu = _group_cpu_seconds(server) if server is not None else 0.0
     started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(c)))
-    return Pass(events, time.perf_counter() - started, time.process_time() - cpu, latencies)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    served = _group_cpu_seconds(server) - server_cpu if server is not None else None
+    return Pass(events, elapsed, cpu, latencies, served)
+
+
+def _group_cpu_seconds(pgid: int) -> float:
+    """utime + stime of the processes of a process group (the server and its workers)."""
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def _served(url: str, port: int) -> Iterator[tuple[str, int]]:
+    """``orgplane serve`` (granian, 1 worker) on ``url`` in its own process group: (base URL,
+    process group id); stopped on the way out."""
+    env = {
+        **os.environ,
+        "ORGPLANE_DATABASE_URL": url,
+        "ORGPLANE_ENVIRONMENT": "development",
+        "ORGPLANE_LOG_LEVEL": "warning",
+        "ORGPLANE_RATE_LIMIT_PER_KEY": NO_TRIP_LIMIT,
+        "ORGPLANE_RATE_LIMIT_PER_ORG": NO_TRIP_LIMIT,
+    }
+    env.pop("ORGPLANE_REDIS_URL", None)
+    argv = [str(BIN / "orgplane"), "serve", "--host", HOST, "--port", str(port)]
+    argv += ["--workers", "1", "--server", "granian"]
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            base = f"http://{HOST}:{port}"
+            _wait_ready(f"{base}/healthz", proc, log)
+            yield base, proc.pid
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=5)
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Any) -> None:
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            log.seek(0)
+            tail = log.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"orgplane serve exited with {proc.returncode}:\n{tail}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within 60 s")
 
 
 async def run(url: str, args: argparse.Namespace) -> tuple[Pass, Pass]:
@@ -164,9 +253,18 @@ async def run(url: str, args: argparse.Namespace) -> tuple[Pass, Pass]:
             path = f"/orgs/{parent['id']}/usage"
             warmup = _bodies(orgs, args.warmup, args.batch_size, "warm")
             bodies = _bodies(orgs, args.batches, args.batch_size, "run")
-            await _post_all(client, path, headers, warmup, args.concurrency)
-            fresh = await _post_all(client, path, headers, bodies, args.concurrency)
-            again = await _post_all(client, path, headers, bodies, args.concurrency)
+            if not args.serve:
+                await _post_all(client, path, headers, warmup, args.concurrency)
+                fresh = await _post_all(client, path, headers, bodies, args.concurrency)
+                again = await _post_all(client, path, headers, bodies, args.concurrency)
+        if args.serve:
+            with _served(url, args.port) as (base, server):
+                limits = httpx.Limits(max_connections=args.concurrency)
+                async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as served:
+                    c = args.concurrency
+                    await _post_all(served, path, headers, warmup, c, server)
+                    fresh = await _post_all(served, path, headers, bodies, c, server)
+                    again = await _post_all(served, path, headers, bodies, c, server)
 
         total = (args.warmup + args.batches) * args.batch_size
         async with services.db.read() as conn:
@@ -211,7 +309,9 @@ def _report(name: str, passes: tuple[Pass, Pass], args: argparse.Namespace) -> s
     return "\n".join(
         [
             f"{name}: {args.batches} batches of {args.batch_size:,} events over {args.orgs} orgs, "
-            f"{args.concurrency} in flight (load average {os.getloadavg()[0]:.2f})",
+            f"{args.concurrency} in flight, "
+            + ("orgplane serve (granian, 1 worker)" if args.serve else "in process")
+            + f" (load average {os.getloadavg()[0]:.2f})",
             fresh.line("new events"),
             again.line("duplicates"),
         ]
@@ -229,6 +329,10 @@ def main() -> int:
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--postgres", default=DEFAULT_ADMIN_DSN, help="admin DSN")
     parser.add_argument("--max-seconds", type=float, default=600)
+    parser.add_argument(
+        "--serve", action="store_true", help="post to orgplane serve (granian, 1 worker)"
+    )
+    parser.add_argument("--port", type=int, default=8790, help="the served app's port")
     args = parser.parse_args()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if not 1 <= args.batches * args.batch_size <= 1_000_000 or args.batch_size > 10_000:

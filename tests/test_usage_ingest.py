@@ -25,6 +25,7 @@ from orgplane.models import (
     usage_events,
 )
 from orgplane.models.base import utcnow
+from tree_invariants import check_subtree_usage
 
 
 def _ts(when: datetime) -> str:
@@ -284,6 +285,44 @@ async def test_each_batch_writes_one_audit_entry_per_org(h):
     assert subtree["credits"]["consumed"] == 4
 
 
+async def test_only_inserted_events_are_folded_into_day_and_subtree_counters(h):
+    """Duplicates (in the batch, of an earlier batch, of a concurrent one) and zero quantities
+    add nothing; each org's days and each ancestor's subtree days get exactly the rest."""
+    parent = await h.create_org(h.root.org_id, "Fold parent")
+    child = await h.create_org(parent["id"], "Fold child")
+    grandchild = await h.create_org(child["id"], "Fold grandchild")
+    now = utcnow() - timedelta(minutes=1)
+    yesterday = now - timedelta(days=1)  # the previous period's last day is still counted
+    first = [
+        _event("f-1", 5, org=grandchild["id"], when=now),
+        _event("f-2", 7, meter="credits", org=grandchild["id"], when=yesterday),
+        _event("f-3", 0, org=child["id"], when=now),
+        _event("f-4", 11, org=child["id"], when=yesterday),
+    ]
+    assert await _ok(h, parent["id"], first) == {"accepted": 4, "duplicates": 0}
+    second = [
+        _event("f-1", 500, org=grandchild["id"], when=now),  # stored by the first batch
+        _event("f-5", 13, when=now),
+        _event("f-6", 17, org=grandchild["id"], when=now),
+        _event("f-5", 900, when=now),  # repeats f-5 in this batch
+        _event("f-7", 0, meter="credits", org=grandchild["id"], when=now),
+    ]
+    replays = await asyncio.gather(*(_post(h, parent["id"], second) for _ in range(3)))
+    assert sorted(r.json()["accepted"] for r in replays) == [0, 0, 3]
+
+    zone = ZoneInfo(parent["timezone"])
+    today, before = now.astimezone(zone).date(), yesterday.astimezone(zone).date()
+    assert await _counters(h, grandchild) == {("operations", today): 22, ("credits", before): 7}
+    assert await _counters(h, child) == {("operations", before): 11}
+    assert await _counters(h, parent) == {("operations", today): 13}
+    subtree = await check_subtree_usage(h.services.db)
+    assert subtree[(child["key"], "operations", today)] == 22
+    assert subtree[(child["key"], "operations", before)] == 11
+    assert subtree[(parent["key"], "operations", today)] == 22 + 13
+    assert subtree[(parent["key"], "credits", before)] == 7
+    assert await _count(h, usage_events) == 7
+
+
 # --- idempotency ----------------------------------------------------------------------------------
 
 
@@ -330,6 +369,34 @@ async def test_the_same_batch_posted_twice_and_concurrently_counts_once(h):
     responses = await asyncio.gather(*(_post(h, org["id"], same) for _ in range(8)))
     assert sorted(r.json()["accepted"] for r in responses) == [0] * 7 + [100]
     assert sum((await _counters(h, org)).values()) == expected + 300
+
+
+async def test_overlapping_batches_over_shared_counters_all_commit_and_count_once(h):
+    """Concurrent batches that share keys and counter rows (orgs, meters, days, ancestors) wait
+    for each other, none fails, and every key is folded exactly once."""
+    parent = await h.create_org(h.root.org_id, "Shared parent")
+    children = [await h.create_org(parent["id"], f"Shared {n}") for n in range(3)]
+    orgs_ = [parent, *children]
+    now = utcnow() - timedelta(minutes=1)
+    pool = [
+        _event(
+            f"s-{i}",
+            1 + i % 5,
+            meter="credits" if i % 3 == 0 else "operations",
+            when=now - timedelta(days=i % 2),
+            org=orgs_[i % 4]["id"],
+        )
+        for i in range(240)
+    ]
+    batches = [pool[n * 20 : n * 20 + 120][:: 1 + n % 2] for n in range(7)] + [pool[::-1]]
+    responses = await asyncio.gather(*(_post(h, parent["id"], b) for b in batches))
+    assert [r.status_code for r in responses] == [200] * len(batches), [r.text for r in responses]
+    assert sum(r.json()["accepted"] for r in responses) == len(pool)
+    assert await _count(h, usage_events) == len(pool)
+    total = sum(e["quantity"] for e in pool)
+    assert sum([sum((await _counters(h, org)).values()) for org in orgs_]) == total
+    subtree = await check_subtree_usage(h.services.db)
+    assert sum(q for (org_id, _, _), q in subtree.items() if org_id == parent["key"]) == total
 
 
 async def test_idempotency_key_header_replays_the_first_response(h):

@@ -2,16 +2,19 @@
 counters and checked against hard limits in one transaction. All of it commits, or none of it.
 
 A batch costs the same few statements whatever its size: the tree lock, the org (reach), the
-batch's other orgs, the meters, the hard-limit rows (only if a hard meter is used), one INSERT of
-the events that skips keys already stored (``ON CONFLICT DO NOTHING RETURNING``: an earlier or a
-concurrent batch with the same key inserted it), one multi-row upsert of the day counters with
-only what was inserted, and one audit entry per org. (SQLite takes the two multi-row statements
-in pages of 1,000 rows: no round trips there, and it caps the parameters of a statement.)
+batch's other orgs, the meters, the hard-limit rows (only if a hard meter is used), the events
+and the counters, and the audit entries (one per org). On PostgreSQL one statement inserts the
+events, skipping keys already stored (``ON CONFLICT DO NOTHING``: an earlier or a concurrent
+batch with the same key inserted it), and folds the inserted ones into the day counters and the
+subtree day counters; it answers with the keys it inserted. SQLite takes the insert and the two
+upserts as three multi-row statements, in pages of 1,000 rows (no round trips there, and it caps
+the parameters of a statement).
 
 Locking (PostgreSQL), in the order used everywhere: the tenant root FOR KEY SHARE; the
 ``org_limits`` rows of hard meters FOR UPDATE, ancestors first (depth, org id, meter), as the
 allocator takes them; the event keys and then the counter rows, each in a sorted order, so two
-batches wait for each other instead of deadlocking; the audit chain head at commit.
+batches wait for each other instead of deadlocking; the audit chain head at commit. The hard
+limits are checked after the fold, against the counters less the batch's own new events.
 """
 
 from __future__ import annotations
@@ -19,13 +22,12 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from orgplane.core.access.principal import Actor, Principal
@@ -83,7 +85,7 @@ class _Org:
     root_id: int
     depth: int
     timezone: str
-    zone: ZoneInfo
+    zone: tzinfo  # datetime.UTC for UTC: the same days, converted in a fifth of the time
     ancestors: tuple[int, ...]  # the ids on its path, root first, itself last
     current_start: date  # first day of its current period
     previous_start: date  # the earliest day an event may still be counted on
@@ -115,10 +117,7 @@ async def ingest(
         )
     now = utcnow()
     orgs_by_ref = await _batch_orgs(tx, principal, target, events)
-    modes = {
-        row.name: row.enforcement
-        for row in await tx.execute(sa.select(meters.c.name, meters.c.enforcement))
-    }
+    modes = {row.name: row.enforcement for row in await tx.execute(_METER_MODES)}
     parsed = _parse(events, orgs_by_ref, modes, now)
 
     unique: dict[str, _Event] = {}
@@ -126,17 +125,21 @@ async def ingest(
         unique.setdefault(event.key, event)
     hard = [e for e in unique.values() if modes[e.meter] == "hard" and e.day >= e.org.current_start]
     limits = await _lock_limits(tx, hard) if hard else {}
-    inserted = await _insert_events(tx, sorted(unique.values(), key=_by_key), now)
-    new = [e for e in unique.values() if e.key in inserted]
+    in_key_order = [unique[key] for key in sorted(unique)]
+    if tx.is_postgres:
+        inserted = await _store_postgres(tx, in_key_order, now)
+    else:
+        inserted = await _insert_events(tx, in_key_order, now)
+    if len(inserted) == len(unique):
+        new = list(unique.values())
+    else:
+        new = [e for e in unique.values() if e.key in inserted]
+    if not tx.is_postgres:
+        await _fold(tx, new)
     if hard:
         await _check_limits(tx, [e for e in hard if e.key in inserted], limits)
-    await _fold(tx, new)
     _audit(tx, actor, parsed, new)
     return IngestResult(accepted=len(new), duplicates=len(events) - len(new))
-
-
-def _by_key(event: _Event) -> str:
-    return event.key
 
 
 def _principal(actor: Actor) -> Principal:
@@ -145,11 +148,12 @@ def _principal(actor: Actor) -> Principal:
     return actor.principal
 
 
-def _org(row: Any, zones: dict[str, tuple[ZoneInfo, date, date]]) -> _Org:
+def _org(row: Any, zones: dict[str, tuple[tzinfo, date, date]]) -> _Org:
     if row.timezone not in zones:
         current = period_start(local_today(row.timezone))
         previous = period_start(current - timedelta(days=1))
-        zones[row.timezone] = (ZoneInfo(row.timezone), current, previous)
+        zone: tzinfo = UTC if row.timezone == "UTC" else ZoneInfo(row.timezone)
+        zones[row.timezone] = (zone, current, previous)
     zone, current, previous = zones[row.timezone]
     ancestors = tuple(int(part) for part in row.path.strip("/").split("/"))
     return _Org(
@@ -165,6 +169,18 @@ def _org(row: Any, zones: dict[str, tuple[ZoneInfo, date, date]]) -> _Org:
     )
 
 
+_METER_MODES = sa.select(meters.c.name, meters.c.enforcement)
+_ORGS_BY_PUBLIC_ID = sa.select(
+    orgs.c.id,
+    orgs.c.public_id,
+    orgs.c.root_id,
+    orgs.c.path,
+    orgs.c.depth,
+    orgs.c.timezone,
+    orgs.c.deleted_at,
+).where(orgs.c.public_id.in_(sa.bindparam("public_ids", expanding=True)))
+
+
 async def _batch_orgs(
     tx: Tx, principal: Principal, target: Any, events: Sequence[UsageEventIn]
 ) -> dict[str | None, _Org]:
@@ -172,24 +188,13 @@ async def _batch_orgs(
 
     An org outside the caller's subtree, deleted or unknown gets the answer ``reach`` gives.
     """
-    zones: dict[str, tuple[ZoneInfo, date, date]] = {}
+    zones: dict[str, tuple[tzinfo, date, date]] = {}
     found = {None: _org(target, zones), target.public_id: _org(target, zones)}
     refs = {e.org_id for e in events} - found.keys()
     # Nothing that cannot be a public id reaches SQL (PostgreSQL text cannot hold NUL).
     lookup = sorted(r for r in refs if isinstance(r, str) and len(r) <= 64 and "\x00" not in r)
     if lookup:
-        rows = await tx.execute(
-            sa.select(
-                orgs.c.id,
-                orgs.c.public_id,
-                orgs.c.root_id,
-                orgs.c.path,
-                orgs.c.depth,
-                orgs.c.timezone,
-                orgs.c.deleted_at,
-            ).where(orgs.c.public_id.in_(lookup))
-        )
-        for row in rows:
+        for row in await tx.execute(_ORGS_BY_PUBLIC_ID, {"public_ids": lookup}):
             if row.deleted_at is None and principal.reaches(row.path):
                 found[row.public_id] = _org(row, zones)
     if len(found) - 2 < len(refs):
@@ -330,11 +335,18 @@ async def _check_limits(
     tx: Tx, new_hard: list[_Event], limits: dict[tuple[int, str], tuple[int, int]]
 ) -> None:
     """Refuse the batch if, taken in order, an event takes its org's consumption this period
-    over what it has available (amount - allocated; nothing without a limit row)."""
+    over what it has available (amount - allocated; nothing without a limit row).
+
+    The counters already hold the batch's new events (they are folded first): the running
+    total starts from what they held before it.
+    """
     if not new_hard:
         return
     involved = {e.org.id: e.org for e in new_hard}
     running = await consumed_this_period(tx, involved.values())
+    for event in new_hard:
+        pair = (event.org.id, event.meter)
+        running[pair] = running.get(pair, 0) - event.quantity
     errors: list[FieldError] = []
     for event in new_hard:
         pair = (event.org.id, event.meter)
@@ -362,21 +374,86 @@ async def _check_limits(
         )
 
 
-_PG_INSERT_EVENTS = sa.text(
-    # One statement and one parameter whatever the batch size: a VALUES list would hit
-    # PostgreSQL's 32,767 parameters at 4,096 events, and encoding the events as one JSON
-    # document costs a fifth of the CPU of eight typed arrays. Rows go in the document's order.
+_PG_STORE = sa.text(
+    # One statement whatever the batch size. The events come as one JSON document, sorted by
+    # key: one parameter (a VALUES list would hit PostgreSQL's 32,767 parameters at 4,096
+    # events); typed arrays cost asyncpg several times the CPU to encode, and JSONB costs the server
+    # more than JSON (it builds the whole document before reading it). The inserted events are
+    # summed per (org, meter, day) once, then upserted into both counters in that order (the
+    # subtree counters through the (org, ancestor) pairs of the batch's orgs). Meters group and
+    # sort in the "C" collation: the order Python sorts them in, cheaper than the database's
+    # locale. The keys are taken first (the final SELECT reads them), the counter rows after,
+    # each table's in its ORDER BY; every batch runs this one plan, so two batches take shared
+    # rows in the same order.
     """
-    INSERT INTO usage_events
-        (root_id, idempotency_key, org_id, meter, quantity, occurred_at, day, received_at)
-    SELECT CAST(:root_id AS BIGINT), e.k, e.o, e.m, e.q, e.t, e.d,
-           CAST(:received_at AS TIMESTAMPTZ)
-    FROM json_to_recordset(CAST(:events AS JSON))
-        AS e(k VARCHAR, o BIGINT, m VARCHAR, q BIGINT, t TIMESTAMPTZ, d DATE)
-    ON CONFLICT (root_id, idempotency_key) DO NOTHING
-    RETURNING idempotency_key
+    WITH inserted AS (
+        INSERT INTO usage_events
+            (root_id, idempotency_key, org_id, meter, quantity, occurred_at, day, received_at)
+        SELECT CAST(:root_id AS BIGINT), e.k, e.o, e.m, e.q, e.t, e.d,
+               CAST(:received_at AS TIMESTAMPTZ)
+        FROM json_to_recordset(CAST(:events AS JSON))
+            AS e(k VARCHAR, o BIGINT, m VARCHAR, q BIGINT, t TIMESTAMPTZ, d DATE)
+        ON CONFLICT (root_id, idempotency_key) DO NOTHING
+        RETURNING idempotency_key, org_id, meter, quantity, day
+    ),
+    sums AS (
+        SELECT org_id, meter COLLATE "C" AS meter, day, sum(quantity) AS quantity
+        FROM inserted
+        WHERE quantity > 0
+        GROUP BY org_id, meter COLLATE "C", day
+    ),
+    daily AS (
+        INSERT INTO usage_daily AS c (org_id, meter, day, root_id, quantity)
+        SELECT org_id, meter, day, CAST(:root_id AS BIGINT), quantity
+        FROM sums
+        ORDER BY org_id, meter, day
+        ON CONFLICT (org_id, meter, day) DO UPDATE SET quantity = c.quantity + excluded.quantity
+    ),
+    subtree AS (
+        INSERT INTO usage_subtree_daily AS c (org_id, meter, day, root_id, quantity)
+        SELECT a.ancestor, s.meter, s.day, CAST(:root_id AS BIGINT), sum(s.quantity)
+        FROM sums AS s
+        JOIN json_to_recordset(CAST(:ancestors AS JSON)) AS a(org BIGINT, ancestor BIGINT)
+            ON a.org = s.org_id
+        GROUP BY a.ancestor, s.meter, s.day
+        ORDER BY a.ancestor, s.meter, s.day
+        ON CONFLICT (org_id, meter, day) DO UPDATE SET quantity = c.quantity + excluded.quantity
+    )
+    SELECT array_agg(idempotency_key) FROM inserted
     """
 )
+
+
+async def _store_postgres(tx: Tx, events: list[_Event], now: datetime) -> set[str]:
+    """Insert the events whose key is new to the tenant tree and fold them into the counters;
+    return the keys inserted."""
+    orgs_by_id = {e.org.id: e.org for e in events}
+    document = orjson.dumps(
+        [
+            {
+                "k": e.key,
+                "o": e.org.id,
+                "m": e.meter,
+                "q": e.quantity,
+                "t": e.occurred_at,
+                "d": e.day,
+            }
+            for e in events
+        ]
+    )
+    ancestors = orjson.dumps(
+        [{"org": org.id, "ancestor": a} for org in orgs_by_id.values() for a in org.ancestors]
+    )
+    result = await tx.execute(
+        _PG_STORE,
+        {
+            "root_id": events[0].org.root_id,  # a batch stays within one tenant tree
+            "received_at": now,
+            "events": document.decode(),
+            "ancestors": ancestors.decode(),
+        },
+    )
+    return set(result.scalar_one() or ())
 
 
 _SQLITE_INSERT_EVENTS = (
@@ -386,81 +463,44 @@ _SQLITE_INSERT_EVENTS = (
 )
 
 
-def _upsert_counters(insert: Any) -> Any:
-    statement = insert(usage_daily)
+def _upsert(table: sa.Table) -> Any:
+    statement = sqlite_insert(table)
     return statement.on_conflict_do_update(
         index_elements=["org_id", "meter", "day"],
-        set_={"quantity": usage_daily.c.quantity + statement.excluded.quantity},
-    ).returning(usage_daily.c.day)
+        set_={"quantity": table.c.quantity + statement.excluded.quantity},
+    ).returning(table.c.day)
 
 
 # Executed with a list of rows, a statement with RETURNING goes out as multi-row VALUES of up
 # to 1,000 rows each ("insertmanyvalues"): compiled once, no statement per row.
-_UPSERT_COUNTERS = {
-    "postgresql": _upsert_counters(pg_insert),
-    "sqlite": _upsert_counters(sqlite_insert),
-}
-
-
-def _upsert_subtree_counters(insert: Any) -> Any:
-    statement = insert(usage_subtree_daily)
-    return statement.on_conflict_do_update(
-        index_elements=["org_id", "meter", "day"],
-        set_={"quantity": usage_subtree_daily.c.quantity + statement.excluded.quantity},
-    ).returning(usage_subtree_daily.c.day)
-
-
-_UPSERT_SUBTREE_COUNTERS = {
-    "postgresql": _upsert_subtree_counters(pg_insert),
-    "sqlite": _upsert_subtree_counters(sqlite_insert),
-}
+_SQLITE_UPSERT_COUNTERS = _upsert(usage_daily)
+_SQLITE_UPSERT_SUBTREE_COUNTERS = _upsert(usage_subtree_daily)
 
 
 async def _insert_events(tx: Tx, events: list[_Event], now: datetime) -> set[str]:
-    """Insert the events whose key is new to the tenant tree; return the keys inserted."""
-    if not events:
-        return set()
-    if tx.is_postgres:
-        document = orjson.dumps(
-            [
-                {
-                    "k": e.key,
-                    "o": e.org.id,
-                    "m": e.meter,
-                    "q": e.quantity,
-                    "t": e.occurred_at,
-                    "d": e.day,
-                }
-                for e in events
-            ]
-        )
-        result = await tx.execute(
-            _PG_INSERT_EVENTS,
-            {"root_id": events[0].org.root_id, "received_at": now, "events": document.decode()},
-        )
-    else:
-        result = await tx.execute(
-            _SQLITE_INSERT_EVENTS,
-            [
-                {
-                    "root_id": e.org.root_id,
-                    "idempotency_key": e.key,
-                    "org_id": e.org.id,
-                    "meter": e.meter,
-                    "quantity": e.quantity,
-                    "occurred_at": e.occurred_at,
-                    "day": e.day,
-                    "received_at": now,
-                }
-                for e in events
-            ],
-        )
+    """Insert the events whose key is new to the tenant tree (SQLite); return the keys inserted."""
+    result = await tx.execute(
+        _SQLITE_INSERT_EVENTS,
+        [
+            {
+                "root_id": e.org.root_id,
+                "idempotency_key": e.key,
+                "org_id": e.org.id,
+                "meter": e.meter,
+                "quantity": e.quantity,
+                "occurred_at": e.occurred_at,
+                "day": e.day,
+                "received_at": now,
+            }
+            for e in events
+        ],
+    )
     return set(result.scalars())
 
 
 async def _fold(tx: Tx, new: list[_Event]) -> None:
     """Add the inserted events to the per-day counters, then to the per-subtree day counters of
-    each event's org and every ancestor: one upsert each, summed in Python first."""
+    each event's org and every ancestor (SQLite): one upsert each, summed in Python first."""
     buckets: defaultdict[tuple[int, str, date], int] = defaultdict(int)
     by_id: dict[int, _Org] = {}
     for event in new:
@@ -479,14 +519,14 @@ async def _fold(tx: Tx, new: list[_Event]) -> None:
         }
         for (org_id, meter, day), q in sorted(buckets.items())
     ]
-    await tx.execute(_UPSERT_COUNTERS[tx.dialect], rows)
+    await tx.execute(_SQLITE_UPSERT_COUNTERS, rows)
     subtree: defaultdict[tuple[int, str, date], int] = defaultdict(int)
     for (org_id, meter, day), q in buckets.items():
         for ancestor in by_id[org_id].ancestors:
             subtree[(ancestor, meter, day)] += q
     root_id = rows[0]["root_id"]  # a batch stays within one tenant tree
     await tx.execute(
-        _UPSERT_SUBTREE_COUNTERS[tx.dialect],
+        _SQLITE_UPSERT_SUBTREE_COUNTERS,
         [
             {"org_id": org_id, "meter": meter, "day": day, "root_id": root_id, "quantity": q}
             for (org_id, meter, day), q in sorted(subtree.items())
@@ -496,16 +536,17 @@ async def _fold(tx: Tx, new: list[_Event]) -> None:
 
 def _audit(tx: Tx, actor: Actor, parsed: list[_Event], new: list[_Event]) -> None:
     """One entry per org that gained usage: what it gained per meter, and the counts."""
-    sent = Counter(e.org.id for e in parsed)
-    accepted: Counter[int] = Counter()
-    usage: defaultdict[int, Counter[str]] = defaultdict(Counter)
-    by_id: dict[int, _Org] = {}
+    sent = Counter([e.org.id for e in parsed])
+    accepted = Counter([e.org.id for e in new])
+    usage: defaultdict[tuple[int, str], int] = defaultdict(int)
     for event in new:
-        accepted[event.org.id] += 1
-        usage[event.org.id][event.meter] += event.quantity
-        by_id[event.org.id] = event.org
+        usage[(event.org.id, event.meter)] += event.quantity
+    gained: defaultdict[int, dict[str, int]] = defaultdict(dict)
+    for (org_id, meter), quantity in sorted(usage.items()):
+        gained[org_id][meter] = quantity
+    orgs_by_id = {e.org.id: e.org for e in new}
     for org_id in sorted(accepted):
-        org = by_id[org_id]
+        org = orgs_by_id[org_id]
         audit.record(
             tx,
             actor,
@@ -515,7 +556,7 @@ def _audit(tx: Tx, actor: Actor, parsed: list[_Event], new: list[_Event]) -> Non
             target_type="org",
             target_id=org.public_id,
             after={
-                "usage": dict(sorted(usage[org_id].items())),
+                "usage": gained[org_id],
                 "accepted": accepted[org_id],
                 "duplicates": sent[org_id] - accepted[org_id],
             },
