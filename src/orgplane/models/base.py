@@ -47,12 +47,27 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    # SQLite holds UTC as the text SQLAlchemy's dialect writes, "2026-11-22 10:00:00.123456":
+    # written and read here in one C call each, instead of this type's step and then the
+    # dialect's formatting (or regular expression).
+
+    def bind_processor(self, dialect: Any) -> Any:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+        return _sqlite_text
+
     def result_processor(self, dialect: Any, coltype: Any) -> Any:
         if dialect.name != "sqlite":
             return super().result_processor(dialect, coltype)
-        # SQLite holds the text SQLAlchemy wrote ("2026-11-22 10:00:00.123456", UTC): one C
-        # parse instead of the dialect's regular expression and then this type's own step.
         return _sqlite_utc
+
+
+def _sqlite_text(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _sqlite_utc(value: str | None) -> datetime | None:

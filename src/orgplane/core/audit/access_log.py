@@ -1,8 +1,12 @@
 """The access log: every authentication attempt, buffered in memory and written in batches.
 
 Writing a row per request inline would put a write on every read; instead rows (and keys'
-last-used times) are flushed every ``flush_seconds`` with one multi-row insert, and on shutdown.
+last-used times) are flushed every ``flush_seconds`` with one batched insert, and on shutdown.
 Readers of the log call ``flush()`` first, so a process always sees its own entries.
+
+A busy worker buffers thousands of rows between flushes: they are kept as tuples and the insert
+goes to the driver with the statement compiled once (SQLAlchemy's per-row parameter handling
+cost ~15 µs a row, a tenth of a cached API read).
 """
 
 from __future__ import annotations
@@ -22,12 +26,17 @@ from orgplane.models.base import utcnow
 log = logging.getLogger(__name__)
 MAX_BUFFER = 100_000
 
+# A buffered row's values, in the table's order (the insert's parameters come in that order).
+COLUMNS = tuple(c.name for c in access_log.c if c.name != "id")
+_AT = COLUMNS.index("at")
+_INSERT = sa.insert(access_log).values({name: sa.bindparam(name) for name in COLUMNS}).inline()
+
 
 class AccessLogWriter:
     def __init__(self, db: Database, flush_seconds: float) -> None:
         self.db = db
         self.flush_seconds = flush_seconds
-        self._rows: list[dict[str, Any]] = []
+        self._rows: list[tuple[Any, ...]] = []
         self._last_used: dict[int, datetime] = {}
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -55,21 +64,21 @@ class AccessLogWriter:
             log.warning("access log buffer full; dropping an entry")
             return
         self._rows.append(
-            {
-                "at": now,
-                "actor": _text(actor, 200) or "",
-                "action": action,
-                "status": status,
-                "org_id": org_id,
-                "root_id": root_id,
-                "key_id": key_id,
-                "user_id": user_id,
-                "method": method,
-                "path": _text(path, 400),
-                "ip": ip,
-                "user_agent": _text(user_agent, 400),
-                "detail": detail,
-            }
+            (
+                root_id,
+                org_id,
+                now,
+                _text(actor, 200) or "",
+                key_id,
+                user_id,
+                action,
+                status,
+                method,
+                _text(path, 400),
+                ip,
+                _text(user_agent, 400),
+                detail,
+            )
         )
         if key_pk is not None and status == "SUCCESS":
             self._last_used[key_pk] = now
@@ -116,9 +125,26 @@ def _text(value: Any, limit: int) -> Any:
     return str(value)[:limit].replace("\x00", "\ufffd")
 
 
-async def _write(tx: Tx, rows: list[dict[str, Any]], last_used: dict[int, datetime]) -> None:
+_plans: dict[str, tuple[str, Any]] = {}
+
+
+def _insert_plan(dialect: sa.Dialect) -> tuple[str, Any]:
+    """The insert's SQL for ``dialect`` and the time column's bind processing (the only
+    column that has any)."""
+    plan = _plans.get(dialect.name)
+    if plan is None:
+        compiled = _INSERT.compile(dialect=dialect)
+        assert tuple(compiled.positiontup or ()) == COLUMNS, compiled.positiontup
+        plan = _plans[dialect.name] = (str(compiled), compiled._bind_processors.get("at"))
+    return plan
+
+
+async def _write(tx: Tx, rows: list[tuple[Any, ...]], last_used: dict[int, datetime]) -> None:
     if rows:
-        await tx.execute(sa.insert(access_log), rows)
+        sql, bind_at = _insert_plan(tx.conn.dialect)
+        if bind_at is not None:
+            rows = [(*row[:_AT], bind_at(row[_AT]), *row[_AT + 1 :]) for row in rows]
+        await tx.conn.exec_driver_sql(sql, rows)
     if last_used:
         await tx.execute(
             sa.update(credentials)
