@@ -657,11 +657,13 @@ async def ceiling(
     """The same allocation transaction through a raw asyncpg pool of orgplane's size (20
     connections: pool 10 + overflow 10), 64 tasks, on scratch tables in the same database:
 
-    * ``same_statements``: orgplane's round trips: three reads (parent, child, meter), the tree
+    * ``same_statements``: the round trips orgplane made before its PostgreSQL allocation path
+      (``core/credits/allocation_pg.py``): three reads (parent, child, meter), the tree
       key-share lock, the pool rows FOR UPDATE, two updates, a ledger insert, the audit chain
       head FOR UPDATE, its update and the audit insert, commit;
     * ``three_round_trips``: the reads first, then the pool rows and the chain head locked in one
-      statement, every write in one statement, commit.
+      statement, every write in one statement, commit: the shape of that path now (which also
+      checks consumption in the write statement).
 
     No HTTP, no SQLAlchemy: what the database and the lock pattern allow on this machine."""
     import hashlib

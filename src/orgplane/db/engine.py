@@ -13,7 +13,6 @@ from typing import Any, Protocol, TypeVar
 import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 T = TypeVar("T")
@@ -99,10 +98,12 @@ class PreparedSelect:
     For the few statements on every request's path: SQLAlchemy's execution of a statement costs
     ~100 µs of CPU, the driver's ~20. Rows come back as named tuples with the same attribute
     names and the same Python values (each column type's result processing is applied); the
-    driver caches the prepared statement (asyncpg) or the parsed one (sqlite3).
+    driver caches the prepared statement (asyncpg) or the parsed one (sqlite3). A textual
+    statement with its columns (``sa.text(...).columns(...)``) works too, and ``Tx.fetch`` runs
+    one that locks or writes inside a write transaction.
     """
 
-    def __init__(self, statement: sa.Select[Any]) -> None:
+    def __init__(self, statement: sa.Select[Any] | sa.TextualSelect) -> None:
         self.statement = statement
         self._plans: dict[str, _Plan] = {}
 
@@ -123,10 +124,23 @@ class PreparedSelect:
             defaults={n: v for n, v in compiled.params.items() if v is not None},
             binders=tuple(bind_processors.get(n) for n in names),
             row=namedtuple("Row", [c.key for c in columns]),  # type: ignore[misc]
-            processors=tuple(
-                c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
-            ),
+            processors=tuple(_result_processor(c.type, dialect) for c in columns),
         )
+
+
+# asyncpg's Numeric and Float pick their result processing by the type oid of the column read,
+# known here only by its SQLAlchemy type: NUMERIC's, or DOUBLE PRECISION's for a Float.
+_PG_NUMERIC_OID = 1700
+_PG_FLOAT8_OID = 701
+
+
+def _result_processor(type_: Any, dialect: sa.Dialect) -> Callable[[Any], Any] | None:
+    impl = type_.dialect_impl(dialect)
+    coltype = None
+    if dialect.name == "postgresql" and isinstance(impl, (sa.Numeric, sa.Float)):
+        coltype = _PG_FLOAT8_OID if isinstance(impl, sa.Float) else _PG_NUMERIC_OID
+    processor: Callable[[Any], Any] | None = impl.result_processor(dialect, coltype)
+    return processor
 
 
 async def first(conn: Any, prepared: PreparedSelect, params: Mapping[str, Any]) -> Any:
@@ -238,6 +252,7 @@ class Tx:
     dialect: str
     pending_audit: list[dict[str, Any]] = field(default_factory=list)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    _driver: Any = field(default=None, repr=False)
 
     @property
     def is_postgres(self) -> bool:
@@ -245,6 +260,28 @@ class Tx:
 
     async def execute(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
         return await self.conn.execute(statement, params)
+
+    async def fetch(self, prepared: PreparedSelect, params: Mapping[str, Any]) -> list[Any]:
+        """Every row of ``prepared`` (which may lock or write: a SELECT ... FOR UPDATE, a
+        data-modifying WITH) run in this transaction: on the driver on PostgreSQL, through
+        SQLAlchemy otherwise. The driver's errors come as they are (``Database.transaction``
+        retries deadlocks and serialization failures all the same)."""
+        if not self.is_postgres:
+            return list((await self.conn.execute(prepared.statement, params)).all())
+        plan = prepared.plan(self.conn.dialect)
+        rows = await (await self._transaction_driver()).fetch(plan.sql, *plan.args(params))
+        return [plan.make_row(r) for r in rows]
+
+    async def _transaction_driver(self) -> Any:
+        if self._driver is None:
+            fairy = await self.conn.get_raw_connection()
+            adapted: Any = fairy.dbapi_connection
+            if adapted._transaction is None:
+                # SQLAlchemy sends BEGIN lazily, with its first statement: a statement sent to
+                # the driver before it would run, and commit, on its own.
+                await adapted._start_transaction()
+            self._driver = fairy.driver_connection
+        return self._driver
 
 
 class Database:
@@ -301,7 +338,8 @@ class Database:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 return await self._run_once(fn, *args, **kwargs)
-            except DBAPIError as exc:
+            except Exception as exc:
+                # SQLAlchemy's errors, and the driver's own from statements run on it directly.
                 if attempt == MAX_ATTEMPTS or _sqlstate(exc) not in _RETRYABLE_SQLSTATES:
                     raise
                 await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
@@ -329,9 +367,9 @@ class Database:
         return result
 
 
-def _sqlstate(exc: DBAPIError) -> str | None:
+def _sqlstate(exc: Exception) -> str | None:
     orig = getattr(exc, "orig", None)
-    for candidate in (orig, getattr(orig, "__cause__", None)):
+    for candidate in (exc, orig, getattr(orig, "__cause__", None)):
         code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
         if code:
             return str(code)

@@ -3,7 +3,9 @@
 Each tenant tree's entries form a hash chain (``hash = sha256(prev_hash + canonical entry)``),
 so an edited, removed or reordered row breaks the chain and ``verify`` names the first bad link.
 Appending takes the tenant's chain head last in the transaction, which keeps the lock short and
-the lock order fixed (org rows first, then the head), so appends cannot deadlock with moves.
+the lock order fixed (org rows first, then the head), so appends cannot deadlock with moves. (An
+allocation on PostgreSQL chains its one entry itself, ``make_entry`` then ``link``: it takes the
+head in the statement that locks its limit rows, after them, and only writes follow.)
 """
 
 from __future__ import annotations
@@ -55,25 +57,49 @@ def record(
     after: dict[str, Any] | None = None,
 ) -> None:
     """Queue an entry; it is written and chained when the transaction commits, or never."""
-    principal = actor.principal
     tx.pending_audit.append(
-        {
-            "root_id": root_id,
-            "org_id": org_id,
-            "at": utcnow(),
-            "actor": actor.label,
-            "actor_key_id": principal.key_id if principal else None,
-            "actor_user_id": principal.user_id if principal else None,
-            "action": action,
-            "target_type": target_type,
-            "target_id": target_id,
-            "before": _jsonable(before),
-            "after": _jsonable(after),
-            "request_id": actor.meta.request_id,
-            "ip": actor.meta.ip,
-            "user_agent": (actor.meta.user_agent or "")[:400] or None,
-        }
+        make_entry(
+            actor,
+            action=action,
+            root_id=root_id,
+            org_id=org_id,
+            target_type=target_type,
+            target_id=target_id,
+            before=before,
+            after=after,
+        )
     )
+
+
+def make_entry(
+    actor: Actor,
+    *,
+    action: str,
+    root_id: int,
+    org_id: int,
+    target_type: str,
+    target_id: str,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An entry's columns, before it is chained (``link``) and written."""
+    principal = actor.principal
+    return {
+        "root_id": root_id,
+        "org_id": org_id,
+        "at": utcnow(),
+        "actor": actor.label,
+        "actor_key_id": principal.key_id if principal else None,
+        "actor_user_id": principal.user_id if principal else None,
+        "action": action,
+        "target_type": target_type,
+        "target_id": target_id,
+        "before": _jsonable(before),
+        "after": _jsonable(after),
+        "request_id": actor.meta.request_id,
+        "ip": actor.meta.ip,
+        "user_agent": (actor.meta.user_agent or "")[:400] or None,
+    }
 
 
 def _jsonable(value: dict[str, Any] | None) -> Any:
@@ -115,21 +141,29 @@ async def append_pending(tx: Tx) -> None:
     if not tx.pending_audit:
         return
     by_root: dict[int, list[dict[str, Any]]] = {}
-    for entry in tx.pending_audit:
-        by_root.setdefault(entry["root_id"], []).append(entry)
+    for pending in tx.pending_audit:
+        by_root.setdefault(pending["root_id"], []).append(pending)
     rows = []
     for root_id in sorted(by_root):
         head = (await tx.execute(_HEAD_FOR_UPDATE, {"head_root_id": root_id})).one()
-        seq, prev = head.seq, head.last_hash
-        for entry in by_root[root_id]:
-            seq += 1
-            entry["seq"] = seq
-            entry["prev_hash"] = prev
-            entry["hash"] = prev = entry_hash(prev, entry)
-            rows.append(entry)
-        await tx.execute(_MOVE_HEAD, {"head_root_id": root_id, "new_seq": seq, "new_hash": prev})
+        seq, last_hash = link(by_root[root_id], head.seq, head.last_hash)
+        rows += by_root[root_id]
+        await tx.execute(
+            _MOVE_HEAD, {"head_root_id": root_id, "new_seq": seq, "new_hash": last_hash}
+        )
     await tx.execute(_INSERT_ENTRIES, rows)
     tx.pending_audit.clear()
+
+
+def link(entries: list[dict[str, Any]], seq: int, last_hash: str) -> tuple[int, str]:
+    """Chain ``entries`` (of one tenant, in order) after its head (``seq``, ``last_hash``):
+    set each one's ``seq``, ``prev_hash`` and ``hash``; return the new head."""
+    for pending in entries:
+        seq += 1
+        pending["seq"] = seq
+        pending["prev_hash"] = last_hash
+        pending["hash"] = last_hash = entry_hash(last_hash, pending)
+    return seq, last_hash
 
 
 @dataclass(frozen=True)
