@@ -4,8 +4,10 @@ transaction."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from conftest import Harness
@@ -83,3 +85,36 @@ async def test_lists_match_sqlalchemys_and_page_alike(h: Harness) -> None:
         f"/orgs/{h.root.org_id}/children", params={"tag": "n:3"}, headers=h.auth()
     )
     assert [o["name"] for o in filtered.json()["data"]] == ["Child 3"]
+
+
+async def test_postgres_reads_take_only_the_connections_they_use(h: Harness) -> None:
+    """Prepared reads run on the read pool without a SQLAlchemy connection; a read that also
+    executes a Core statement takes one, and both go back when the read ends, also when the
+    read fails."""
+    db = h.services.db
+    if db.is_sqlite:
+        pytest.skip("SQLite reads run on one synchronous connection")
+    engine_pool: Any = db.engine.pool
+    async with db.read() as conn:
+        assert await first(conn, PREPARED, {"public_id": h.root.org_id}) is not None
+        assert engine_pool.checkedout() == 0
+        (await conn.execute(sa.select(orgs.c.id))).all()
+        assert engine_pool.checkedout() == 1
+    assert engine_pool.checkedout() == 0
+    read_pool = await db.read_pool()
+    idle = read_pool.get_idle_size()
+    with pytest.raises(ZeroDivisionError):
+        async with db.read() as conn:
+            await first(conn, PREPARED, {"public_id": h.root.org_id})
+            assert read_pool.get_idle_size() == idle - 1
+            1 / 0  # noqa: B018
+    assert read_pool.get_idle_size() == idle
+    # Many reads at once: each gets its own connection, none leaks.
+    results = await asyncio.gather(*(_read_root(h) for _ in range(25)))
+    assert all(r is not None for r in results)
+    assert read_pool.get_idle_size() == read_pool.get_size()
+
+
+async def _read_root(h: Harness) -> Any:
+    async with h.services.db.read() as conn:
+        return await first(conn, PREPARED, {"public_id": h.root.org_id})

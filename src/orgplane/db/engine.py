@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+import asyncpg
 import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -81,15 +82,26 @@ class _Plan:
     # Values of the binds the statement fixes itself (e.g. SQLite's OFFSET 0 after a LIMIT).
     defaults: Mapping[str, Any]
     binders: tuple[Callable[[Any], Any] | None, ...]
-    row: Callable[..., Any]
+    row: Any  # a namedtuple class
     processors: tuple[Callable[[Any], Any] | None, ...]
+    # The columns that have a result processor, by position: most have none.
+    processed: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
+
+    def __post_init__(self) -> None:
+        processed = tuple((i, p) for i, p in enumerate(self.processors) if p is not None)
+        object.__setattr__(self, "processed", processed)
 
     def args(self, params: Mapping[str, Any]) -> list[Any]:
         values = [params[n] if n in params else self.defaults[n] for n in self.names]
         return [b(v) if b else v for v, b in zip(values, self.binders, strict=True)]
 
     def make_row(self, raw: Sequence[Any]) -> Any:
-        return self.row(*(p(v) if p else v for p, v in zip(self.processors, raw, strict=True)))
+        if not self.processed:
+            return self.row._make(raw)
+        values = list(raw)
+        for i, process in self.processed:
+            values[i] = process(values[i])
+        return self.row._make(values)
 
 
 class PreparedSelect:
@@ -199,27 +211,70 @@ class SyncReader:
 
 
 class PostgresReader:
-    """A PostgreSQL read connection in autocommit; ``first`` runs on asyncpg directly."""
+    """PostgreSQL reads in autocommit: ``first``/``all`` on a connection of the database's own
+    asyncpg read pool, ``execute`` (SQLAlchemy statements) on one of the engine's. Each is
+    checked out on first use and returned when the read ends, so the hot reads (prepared,
+    on the driver) never pay for SQLAlchemy's connection handling."""
 
-    __slots__ = ("_conn", "_driver")
+    __slots__ = ("_conn", "_db", "_driver", "_sa_context")
 
-    def __init__(self, conn: AsyncConnection) -> None:
-        self._conn = conn
+    def __init__(self, db: Database) -> None:
+        self._db = db
         self._driver: Any = None
+        self._conn: AsyncConnection | None = None
+        self._sa_context: Any = None
 
     async def execute(self, statement: Any, params: Any = None) -> Any:
+        if self._conn is None:
+            self._sa_context = self._db.engine.connect()
+            conn = await self._sa_context.__aenter__()
+            self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         return await self._conn.execute(statement, params)
 
-    async def first(self, prepared: PreparedSelect, params: Mapping[str, Any]) -> Any:
+    async def _read_driver(self) -> Any:
         if self._driver is None:
-            self._driver = (await self._conn.get_raw_connection()).driver_connection
-        return await _fetch_first(self._driver, prepared.plan(self._conn.dialect), params)
+            self._driver = await (await self._db.read_pool()).acquire()
+        return self._driver
+
+    async def first(self, prepared: PreparedSelect, params: Mapping[str, Any]) -> Any:
+        driver = self._driver or await self._read_driver()
+        return await _fetch_first(driver, prepared.plan(self._db.engine.dialect), params)
 
     async def all(self, prepared: PreparedSelect, params: Mapping[str, Any]) -> list[Any]:
-        if self._driver is None:
-            self._driver = (await self._conn.get_raw_connection()).driver_connection
-        plan = prepared.plan(self._conn.dialect)
-        return [plan.make_row(r) for r in await self._driver.fetch(plan.sql, *plan.args(params))]
+        driver = self._driver or await self._read_driver()
+        plan = prepared.plan(self._db.engine.dialect)
+        return [plan.make_row(r) for r in await driver.fetch(plan.sql, *plan.args(params))]
+
+    async def close(self) -> None:
+        try:
+            if self._driver is not None:
+                pool = await self._db.read_pool()
+                await pool.release(self._driver)
+                self._driver = None
+        finally:
+            if self._sa_context is not None:
+                context, self._sa_context, self._conn = self._sa_context, None, None
+                await context.__aexit__(None, None, None)
+
+
+async def _json_codecs(connection: Any) -> None:
+    """The JSON codecs SQLAlchemy's asyncpg dialect installs on its connections: the column
+    types serialize parameters to text, and the driver decodes results (JSONB's binary form
+    starts with a version byte)."""
+    await connection.set_type_codec(
+        "json", encoder=str.encode, decoder=orjson.loads, schema="pg_catalog", format="binary"
+    )
+    await connection.set_type_codec(
+        "jsonb",
+        encoder=lambda text: b"\x01" + text.encode(),
+        decoder=lambda data: orjson.loads(data[1:]),
+        schema="pg_catalog",
+        format="binary",
+    )
+
+
+async def _keep_session(connection: Any) -> None:
+    """The read pool's reset: nothing (see ``Database.read_pool``)."""
 
 
 def _sqlite_read_engine(url: str) -> sa.Engine:
@@ -293,6 +348,9 @@ class Database:
         self._sqlite_write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         self._sqlite_reads = _sqlite_read_engine(url) if self.dialect == "sqlite" else None
         self._sqlite_read_conn: sa.Connection | None = None
+        self._pool_size = pool_size
+        self._read_pool: Any = None
+        self._read_pool_lock = asyncio.Lock()
         # Called with the Tx just before commit: appends the audit entries (set by the app).
         self.before_commit: Callable[[Tx], Awaitable[None]] | None = None
 
@@ -302,6 +360,9 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._read_pool is not None:
+            pool, self._read_pool = self._read_pool, None
+            await pool.close()
         if self._sqlite_read_conn is not None:
             self._sqlite_read_conn.close()
             self._sqlite_read_conn = None
@@ -326,8 +387,30 @@ class Database:
                 # Ends SQLAlchemy's bookkeeping; pysqlite in autocommit has nothing to undo.
                 self._sqlite_read_conn.rollback()
             return
-        async with self.engine.connect() as conn:
-            yield PostgresReader(await conn.execution_options(isolation_level="AUTOCOMMIT"))
+        reader = PostgresReader(self)
+        try:
+            yield reader
+        finally:
+            await reader.close()
+
+    async def read_pool(self) -> Any:
+        """PostgreSQL: the asyncpg pool of the prepared reads, made on first use (as large as
+        the engine's pool). Its connections decode JSON as the engine's do (``_json_codecs``).
+        A connection comes back without asyncpg's reset query (a round trip per read): these
+        connections only ever run SELECTs in autocommit, so there is no session state to reset.
+        """
+        if self._read_pool is None:
+            async with self._read_pool_lock:
+                if self._read_pool is None:
+                    dsn = self.engine.url.set(drivername="postgresql")
+                    self._read_pool = await asyncpg.create_pool(
+                        dsn.render_as_string(hide_password=False),
+                        min_size=1,
+                        max_size=self._pool_size,
+                        init=_json_codecs,
+                        reset=_keep_session,
+                    )
+        return self._read_pool
 
     async def transaction(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(tx, *args, **kwargs)`` in one write transaction and commit it.
