@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from conftest import Harness
 from orgplane.core.access.principal import Actor
+from orgplane.core.audit import queries
 from orgplane.core.audit import service as audit
 from orgplane.core.bootstrap import create_root_with_admin_key
 from orgplane.core.credentials.service import insert_key
@@ -516,6 +517,105 @@ async def test_pages_are_newest_first_without_duplicates(h):
     log = await _all_pages(h, f"/orgs/{root}/access_log", {"limit": 3})
     ids = [e["id"] for e in log]
     assert ids == sorted(ids, reverse=True) and len(set(ids)) == len(ids) >= 6
+
+
+async def test_children_audit_is_exactly_the_subtree_whichever_way_it_is_read(h, monkeypatch):
+    """The descendants' log walks the tenant's newest entries, then reads older ones from the
+    subtree's orgs: pages, filters and exports give the same entries whichever part answers."""
+    root = h.root.org_id
+    a = (await h.create_org(root, "A"))["id"]
+    a1 = (await h.create_org(a, "A1"))["id"]
+    a2 = (await h.create_org(a, "A2"))["id"]
+    a11 = (await h.create_org(a1, "A11"))["id"]
+    b = (await h.create_org(root, "B"))["id"]
+    b1 = (await h.create_org(b, "B1"))["id"]
+    other = await h.services.db.transaction(create_root_with_admin_key, name="Other")
+    o1 = (await h.create_org(other.org_id, "O1", key=other.api_key))["id"]
+    # Another tenant's path can share the subtree's text prefix only through its own root: the
+    # entries below must still be this tenant's alone.
+    rows = {p: await _org_pk(h, p) for p in (a, a1, a2, a11, b, b1, o1, root, other.org_id)}
+    cycle = [a, a1, o1, a11, b1, a2, root, b, other.org_id]
+
+    async def entries(tx: Tx, start: int) -> None:
+        for i in range(start, start + 9):
+            org = rows[cycle[i % len(cycle)]]
+            audit.record(
+                tx,
+                Actor.system("system:alice" if i % 3 else "system:bob"),
+                action="credits.allocated" if i % 2 else "org.updated",
+                root_id=org.root_id,
+                org_id=org.id,
+                target_type="org",
+                target_id=org.public_id,
+                before=None,
+                after={"n": i},
+            )
+
+    for start in range(0, 54, 9):
+        await h.services.db.transaction(entries, start)
+
+    a_row = rows[a]
+    (middle,) = await _rows(
+        h,
+        sa.select(audit_log.c.at)
+        .where(audit_log.c.action == "credits.allocated")
+        .order_by(audit_log.c.id)
+        .offset(12)
+        .limit(1),
+    )
+
+    async def expected(**where: Any) -> list[int]:
+        statement = (
+            sa.select(audit_log.c.id)
+            .select_from(audit_log.join(orgs, orgs.c.id == audit_log.c.org_id))
+            .where(orgs.c.path.startswith(a_row.path), orgs.c.id != a_row.id)
+            .order_by(audit_log.c.id.desc())
+        )
+        if "action" in where:
+            statement = statement.where(audit_log.c.action.startswith(where["action"]))
+        if "actor" in where:
+            statement = statement.where(audit_log.c.actor == where["actor"])
+        if "since" in where:
+            statement = statement.where(audit_log.c.at >= where["since"])
+        return [r.id for r in await _rows(h, statement)]
+
+    everything = await expected()
+    org_ids = {e["org_id"] for e in await _all_pages(h, f"/orgs/{a}/children_audit")}
+    assert org_ids == {a1, a2, a11} and len(everything) > 20
+
+    cases = [
+        ({}, await expected()),
+        ({"action": "credits.*"}, await expected(action="credits.")),
+        ({"actor": "system:bob"}, await expected(actor="system:bob")),
+        (
+            {"action": "credits.*", "since": middle.at.isoformat()},
+            await expected(action="credits.", since=middle.at),
+        ),
+    ]
+    assert all(ids for _, ids in cases)
+    url = f"/orgs/{a}/children_audit"
+    for walk in (1, 5, 17, 10_000):  # the older part answers all, some, or none of it
+        monkeypatch.setattr(queries, "RECENT_WALK", walk)
+        monkeypatch.setattr(queries, "EXPORT_BATCH", 4)
+        for params, ids in cases:
+            for limit in (1, 3, 100):
+                got = await _all_pages(h, url, {**params, "limit": limit})
+                assert [e["id"] for e in got] == ids, (walk, params, limit)
+            response = await h.client.get(
+                url, params=params, headers={**h.auth(), "Accept": "application/x-ndjson"}
+            )
+            assert response.status_code == 200
+            assert [json.loads(x)["id"] for x in response.text.splitlines()] == ids
+
+    # A cursor of an org's own log is not one of this log's.
+    page = (await h.client.get(f"/orgs/{a1}/audit?limit=1", headers=h.auth())).json()
+    assert page["next_cursor"]
+    response = await h.client.get(url, params={"cursor": page["next_cursor"]}, headers=h.auth())
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "query.cursor"
+    # The other tenant's descendants' log holds its own entries only.
+    theirs = await _all_pages(h, f"/orgs/{other.org_id}/children_audit", key=other.api_key)
+    assert {e["org_id"] for e in theirs} == {o1}
 
 
 # --- exports ------------------------------------------------------------------------------

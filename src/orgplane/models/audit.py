@@ -28,8 +28,9 @@ audit_log = sa.Table(
     sa.Column("hash", sa.String(64), nullable=False),
     sa.UniqueConstraint("root_id", "seq"),
     sa.Index("ix_audit_log_org_id_id", "org_id", "id"),
-    # Time windows of one org's trail (since/until) are an index range, not a scan of the org.
-    sa.Index("ix_audit_log_org_id_at", "org_id", "at"),
+    # Time windows of one org's trail (since/until) are an index range, not a scan of the org,
+    # and the actor and action filters are tested in the index: only matches are read.
+    sa.Index("ix_audit_log_org_id_at_actor_action", "org_id", "at", "actor", "action"),
 )
 
 # The last link of each tenant's chain; updating it serializes appends within one tenant.
