@@ -118,3 +118,21 @@ async def test_postgres_reads_take_only_the_connections_they_use(h: Harness) -> 
 async def _read_root(h: Harness) -> Any:
     async with h.services.db.read() as conn:
         return await first(conn, PREPARED, {"public_id": h.root.org_id})
+
+
+async def test_postgres_sessions_plan_for_short_lookups(h: Harness) -> None:
+    """Both kinds of PostgreSQL connection run without JIT and with SSD page costs."""
+    db = h.services.db
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL session settings")
+    async with db.read() as conn:
+        engine_side = [(await conn.execute(sa.text(f"SHOW {name}"))).scalar() for name in SETTINGS]
+        driver = await (await db.read_pool()).acquire()
+        try:
+            driver_side = [await driver.fetchval(f"SHOW {name}") for name in SETTINGS]
+        finally:
+            await (await db.read_pool()).release(driver)
+    assert engine_side == driver_side == ["off", "1.1"]
+
+
+SETTINGS = ("jit", "random_page_cost")

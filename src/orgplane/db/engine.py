@@ -27,6 +27,14 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+# Session settings of every orgplane connection to PostgreSQL. orgplane's statements are short
+# index lookups: JIT compilation only adds to them (it added 0.7 s to one plan of the
+# descendants' audit log), and the default random_page_cost (4, for spinning disks) made the
+# planner walk the primary key of a million orgs for a first page of children (90-140 ms)
+# instead of the (parent_id, id) index (0.24 ms). 1.1 is the usual value for SSD storage.
+PG_SERVER_SETTINGS = {"jit": "off", "random_page_cost": "1.1"}
+
+
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(
@@ -41,6 +49,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=False,
+        connect_args={"server_settings": PG_SERVER_SETTINGS},
     )
 
 
@@ -407,6 +416,7 @@ class Database:
                         dsn.render_as_string(hide_password=False),
                         min_size=1,
                         max_size=self._pool_size,
+                        server_settings=PG_SERVER_SETTINGS,
                         init=_json_codecs,
                         reset=_keep_session,
                     )
