@@ -390,11 +390,15 @@ _INGEST_LINE = re.compile(
 
 
 def ingest(ctx: Context, admin_dsn: str) -> dict[str, Any]:
-    """bench/ingest.py on PostgreSQL, ``runs`` times: events/s of new events (median), and
-    whether every run's counters held exactly what was sent (it exits 1 otherwise)."""
+    """bench/ingest.py on PostgreSQL against ``orgplane serve`` (1 worker), ``runs`` times:
+    events/s of new events (median), and whether every run's counters held exactly what was
+    sent (it exits 1 otherwise)."""
     started = time.monotonic()
     options = [
         "--no-sqlite",
+        "--serve",
+        "--port",
+        str(ctx.port + 8),
         "--postgres",
         admin_dsn.replace("postgresql://", "postgresql+asyncpg://", 1),
     ]
