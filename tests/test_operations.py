@@ -3,6 +3,7 @@ and the OpenAPI document."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Harness, make_settings, start_harness, stop_harness
 from orgplane.api.deps import Services
+from orgplane.api.ratelimit import RateLimiter
 from orgplane.app import build_services, create_app
 from orgplane.core.access import scopes
 
@@ -517,3 +519,29 @@ async def test_docs_serve_html(h):
     assert json.dumps(doc["info"], separators=(",", ":")) in response.text
     for path in doc["paths"]:
         assert f'"{path}":' in response.text
+
+
+async def test_redis_windows_count_in_one_step_and_expire(redis_db):
+    """Both of a request's limits are counted in Redis with their windows' clocks set once; a
+    window's end frees the limit again."""
+    limiter = RateLimiter("2/second", "5/minute", REDIS_URL)
+    try:
+        first = await limiter.check("key_a", 7)
+        assert first is not None and first.name == "key" and first.remaining == 1
+        keys = sorted(k.decode() for k in redis_db.keys("*"))
+        assert len(keys) == 2
+        assert all(0 < redis_db.pttl(k) <= 60_000 for k in keys)
+        second = await limiter.check("key_a", 7)
+        assert second is not None and second.allowed and second.remaining == 0
+        third = await limiter.check("key_a", 7)
+        assert third is not None and not third.allowed and third.name == "key"
+        assert third.reset_after <= 1
+        await asyncio.sleep(1.1)
+        fourth = await limiter.check("key_a", 7)
+        assert fourth is not None and fourth.allowed
+        # The org's window kept counting: 4 of 5.
+        org = (await limiter.check("key_b", 7), await limiter.check("key_c", 7))
+        assert [v.allowed for v in org if v is not None] == [True, False]
+        assert org[1] is not None and org[1].name == "org"
+    finally:
+        await limiter.close()

@@ -18,11 +18,11 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 
 from orgplane import __version__
 from orgplane.api.deps import Services, provide_actor, provide_principal
-from orgplane.api.fastpath import FastReads
 from orgplane.api.dialects import datadog as datadog_dialect
 from orgplane.api.dialects import make as make_dialect
 from orgplane.api.dialects import openapi as dialect_openapi
 from orgplane.api.dialects import sumologic as sumologic_dialect
+from orgplane.api.fastpath import FastReads
 from orgplane.api.native import auth as auth_api
 from orgplane.api.native import (
     consumption,
@@ -115,6 +115,7 @@ def create_litestar(services: Services) -> Litestar:
             with contextlib.suppress(asyncio.CancelledError):
                 await housekeeping
             await services.access_log.stop()
+            await services.limiter.close()
             await services.db.dispose()
 
     openapi = OpenAPIConfig(

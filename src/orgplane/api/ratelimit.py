@@ -1,4 +1,10 @@
-"""Rate limits per credential and per org, in memory (one process) or Redis (several)."""
+"""Rate limits per credential and per org, in memory (one process) or Redis (several).
+
+The limits are parsed, and their counters named, by the ``limits`` package; the counting is
+orgplane's: fixed windows, every limit of a request counted in one step (one Redis round trip
+for both the key's and the org's), because the package's storages take one or two storage
+calls per limit and, in memory, a timer thread or an expiry task per increment.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import redis.asyncio as redis
 from limits import RateLimitItem, parse
-from limits.aio.storage import Storage
-from limits.storage import storage_from_string
 
 
 @dataclass(frozen=True)
@@ -45,14 +50,15 @@ class Verdict:
         return values
 
 
+# What counters answer for each limit hit: its count in the current window, seconds to its end.
+Hits = list[tuple[int, float]]
+
+
 class LocalWindows:
     """Fixed windows counted in this process's memory, for a single worker.
 
-    The ``limits`` package's memory storages are made for occasional checks: the synchronous one
-    starts a timer thread (and waits for it to start) every 10 ms of traffic, the asynchronous one
-    schedules an expiry task on every increment; on a request path that costs more than the
-    request's own database read. The event loop runs one ``hit`` at a time, so a dict is enough;
-    windows past their end are dropped in one sweep at most every ``SWEEP_SECONDS``.
+    The event loop runs one ``hit`` at a time, so a dict is enough; windows past their end are
+    dropped in one sweep at most every ``SWEEP_SECONDS``.
     """
 
     SWEEP_SECONDS = 10.0
@@ -61,30 +67,55 @@ class LocalWindows:
         self._windows: dict[str, list[float]] = {}  # key -> [count, end (monotonic)]
         self._next_sweep = time.monotonic() + self.SWEEP_SECONDS
 
-    def hit(self, key: str, window: int) -> tuple[int, float]:
-        """Count one hit on ``key``; its count in the current window and seconds to the end."""
+    async def hit(self, keys: list[tuple[str, int]]) -> Hits:
+        """Count one hit on each ``(key, window seconds)``."""
         now = time.monotonic()
         if now >= self._next_sweep:
             self._windows = {k: w for k, w in self._windows.items() if w[1] > now}
             self._next_sweep = now + self.SWEEP_SECONDS
-        entry = self._windows.get(key)
-        if entry is None or entry[1] <= now:
-            entry = self._windows[key] = [0, now + window]
-        entry[0] += 1
-        return int(entry[0]), entry[1] - now
+        hits = []
+        for key, window in keys:
+            entry = self._windows.get(key)
+            if entry is None or entry[1] <= now:
+                entry = self._windows[key] = [0, now + window]
+            entry[0] += 1
+            hits.append((int(entry[0]), entry[1] - now))
+        return hits
+
+    async def close(self) -> None:
+        self._windows.clear()
+
+
+class RedisWindows:
+    """Fixed windows in Redis, shared by every worker and host.
+
+    One MULTI/EXEC per request whatever the number of limits: for each, INCR, then EXPIRE NX
+    (the first hit of a window starts its clock; Redis 7) and PTTL.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url)
+
+    async def hit(self, keys: list[tuple[str, int]]) -> Hits:
+        pipe = self.client.pipeline(transaction=True)
+        for key, window in keys:
+            pipe.incr(key)
+            pipe.expire(key, window, nx=True)
+            pipe.pttl(key)
+        replies = await pipe.execute()
+        return [(int(replies[i]), max(0, replies[i + 2]) / 1000) for i in range(0, len(replies), 3)]
+
+    async def close(self) -> None:
+        await self.client.aclose()
 
 
 class RateLimiter:
     def __init__(
         self, per_key: str, per_org: str, redis_url: str | None, sign_in_per_ip: str = ""
     ) -> None:
-        self.storage: Storage | None = None
-        self.memory: LocalWindows | None = None
-        if redis_url:
-            uri = redis_url if redis_url.startswith("async+") else "async+" + redis_url
-            self.storage = storage_from_string(uri)  # type: ignore[assignment]
-        else:
-            self.memory = LocalWindows()
+        self.counters: LocalWindows | RedisWindows = (
+            RedisWindows(redis_url) if redis_url else LocalWindows()
+        )
         self.per_key: RateLimitItem | None = parse(per_key) if per_key else None
         self.per_org: RateLimitItem | None = parse(per_org) if per_org else None
         self.sign_in_per_ip: RateLimitItem | None = (
@@ -94,16 +125,17 @@ class RateLimiter:
 
     async def check(self, key_id: str, org_id: int) -> Verdict | None:
         """Count one request against both limits; the verdict of the tighter one, or None."""
-        verdicts = []
-        for name, item, ident in (
-            ("key", self.per_key, key_id),
-            ("org", self.per_org, str(org_id)),
-        ):
-            if item is None:
-                continue
-            verdicts.append(await self._hit(name, item, ident))
-        if not verdicts:
+        limits = [
+            (name, item, ident)
+            for name, item, ident in (
+                ("key", self.per_key, key_id),
+                ("org", self.per_org, str(org_id)),
+            )
+            if item is not None
+        ]
+        if not limits:
             return None
+        verdicts = await self._hit(limits)
         refused = [v for v in verdicts if not v.allowed]
         if refused:
             return max(refused, key=lambda v: v.reset_after)
@@ -115,32 +147,32 @@ class RateLimiter:
         item = self._extra.get(limit)
         if item is None:
             item = self._extra[limit] = parse(limit)
-        return await self._hit(name, item, ident)
+        return (await self._hit([(name, item, ident)]))[0]
 
     async def check_sign_in(self, ip: str | None) -> Verdict | None:
         """Count one unauthenticated password or token attempt from ``ip``."""
         if self.sign_in_per_ip is None:
             return None
-        return await self._hit("sign-in", self.sign_in_per_ip, ip or "unknown")
+        return (await self._hit([("sign-in", self.sign_in_per_ip, ip or "unknown")]))[0]
 
-    async def _hit(self, name: str, item: RateLimitItem, ident: str) -> Verdict:
-        """A fixed window counted on the storage directly: one increment and one expiry read
-        (the strategy's ``hit`` plus ``get_window_stats`` would be three storage calls)."""
-        key = item.key_for(name, ident)
-        if self.memory is not None:
-            count, reset_after = self.memory.hit(key, item.get_expiry())
-        else:
-            assert self.storage is not None
-            count = await self.storage.incr(key, item.get_expiry(), amount=1)
-            reset_after = await self.storage.get_expiry(key) - time.time()
-        return Verdict(
-            allowed=count <= item.amount,
-            limit=item.amount,
-            remaining=max(0, item.amount - count),
-            reset_after=max(0, math.ceil(reset_after)),
-            window=item.get_expiry(),
-            name=name,
+    async def close(self) -> None:
+        await self.counters.close()
+
+    async def _hit(self, limits: list[tuple[str, RateLimitItem, str]]) -> list[Verdict]:
+        hits = await self.counters.hit(
+            [(item.key_for(name, ident), item.get_expiry()) for name, item, ident in limits]
         )
+        return [
+            Verdict(
+                allowed=count <= item.amount,
+                limit=item.amount,
+                remaining=max(0, item.amount - count),
+                reset_after=max(0, math.ceil(reset_after)),
+                window=item.get_expiry(),
+                name=name,
+            )
+            for (name, item, _), (count, reset_after) in zip(limits, hits, strict=True)
+        ]
 
 
 DATADOG_PREFIX = "/datadog/"
