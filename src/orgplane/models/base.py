@@ -57,9 +57,12 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return _sqlite_text
 
     def result_processor(self, dialect: Any, coltype: Any) -> Any:
-        if dialect.name != "sqlite":
+        if dialect.name == "sqlite":
+            return _sqlite_utc
+        if self.impl_instance.dialect_impl(dialect).result_processor(dialect, coltype):
             return super().result_processor(dialect, coltype)
-        return _sqlite_utc
+        # The driver gives datetimes itself (asyncpg: aware, in UTC): one call, no wrapper.
+        return _utc
 
 
 def _sqlite_text(value: datetime | None) -> str | None:
@@ -68,6 +71,12 @@ def _sqlite_text(value: datetime | None) -> str | None:
     if value.tzinfo is None:
         raise ValueError("naive datetime given to a UTC column")
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is UTC:
+        return value
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _sqlite_utc(value: str | None) -> datetime | None:
