@@ -545,3 +545,17 @@ async def test_redis_windows_count_in_one_step_and_expire(redis_db):
         assert org[1] is not None and org[1].name == "org"
     finally:
         await limiter.close()
+
+
+async def test_memory_window_reset_never_exceeds_the_window(monkeypatch):
+    """At this clock reading, (now + 60) - now is 60.00000000000091 in floating point: the
+    reset still says 60 seconds, never 61."""
+    monkeypatch.setattr("orgplane.api.ratelimit.time.monotonic", lambda: 8174.326235239371)
+    limiter = RateLimiter("3/minute", "", None)
+    try:
+        verdict = await limiter.check("key_a", 7)
+        assert verdict is not None and verdict.allowed
+        assert verdict.reset_after == 60
+        assert verdict.headers()["RateLimit-Reset"] == "60"
+    finally:
+        await limiter.close()

@@ -167,7 +167,8 @@ class RateLimiter:
                 allowed=count <= item.amount,
                 limit=item.amount,
                 remaining=max(0, item.amount - count),
-                reset_after=max(0, math.ceil(reset_after)),
+                # (now + window) - now can come out a hair above the window in floating point.
+                reset_after=min(item.get_expiry(), max(0, math.ceil(reset_after))),
                 window=item.get_expiry(),
                 name=name,
             )
