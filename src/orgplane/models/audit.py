@@ -31,6 +31,20 @@ audit_log = sa.Table(
     # Time windows of one org's trail (since/until) are an index range, not a scan of the org,
     # and the actor and action filters are tested in the index: only matches are read.
     sa.Index("ix_audit_log_org_id_at_actor_action", "org_id", "at", "actor", "action"),
+    # One actor's entries of an org newest first, the time window tested in the index: a page
+    # is a walk that stops at its last match, not a sort of every match in the window.
+    sa.Index("ix_audit_log_org_id_actor_id_at", "org_id", "actor", "id", "at"),
+    # The descendants' log walks the tenant's chain newest first and tests its filters here,
+    # reading no table row until an entry matches (see core/audit/queries.py).
+    sa.Index(
+        "ix_audit_log_root_id_seq_org_id_at_action_actor",
+        "root_id",
+        "seq",
+        "org_id",
+        "at",
+        "action",
+        "actor",
+    ),
 )
 
 # The last link of each tenant's chain; updating it serializes appends within one tenant.

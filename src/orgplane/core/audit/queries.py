@@ -8,6 +8,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import reach
@@ -35,11 +37,36 @@ class LogFilters:
         return self
 
 
-def _filtered(statement: Any, table: Any, filters: LogFilters) -> Any:
+class _NotForIndexChoice(sa.sql.expression.ColumnElement[Any]):
+    """A column SQLite must not pick an index by (rendered ``+column``, the same value there;
+    unchanged elsewhere). Without statistics SQLite prefers the window's range on
+    ``(org_id, at, ...)`` to the equalities of ``(org_id, actor, id, at)``, and then sorts every
+    match of the window for one page."""
+
+    inherit_cache = True
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, column: Any) -> None:
+        self.column = column
+        self.type = column.type
+
+
+@compiles(_NotForIndexChoice)
+def _as_is(element: _NotForIndexChoice, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.column, **kw))
+
+
+@compiles(_NotForIndexChoice, "sqlite")
+def _unary_plus(element: _NotForIndexChoice, compiler: Any, **kw: Any) -> str:
+    return "+" + str(compiler.process(element.column, **kw))
+
+
+def _filtered(statement: Any, table: Any, filters: LogFilters, *, at: Any = None) -> Any:
+    at = table.c.at if at is None else at
     if filters.since:
-        statement = statement.where(table.c.at >= filters.since)
+        statement = statement.where(at >= filters.since)
     if filters.until:
-        statement = statement.where(table.c.at < filters.until)
+        statement = statement.where(at < filters.until)
     if filters.actor:
         statement = statement.where(table.c.actor == filters.actor)
     if filters.action:
@@ -61,35 +88,44 @@ def _base(log: Literal["audit", "access"], org: Any, filters: LogFilters) -> tup
             statement = statement.where(access_log.c.status == filters.status.upper())
         return _filtered(statement, access_log, filters), access_log
     statement = sa.select(audit_log).where(audit_log.c.org_id == org.id)
+    if filters.actor:
+        # One actor's entries newest first on (org_id, actor, id, at), the window tested in the
+        # index: the page stops at its last match, wherever the window is.
+        at = _NotForIndexChoice(audit_log.c.at)
+        return _filtered(statement, audit_log, filters, at=at), audit_log
     return _filtered(statement, audit_log, filters), audit_log
 
 
 # --- the descendants' audit log --------------------------------------------------------------
 #
 # Entries of every org below ``org``, newest first. Within one tenant (and a subtree is within
-# one) ``seq`` follows the order of ``id``: appends are serialized on the tenant's chain head.
-# So the subtree's log is read in ``seq`` order, on the tenant's ``(root_id, seq)`` index, in two
-# parts whose costs are bounded differently:
+# one) ``seq`` follows the order of ``id``: appends are serialized on the tenant's chain head,
+# and an entry gets its id when it is inserted, under that lock. So the subtree's log is read in
+# ``seq`` order, in consecutive ranges of the tenant's chain, each answered the cheaper way:
 #
-# * the tenant's newest RECENT_WALK entries, walked newest first through that index, each one's
-#   org looked up to test the path: cheap per entry, and it stops at the page's last match, so a
-#   subtree holding a fair share of the tenant's activity is answered there;
-# * what is older, only when that walk did not fill the page: from the subtree's orgs (a range of
-#   the path index) through each org's own entries, then sorted: a cost in proportion to the
-#   subtree's entries (in the time window, when one is given).
+# * a walk of the tenant's newest entries on ``(root_id, seq, org_id, at, action, actor)``: the
+#   filters are tested in the index and only a matching entry's org is looked up to test the
+#   path; it stops at the page's last match. Cheap per entry (no table row read), so it answers
+#   subtrees that hold a fair share of the tenant's activity;
+# * the subtree's orgs (a range of the path index), each org's entries in the time window
+#   (``(org_id, at, actor, action)``), sorted: a cost in proportion to the subtree's orgs and
+#   matching entries, for small subtrees, or once the walk has gone far.
 #
-# Either way alone is seconds at 10 million entries for some subtree: walking the whole tenant
-# for a small subtree, or sorting every entry of a large one.
+# Both read only what their index holds, and a page's rows are read by key at the end. Either
+# way alone is seconds at 10 million entries for some subtree: walking the whole tenant for a
+# small subtree, or sorting every entry of a large one.
 
-RECENT_WALK = 20_000
+RECENT_WALK = 20_000  # first walk, for every subtree
+FAR_WALK = 100_000  # a second walk, for large subtrees whose first walk found matches
+SMALL_SUBTREE = 5_000
 _SUBTREE_COLUMNS = (*audit_log.c, orgs.c.public_id.label("org_public_id"))
 
 
-def _recent(org: Any, filters: LogFilters, low: int, high: int) -> Any:
-    """The subtree's entries among the tenant's with ``low < seq <= high``, newest first. The path
-    is tested on each entry's org (not an index range), so the walk drives the query."""
+def _walk(org: Any, filters: LogFilters, low: int, high: int, count: int) -> Any:
+    """The subtree's entries among the tenant's with ``low < seq <= high``, newest first: their
+    ``seq``. The path is tested on each matching entry's org, so the walk drives."""
     statement = (
-        sa.select(*_SUBTREE_COLUMNS)
+        sa.select(audit_log.c.seq)
         .select_from(audit_log.join(orgs, orgs.c.id == audit_log.c.org_id))
         .where(
             audit_log.c.root_id == org.root_id,
@@ -99,23 +135,45 @@ def _recent(org: Any, filters: LogFilters, low: int, high: int) -> Any:
             orgs.c.path != org.path,
         )
     )
-    return _filtered(statement, audit_log, filters).order_by(audit_log.c.seq.desc())
+    return _filtered(statement, audit_log, filters).order_by(audit_log.c.seq.desc()).limit(count)
 
 
-def _older(org: Any, filters: LogFilters, high: int) -> Any:
-    """The subtree's entries with ``seq <= high``, newest first (``id`` order is ``seq`` order
-    here; ordered by ``id``, PostgreSQL may also walk the primary key when it expects the
-    subtree's entries to be dense, rather than sort the whole table)."""
+def _by_orgs(org: Any, filters: LogFilters, high: int, count: int) -> Any:
+    """The subtree's entries with ``seq <= high`` (its ids up to the one of ``seq == high``),
+    newest first: their ``id``, read through the subtree's orgs."""
+    last_id = (
+        sa.select(audit_log.c.id)
+        .where(audit_log.c.root_id == org.root_id, audit_log.c.seq <= high)
+        .order_by(audit_log.c.seq.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
     statement = (
-        sa.select(*_SUBTREE_COLUMNS)
+        sa.select(audit_log.c.id)
         .select_from(orgs.join(audit_log, audit_log.c.org_id == orgs.c.id))
         .where(
             orgs.c.path > org.path,
             orgs.c.path < org.path + _PATH_END,
-            audit_log.c.seq <= high,
+            audit_log.c.id <= last_id,
         )
     )
-    return _filtered(statement, audit_log, filters).order_by(audit_log.c.id.desc())
+    return _filtered(statement, audit_log, filters).order_by(audit_log.c.id.desc()).limit(count)
+
+
+def _entries(org: Any, picked: Any) -> Any:
+    """The picked entries' rows (by ``seq`` in the tenant, or by ``id``), newest first."""
+    picked = picked.subquery()
+    if "seq" in picked.c:
+        on = sa.and_(audit_log.c.root_id == org.root_id, audit_log.c.seq == picked.c.seq)
+    else:
+        on = audit_log.c.id == picked.c.id
+    return (
+        sa.select(*_SUBTREE_COLUMNS)
+        .select_from(
+            picked.join(audit_log, on).join(orgs, orgs.c.id == audit_log.c.org_id),
+        )
+        .order_by(audit_log.c.seq.desc())
+    )
 
 
 async def _subtree_rows(
@@ -129,12 +187,39 @@ async def _subtree_rows(
             return []
     else:
         high = below_seq - 1
+
+    async def walk(low: int, high: int, count: int) -> list[Any]:
+        return list(
+            (await conn.execute(_entries(org, _walk(org, filters, low, high, count)))).all()
+        )
+
     low = max(0, high - RECENT_WALK)
-    rows = list((await conn.execute(_recent(org, filters, low, high).limit(count))).all())
-    if len(rows) < count and low > 0:
-        older = _older(org, filters, low).limit(count - len(rows))
-        rows += (await conn.execute(older)).all()
-    return rows
+    rows = await walk(low, high, count)
+    if len(rows) == count or low == 0:
+        return rows
+    # Walk on only if this walk's matches promise the page within FAR_WALK more entries, and the
+    # subtree is too large for reading its orgs to be cheap.
+    if len(rows) * FAR_WALK >= (count - len(rows)) * RECENT_WALK and not await _small_subtree(
+        conn, org
+    ):
+        high, low = low, max(0, low - FAR_WALK)
+        rows += await walk(low, high, count - len(rows))
+        if len(rows) == count or low == 0:
+            return rows
+    older = _entries(org, _by_orgs(org, filters, low, count - len(rows)))
+    return rows + list((await conn.execute(older)).all())
+
+
+async def _small_subtree(conn: Reader, org: Any) -> bool:
+    """Whether the subtree has at most SMALL_SUBTREE orgs (counting no further)."""
+    below = (
+        sa.select(orgs.c.id)
+        .where(orgs.c.path > org.path, orgs.c.path < org.path + _PATH_END)
+        .limit(SMALL_SUBTREE + 1)
+        .subquery()
+    )
+    found = (await conn.execute(sa.select(sa.func.count()).select_from(below))).scalar()
+    return bool(found is not None and found <= SMALL_SUBTREE)
 
 
 async def target(conn: Reader, principal: Principal, org_ref: str, log: Log = "audit") -> Any:
