@@ -40,6 +40,7 @@ class AccessLogWriter:
         self._last_used: dict[int, datetime] = {}
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._flushing: set[asyncio.Future[None]] = set()  # referenced until they finish
 
     def record(
         self,
@@ -84,6 +85,15 @@ class AccessLogWriter:
             self._last_used[key_pk] = now
 
     async def flush(self) -> None:
+        """Write what is buffered. A caller cancelled meanwhile (a client that went away, the
+        flush timer stopped at shutdown) does not stop the write: cancelled half-way, the batch
+        would be lost and the connection left in the middle of its insert."""
+        flushing = asyncio.ensure_future(self._flush())
+        self._flushing.add(flushing)
+        flushing.add_done_callback(self._flushing.discard)
+        await asyncio.shield(flushing)
+
+    async def _flush(self) -> None:
         async with self._lock:
             rows, self._rows = self._rows, []
             last_used, self._last_used = self._last_used, {}
@@ -114,6 +124,7 @@ class AccessLogWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        # The last batch, after any flush the timer had under way (it holds the lock).
         await self.flush()
 
 
