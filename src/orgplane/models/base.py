@@ -61,7 +61,11 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
             return _sqlite_utc
         if self.impl_instance.dialect_impl(dialect).result_processor(dialect, coltype):
             return super().result_processor(dialect, coltype)
-        # The driver gives datetimes itself (asyncpg: aware, in UTC): one call, no wrapper.
+        if dialect.driver == "asyncpg":
+            # asyncpg reads a timestamptz as an aware datetime whose tzinfo is datetime.UTC
+            # itself, whatever the session's time zone: nothing to do, and a page of 100 orgs
+            # is spared 300 calls (tests/test_column_types.py checks the zone object).
+            return None
         return _utc
 
 

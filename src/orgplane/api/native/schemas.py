@@ -223,27 +223,32 @@ class Health(Struct, omit_defaults=True):
 
 
 def org_out(row: Any, *, show_parent: bool = True) -> Org:
+    # Positional, in the field order of ``Org``: a list page builds a hundred of these, and
+    # msgspec takes positional arguments faster than keywords.
+    key = row.id
+    deployment = row.deployment
+    deleted_at = row.deleted_at
     return Org(
-        id=row.public_id,
-        uuid=row.uuid,
-        key=row.id,
-        sumo_id=sumo_org_id(row.deployment, row.id),
-        parent_id=row.parent_public_id if show_parent else None,
-        name=row.name,
-        description=row.description,
-        status="deleted" if row.deleted_at is not None else row.status,
-        deployment=row.deployment,
-        country=row.country,
-        timezone=row.timezone,
-        plan=row.plan,
-        depth=row.depth,
-        tags=list(row.tags),
-        settings=row.settings,
-        customizations=row.customizations,
-        created_at=row.created_at,
-        modified_at=row.modified_at,
-        deleted_at=row.deleted_at,
-        version=row.version,
+        row.public_id,
+        row.uuid,
+        key,
+        sumo_org_id(deployment, key),
+        row.parent_public_id if show_parent else None,
+        row.name,
+        row.description,
+        "deleted" if deleted_at is not None else row.status,
+        deployment,
+        row.country,
+        row.timezone,
+        row.plan,
+        row.depth,
+        list(row.tags),
+        row.settings,
+        row.customizations,
+        row.created_at,
+        row.modified_at,
+        deleted_at,
+        row.version,
     )
 
 
