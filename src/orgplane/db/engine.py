@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import namedtuple
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -15,6 +15,8 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from orgplane.db.grouped import TransactionGroups
 
 T = TypeVar("T")
 
@@ -316,6 +318,8 @@ class Tx:
     dialect: str
     pending_audit: list[dict[str, Any]] = field(default_factory=list)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    # Shared by several callers' work (``db.grouped``): nothing may assume it is alone in it.
+    grouped: bool = False
     _driver: Any = field(default=None, repr=False)
 
     @property
@@ -335,6 +339,11 @@ class Tx:
         plan = prepared.plan(self.conn.dialect)
         rows = await (await self._transaction_driver()).fetch(plan.sql, *plan.args(params))
         return [plan.make_row(r) for r in rows]
+
+    async def run_script(self, sql: str) -> None:
+        """PostgreSQL: statements without parameters (``;``-separated) in one round trip, on
+        the driver, in this transaction."""
+        await (await self._transaction_driver()).execute(sql)
 
     async def _transaction_driver(self) -> Any:
         if self._driver is None:
@@ -362,6 +371,7 @@ class Database:
         self._read_pool_lock = asyncio.Lock()
         # Called with the Tx just before commit: appends the audit entries (set by the app).
         self.before_commit: Callable[[Tx], Awaitable[None]] | None = None
+        self._groups = TransactionGroups(self, retryable)
 
     @property
     def is_sqlite(self) -> bool:
@@ -433,10 +443,17 @@ class Database:
                 return await self._run_once(fn, *args, **kwargs)
             except Exception as exc:
                 # SQLAlchemy's errors, and the driver's own from statements run on it directly.
-                if attempt == MAX_ATTEMPTS or _sqlstate(exc) not in _RETRYABLE_SQLSTATES:
+                if attempt == MAX_ATTEMPTS or not retryable(exc):
                     raise
                 await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
         raise AssertionError("unreachable")
+
+    async def transaction_grouped(
+        self, group: Hashable, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
+    ) -> T:
+        """``transaction(fn, ...)``, committed together with the calls of the same ``group``
+        waiting at the same time (``db.grouped``): for writes that queue on one row."""
+        return await self._groups.run(group, fn, *args, **kwargs)
 
     async def _run_once(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         if self._sqlite_write_lock is not None:
@@ -458,6 +475,11 @@ class Database:
         for callback in tx.after_commit:
             callback()
         return result
+
+
+def retryable(exc: Exception) -> bool:
+    """A PostgreSQL deadlock or serialization failure: the transaction can run again."""
+    return _sqlstate(exc) in _RETRYABLE_SQLSTATES
 
 
 def _sqlstate(exc: Exception) -> str | None:

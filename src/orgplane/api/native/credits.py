@@ -188,7 +188,10 @@ async def set_allocation(
         return Response(allocation_out(result), status_code=200)
 
     if idempotency_key is None:
-        return render(await services.db.transaction(work), principal)
+        # Allocations from one parent queue on its pool row: those waiting at the same time
+        # share a transaction and its commit (``db.grouped``), each still refused on its own.
+        group = ("allocation", org_id, meter)
+        return render(await services.db.transaction_grouped(group, work), principal)
     return await run_idempotent(request, services, principal, idempotency_key, work, render)
 
 

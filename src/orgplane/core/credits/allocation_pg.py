@@ -119,13 +119,27 @@ def _values(prefix: str, names: tuple[str, ...]) -> str:
     return ", ".join(f":{prefix}{name}" for name in names)
 
 
-_WRITE = PreparedSelect(
-    sa.text(
-        # Own consumption this period is read here, in a snapshot taken after the locks (the
-        # hard-meter ingestion that adds to it holds the same limit rows), and each write
-        # happens only if it stays within what the rules allow (``ok``); otherwise nothing is
-        # written and the caller refuses with the figures returned.
+def _write_statement(*, audit: bool) -> PreparedSelect:
+    """The write statement; with ``audit``, the chained entry and the new chain head too."""
+    audit_ctes = (
         f"""
+        , chain_head AS (
+            UPDATE audit_chain_heads SET seq = :audit_seq, last_hash = :audit_hash
+            WHERE root_id = :root_id AND (SELECT ok FROM checked)
+        ), audit_entry AS (
+            INSERT INTO audit_log ({_columns(AUDIT_COLUMNS)})
+            SELECT {_values("audit_", AUDIT_COLUMNS)} FROM checked WHERE ok
+        )"""
+        if audit
+        else ""
+    )
+    return PreparedSelect(
+        sa.text(
+            # Own consumption this period is read here, in a snapshot taken after the locks (the
+            # hard-meter ingestion that adds to it holds the same limit rows), and each write
+            # happens only if it stays within what the rules allow (``ok``); otherwise nothing is
+            # written and the caller refuses with the figures returned.
+            f"""
         WITH used AS (
             SELECT
                 (SELECT CAST(coalesce(sum(quantity), 0) AS BIGINT) FROM usage_daily
@@ -154,30 +168,29 @@ _WRITE = PreparedSelect(
         ), ledger_row AS (
             INSERT INTO ledger ({_columns(LEDGER_COLUMNS)})
             SELECT {_values("ledger_", LEDGER_COLUMNS)} FROM checked WHERE ok
-        ), chain_head AS (
-            UPDATE audit_chain_heads SET seq = :audit_seq, last_hash = :audit_hash
-            WHERE root_id = :root_id AND (SELECT ok FROM checked)
-        ), audit_entry AS (
-            INSERT INTO audit_log ({_columns(AUDIT_COLUMNS)})
-            SELECT {_values("audit_", AUDIT_COLUMNS)} FROM checked WHERE ok
-        )
+        ){audit_ctes}
         SELECT ok, parent_used, child_used FROM checked
         """
-    ).columns(
-        sa.column("ok", sa.Boolean),
-        sa.column("parent_used", sa.BigInteger),
-        sa.column("child_used", sa.BigInteger),
+        ).columns(
+            sa.column("ok", sa.Boolean),
+            sa.column("parent_used", sa.BigInteger),
+            sa.column("child_used", sa.BigInteger),
+        )
     )
-)
+
+
+_WRITE = _write_statement(audit=True)
+_WRITE_UNAUDITED = _write_statement(audit=False)
 
 
 @dataclass(frozen=True)
 class Locked:
-    """The limit rows of the parent and the child (by org id) and the audit chain head."""
+    """The limit rows of the parent and the child (by org id) and, when it was asked for, the
+    audit chain head."""
 
     pools: dict[int, Any]
-    seq: int
-    last_hash: str
+    seq: int | None
+    last_hash: str | None
 
 
 async def meter_and_key_locks(tx: Tx, meter: str, parent: Any, child: Any) -> Any:
@@ -187,21 +200,31 @@ async def meter_and_key_locks(tx: Tx, meter: str, parent: Any, child: Any) -> An
     return rows[0] if rows else None
 
 
-async def lock(tx: Tx, root_id: int, parent_id: int, child_id: int, meter: str) -> Locked:
-    """Lock the two limit rows (those that exist), then the tenant's audit chain head."""
+# ``pools_before_head`` above the number of limit rows there can be: the head is left alone.
+_NO_HEAD = 3
+
+
+async def lock(
+    tx: Tx, root_id: int, parent_id: int, child_id: int, meter: str, *, head: bool = True
+) -> Locked:
+    """Lock the two limit rows (those that exist), then, with ``head``, the tenant's audit
+    chain head (without it, the entry is chained at commit: ``audit.append_pending``)."""
     params = {"root_id": root_id, "parent_id": parent_id, "child_id": child_id, "meter": meter}
-    rows = await tx.fetch(_LOCK, {**params, "pools_before_head": 2})
-    if not any(row.seq is not None for row in rows):
-        # A row is missing from this statement's snapshot, and the head was left alone. The row
+    rows = await tx.fetch(_LOCK, {**params, "pools_before_head": 2 if head else _NO_HEAD})
+    pools = {row.org_id: row for row in rows if row.org_id is not None}
+    if len(pools) < 2:
+        # A row is missing from this statement's snapshot (and the head was left alone). The row
         # may have been inserted by a transaction that held the parent's lock we just waited
         # for: read again now that we hold it (or the child's row would be inserted a second
         # time), and this time take the head, with every limit row there is already locked.
-        rows = await tx.fetch(_LOCK, {**params, "pools_before_head": 0})
-    (head,) = [row for row in rows if row.seq is not None] or [None]
-    if head is None:
+        rows = await tx.fetch(_LOCK, {**params, "pools_before_head": 0 if head else _NO_HEAD})
+        pools = {row.org_id: row for row in rows if row.org_id is not None}
+    if not head:
+        return Locked(pools, None, None)
+    (found,) = [row for row in rows if row.seq is not None] or [None]
+    if found is None:
         raise AssertionError(f"tenant {root_id} has no audit chain head")
-    pools = {row.org_id: row for row in rows if row.org_id is not None}
-    return Locked(pools, head.seq, head.last_hash)
+    return Locked(pools, found.seq, found.last_hash)
 
 
 @dataclass(frozen=True)
@@ -224,14 +247,14 @@ async def write(
     since: tuple[date, date],
     may_use: tuple[int | None, int | None],
     ledger_row: dict[str, Any],
-    audit_entry: dict[str, Any],
+    audit_entry: dict[str, Any] | None,
 ) -> Used:
     """Every write of an allocation in one statement, made only if the consumption checks pass.
 
     ``parent`` and ``child`` are the balances after the change (``org_id``, ``amount``,
     ``allocated``, ``charge``); ``since`` the start of each one's period; ``may_use`` the most
     each may have consumed this period for the change to stand (None: no check);
-    ``audit_entry`` is chained already.
+    ``audit_entry`` is chained already (None: the caller queued it for the commit).
     """
     params = {
         "root_id": root_id,
@@ -248,11 +271,13 @@ async def write(
         "parent_may_use": may_use[0],
         "child_may_use": may_use[1],
         **{f"ledger_{name}": ledger_row[name] for name in LEDGER_COLUMNS},
-        **{f"audit_{name}": audit_entry[name] for name in AUDIT_COLUMNS},
     }
-    for name in ("audit_before", "audit_after"):
-        # The driver takes JSONB as text (the codec SQLAlchemy installs on its connections).
-        if params[name] is not None:
-            params[name] = orjson.dumps(params[name]).decode()
-    row = (await tx.fetch(_WRITE, params))[0]
+    if audit_entry is not None:
+        params.update({f"audit_{name}": audit_entry[name] for name in AUDIT_COLUMNS})
+        for name in ("audit_before", "audit_after"):
+            # The driver takes JSONB as text (the codec SQLAlchemy installs on its connections).
+            if params[name] is not None:
+                params[name] = orjson.dumps(params[name]).decode()
+    statement = _WRITE if audit_entry is not None else _WRITE_UNAUDITED
+    row = (await tx.fetch(statement, params))[0]
     return Used(row.ok, row.parent_used, row.child_used)

@@ -406,9 +406,8 @@ async def allocate(
     if child.status == "deactivated":
         # Its unused allocation went back to the parent when it was deactivated.
         raise Conflict(f"organization {child_ref!r} is deactivated; reactivate it first")
-    if tx.is_postgres and not tx.pending_audit:
-        # The same rules in fewer round trips; its audit entry is chained in place, so only
-        # when no other entry of the transaction waits to be chained before it.
+    if tx.is_postgres:
+        # The same rules in fewer round trips.
         return await _allocate_postgres(
             tx, actor, parent, child, meter_name, amount, idempotency_key=idempotency_key
         )
@@ -599,12 +598,20 @@ async def _allocate_postgres(
     """``_allocate_locked`` on PostgreSQL in three statements: the meter with the tree lock (and
     the key locks of the writes' foreign keys), the limit rows then the audit chain head locked,
     and every write (made only if the consumption checks pass) — then the commit. The parent's
-    row is held for two round trips after its lock, instead of eight."""
+    row is held for two round trips after its lock, instead of eight.
+
+    The audit entry is chained in place only when it is the transaction's first and last: when
+    other entries wait to be chained before it, or others may follow (a transaction shared by
+    several allocations, ``db.grouped``), it is queued for the commit, and the chain head is
+    locked then, after every limit row of the transaction, as every audited write does."""
     meter = await allocation_pg.meter_and_key_locks(tx, meter_name, parent, child)
     if meter is None:
         raise NotFound(f"meter {meter_name!r} not found")
     check_amount(amount, meter)
-    locked = await allocation_pg.lock(tx, parent.root_id, parent.id, child.id, meter.name)
+    chain_here = not tx.pending_audit and not tx.grouped
+    locked = await allocation_pg.lock(
+        tx, parent.root_id, parent.id, child.id, meter.name, head=chain_here
+    )
     balances = {
         (org_id, meter.name): Balance(
             org_id, meter.name, int(r.amount), int(r.allocated), int(r.charge), True
@@ -620,7 +627,9 @@ async def _allocate_postgres(
         )
     _move(child_balance, parent_balance, change.delta, change.charge_delta)
     entry = audit.make_entry(actor, **_allocation_audit(parent, child, meter, amount, change))
-    audit.link([entry], locked.seq, locked.last_hash)
+    if chain_here:
+        assert locked.seq is not None and locked.last_hash is not None
+        audit.link([entry], locked.seq, locked.last_hash)
     used = await allocation_pg.write(
         tx,
         root_id=parent.root_id,
@@ -644,13 +653,15 @@ async def _allocate_postgres(
             charge_delta=change.charge_delta,
             idempotency_key=idempotency_key,
         ),
-        audit_entry=entry,
+        audit_entry=entry if chain_here else None,
     )
     if not used.ok:
         refusal = _consumption_refusal(
             parent, child, meter, change, child_balance.allocated, used.parent, used.child
         )
         raise refusal or AssertionError("the allocation's checks disagree")
+    if not chain_here:
+        tx.pending_audit.append(entry)
     child_balance.exists = True
     return Allocation(
         meter.name,
