@@ -44,3 +44,20 @@ async def test_downgrade_to_base_and_upgrade_again(tmp_path: Any) -> None:
         await engine.dispose()
     assert set(names) >= {t.name for t in metadata.sorted_tables}
     assert [m.name for m in meters] == ["credits", "operations", "transfer"]
+
+
+async def test_window_index_carries_the_id_on_postgresql(db_url: str) -> None:
+    """The drift comparison does not see INCLUDE columns: the descendants' log relies on
+    ``(org_id, at, actor, action) INCLUDE (id)`` for an index-only read on PostgreSQL."""
+    engine = create_async_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            indexes = await conn.run_sync(lambda c: sa.inspect(c).get_indexes("audit_log"))
+    finally:
+        await engine.dispose()
+    (window,) = [i for i in indexes if i["name"] == "ix_audit_log_org_id_at_actor_action"]
+    assert window["column_names"] == ["org_id", "at", "actor", "action"]
+    included = window.get("include_columns") or window.get("dialect_options", {}).get(
+        "postgresql_include", []
+    )
+    assert list(included) == (["id"] if engine.dialect.name == "postgresql" else [])
