@@ -269,19 +269,19 @@ class PostgresReader:
 
 
 async def _json_codecs(connection: Any) -> None:
-    """The JSON codecs SQLAlchemy's asyncpg dialect installs on its connections: the column
-    types serialize parameters to text, and the driver decodes results (JSONB's binary form
-    starts with a version byte)."""
-    await connection.set_type_codec(
-        "json", encoder=str.encode, decoder=orjson.loads, schema="pg_catalog", format="binary"
-    )
-    await connection.set_type_codec(
-        "jsonb",
-        encoder=lambda text: b"\x01" + text.encode(),
-        decoder=lambda data: orjson.loads(data[1:]),
-        schema="pg_catalog",
-        format="binary",
-    )
+    """JSON for the read pool: parameters as text (as the column types serialize them), results
+    decoded by orjson straight from the text form. SQLAlchemy's asyncpg dialect reads JSONB in
+    the binary form (a version byte, then the same text) through a wrapper that cuts the byte
+    off: a call and a copy more per value, 300 of them in a page of 100 orgs. The values are
+    the same either way."""
+    for name in ("json", "jsonb"):
+        await connection.set_type_codec(
+            name, encoder=_identity, decoder=orjson.loads, schema="pg_catalog", format="text"
+        )
+
+
+def _identity(text: str) -> str:
+    return text
 
 
 async def _keep_session(connection: Any) -> None:
