@@ -61,3 +61,25 @@ async def test_window_index_carries_the_id_on_postgresql(db_url: str) -> None:
         "postgresql_include", []
     )
     assert list(included) == (["id"] if engine.dialect.name == "postgresql" else [])
+
+
+async def test_path_index_carries_the_id_on_postgresql(db_url: str) -> None:
+    """``uq_orgs_path`` stays unique on the path alone and, on PostgreSQL, includes the id: a
+    small subtree's org ids are read from the index only (the drift test does not see INCLUDE)."""
+    engine = create_async_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            uniques, indexes = await conn.run_sync(
+                lambda c: (
+                    sa.inspect(c).get_unique_constraints("orgs"),
+                    sa.inspect(c).get_indexes("orgs"),
+                )
+            )
+    finally:
+        await engine.dispose()
+    (unique,) = [u for u in uniques if u["name"] == "uq_orgs_path"]
+    assert unique["column_names"] == ["path"]
+    if engine.dialect.name == "postgresql":
+        (index,) = [i for i in indexes if i["name"] == "uq_orgs_path"]
+        assert index["unique"] and index["column_names"] == ["path"]
+        assert list(index["dialect_options"]["postgresql_include"]) == ["id"]

@@ -19,7 +19,7 @@ orgs = sa.Table(
     # The tenant tree's root; every tenant table carries it so the schema can be sharded by it.
     sa.Column("root_id", BigId, nullable=False),
     # "/1/5/9/": ancestors' ids then its own; "inside P's subtree" is a prefix test.
-    sa.Column("path", PathString, nullable=False, unique=True),
+    sa.Column("path", PathString, nullable=False),
     sa.Column("depth", sa.Integer, nullable=False),
     sa.Column("name", sa.String(100), nullable=False),
     sa.Column("description", sa.Text, nullable=False, server_default=""),
@@ -42,6 +42,9 @@ orgs = sa.Table(
         "status IN ('active', 'disabled', 'deactivated', 'deleted')", name="status_known"
     ),
     sa.CheckConstraint("plan IN ('trial', 'free', 'pro', 'enterprise')", name="plan_known"),
+    # A subtree's org ids are a range of this index alone (SQLite's indexes hold the id already,
+    # as the rowid): the descendants' log reads a small subtree's orgs without their rows.
+    sa.UniqueConstraint("path", postgresql_include=["id"]),
     sa.Index("ix_orgs_parent_id_id", "parent_id", "id"),
     sa.Index("ix_orgs_root_id", "root_id"),
 )
