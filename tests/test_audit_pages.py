@@ -161,15 +161,23 @@ async def test_pages_equal_a_filter_over_every_entry(h, monkeypatch, log):
     ]
     orgs_to_read = ["A", "A1"] if log == "children_audit" else ["A", "A11", "B"]
     # The descendants' log: the tenant walk alone, the walk then the subtree's orgs, and both
-    # walks then the orgs (small limits on the walks and on what counts as a small subtree).
-    settings = [(20_000, 100_000, 5_000), (7, 50, 5_000), (3, 40, 1)]
+    # walks then the orgs (small limits on the walks and on what counts as a small subtree);
+    # the walks test an entry's org against the subtree's hashed ids or by its path.
+    settings = [
+        (20_000, 100_000, 5_000, 20_000),
+        (7, 50, 5_000, 20_000),
+        (7, 50, 5_000, 0),
+        (3, 40, 1, 20_000),
+        (3, 40, 1, 0),
+    ]
     if log == "audit":
         settings = settings[:1]
     checked = 0
-    for walk, far, small in settings:
+    for walk, far, small, hashed in settings:
         monkeypatch.setattr(queries, "RECENT_WALK", walk)
         monkeypatch.setattr(queries, "FAR_WALK", far)
         monkeypatch.setattr(queries, "SMALL_SUBTREE", small)
+        monkeypatch.setattr(queries, "HASHED_SUBTREE", hashed)
         for name in orgs_to_read:
             org = tree[name]
             for f in rng.sample(combos, 45):
