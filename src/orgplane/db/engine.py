@@ -84,6 +84,15 @@ class Reader(Protocol):
     async def execute(self, statement: Any, params: Any = None, /) -> Any: ...
 
 
+def reads_postgres(conn: Reader) -> bool:
+    """Whether ``conn`` (a ``Database.read`` reader or a transaction's connection) reads
+    PostgreSQL: for the few statements written differently for each database's planner."""
+    if isinstance(conn, PostgresReader):
+        return True
+    dialect = getattr(conn, "dialect", None)
+    return dialect is not None and dialect.name == "postgresql"
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """A statement compiled for one dialect: its SQL, its parameters in order, its row type."""

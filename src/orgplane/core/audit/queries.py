@@ -15,7 +15,7 @@ from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import reach
 from orgplane.core.errors import InvalidInput
 from orgplane.core.pagination import decode_cursor, encode_cursor, newest_first_batches
-from orgplane.db.engine import PostgresReader, Reader
+from orgplane.db.engine import Reader, reads_postgres
 from orgplane.models import access_log, audit_log, orgs
 
 Log = Literal["audit", "children_audit", "access"]
@@ -202,7 +202,7 @@ async def _subtree_rows(
     # probing the list it builds for each walk (subtrees of 12k-17k orgs measured 22 -> 35 ms
     # hashed): it keeps the lookup, and counts the subtree's orgs only if a far walk may follow.
     size: int | None = None
-    if isinstance(conn, PostgresReader):
+    if reads_postgres(conn):
         size = await _subtree_size(conn, org, max(SMALL_SUBTREE, HASHED_SUBTREE))
     hashed = size is not None and size <= HASHED_SUBTREE
 
