@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -107,6 +108,11 @@ def create_litestar(services: Services) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         services: Services = app.state.services
         services.access_log.start()
+        # Everything built so far (routes, schemas, the OpenAPI document) lives as long as the
+        # process: out of the collector's sight, a full collection no longer walks it (a ~20 ms
+        # pause in the first seconds of traffic), and forked workers keep sharing its pages.
+        gc.collect()
+        gc.freeze()
         housekeeping = asyncio.create_task(_housekeeping(services), name="orgplane-housekeeping")
         try:
             yield

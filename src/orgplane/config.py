@@ -34,8 +34,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     # How long a key lookup stays cached in the process; revocation clears it at once.
     key_cache_seconds: float = Field(default=5.0, ge=0)
-    # How often buffered access-log rows and key last-used times are written.
-    access_log_flush_seconds: float = Field(default=0.5, gt=0)
+    # How often buffered access-log rows and key last-used times are written. Small batches
+    # often: writing half a second of a busy worker's entries (~3,000 rows) slowed the requests
+    # around it enough to set their p99 (10.4 ms at 0.5 s, 8.5 ms at 0.1 s, SQLite, 32 conns).
+    access_log_flush_seconds: float = Field(default=0.1, gt=0)
     restore_window_days: int = Field(default=30, ge=1)
     idempotency_ttl_hours: int = Field(default=24, ge=1)
     db_pool_size: int = Field(default=10, ge=1)
