@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from conftest import Harness
 from orgplane.core.errors import Conflict
-from orgplane.db.engine import Database, Tx
+from orgplane.db.engine import Database, Tx, reads_postgres
 from orgplane.db.grouped import GROUP_MAX
 
 _probe_metadata = sa.MetaData()
@@ -248,3 +248,29 @@ async def test_a_database_error_in_one_call_leaves_the_transaction_usable(db):
     assert isinstance(outcomes[2], sa.exc.IntegrityError)
     assert isinstance(outcomes[4], sa.exc.IntegrityError)
     assert sorted(await _rows(db)) == [5, 6, 7, 8, 9]
+
+
+async def test_a_call_alone_runs_as_a_plain_transaction(db):
+    """No savepoint and no sharing for a call nobody waits beside: its work may count on the
+    transaction being its own (an allocation chains its audit entry in place then)."""
+    seen: list[bool] = []
+
+    async def work(tx: Tx) -> int:
+        seen.append(tx.grouped)
+        await tx.execute(sa.insert(probe).values(id=1, tx=_tag(tx)))
+        return 1
+
+    assert await db.transaction_grouped("g", work) == 1
+    assert seen == [False]
+    assert sorted(await _rows(db)) == [1]
+
+
+async def test_readers_say_which_database_they_read(db, db_url):
+    expected = db_url.startswith("postgresql")
+    async with db.read() as conn:
+        assert reads_postgres(conn) is expected
+
+    async def in_transaction(tx: Tx) -> bool:
+        return reads_postgres(tx.conn)
+
+    assert await db.transaction(in_transaction) is expected

@@ -84,7 +84,11 @@ class TransactionGroups:
                     call.future.set_exception(RuntimeError("the transaction group stopped"))
 
     async def _run_batch(self, batch: list[_Call[Any]]) -> None:
-        if not batch:
+        if len(batch) <= 1:
+            # Alone, a call runs as ``Database.transaction`` runs it: no savepoint, and its
+            # work free to assume the transaction is its own (an allocation then chains its
+            # audit entry in place instead of at the commit: three round trips fewer).
+            await asyncio.gather(*(self._run_alone(call) for call in batch))
             return
         try:
             await self.db._run_once(self._in_transaction, batch)
