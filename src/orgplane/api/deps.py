@@ -11,7 +11,7 @@ from litestar.di import NamedDependency
 from orgplane.api.observability import Metrics
 from orgplane.api.ratelimit import RateLimiter, Verdict
 from orgplane.config import Settings
-from orgplane.core.access.principal import Actor, Principal, RequestMeta
+from orgplane.core.access.principal import Caller, Principal, RequestMeta
 from orgplane.core.access.service import (
     AuthResult,
     KeyCache,
@@ -37,7 +37,7 @@ class Services:
 
 ServicesDep = NamedDependency[Services]
 PrincipalDep = NamedDependency[Principal]
-ActorDep = NamedDependency[Actor]
+ActorDep = NamedDependency[Caller]
 
 
 # Set in the request's scope state by the fast path (api/fastpath.py) once it has authenticated,
@@ -122,8 +122,8 @@ async def _authenticated(request: Request[Any, Any, Any], services: Services) ->
     return principal
 
 
-def provide_actor(request: Request[Any, Any, Any], principal: PrincipalDep) -> Actor:
-    return Actor(meta=request_meta(request), principal=principal)
+def provide_actor(request: Request[Any, Any, Any], principal: PrincipalDep) -> Caller:
+    return Caller(meta=request_meta(request), principal=principal)
 
 
 async def limit_sign_in(request: Request[Any, Any, Any], services: Services) -> None:

@@ -176,7 +176,6 @@ async def set_allocation(
     idempotency_key: IdempotencyKey = None,
 ) -> Response[Any]:
     principal = actor.principal
-    assert principal is not None
 
     async def work(tx: Tx) -> credits.Allocation:
         return await credits.allocate(

@@ -76,7 +76,6 @@ async def update_org(
     row = await services.db.transaction(
         org_service.update, actor, org_id, set_fields(data), if_match=if_match
     )
-    assert actor.principal is not None
     return org_response(row, actor.principal)
 
 
@@ -108,7 +107,6 @@ async def restore_org(org_id: OrgId, services: ServicesDep, actor: ActorDep) -> 
         org_service.restore, actor, org_id, window_days=services.settings.restore_window_days
     )
     services.keys.clear()
-    assert actor.principal is not None
     return org_response(row, actor.principal)
 
 
@@ -131,7 +129,6 @@ async def create_child(
     ] = None,
 ) -> Response[Any]:
     principal = actor.principal
-    assert principal is not None
     fields = set_fields(data)
     allocations = fields.pop("allocations", None)
     max_depth = services.settings.max_tree_depth
@@ -271,7 +268,6 @@ async def move_org(
     )
     # A moved principal's reach is derived from paths, but cached principals are cleared anyway.
     services.keys.clear()
-    assert actor.principal is not None
     return org_response(row, actor.principal)
 
 

@@ -82,7 +82,6 @@ async def ingest_usage(
     ] = None,
 ) -> Response[Any]:
     principal = actor.principal
-    assert principal is not None
     events = data.events
 
     async def work(tx: Tx) -> usage_ingest.IngestResult:

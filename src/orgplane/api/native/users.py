@@ -227,7 +227,6 @@ async def create_user(
     org_id: OrgId, data: JSONBody[UserCreate], services: ServicesDep, actor: ActorDep
 ) -> UserCreated:
     async def work(tx: Tx) -> tuple[user_service.Member, invitation_service.Issued | None]:
-        assert actor.principal is not None
         org = await reach(tx.conn, actor.principal, org_id, scope="users:write", lock="update")
         member, created = await user_service.add_member(
             tx,

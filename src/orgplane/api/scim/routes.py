@@ -399,7 +399,6 @@ async def create_user(
     request: Request[Any, Any, Any], services: ServicesDep, actor: ActorDep
 ) -> Response[bytes]:
     user = _validate(User, await _body(request), Context.RESOURCE_CREATION_REQUEST)
-    assert actor.principal is not None
     principal = actor.principal
 
     async def work(tx: Tx) -> str:
@@ -429,7 +428,6 @@ async def _apply(
     tx: Tx, actor: ActorDep, user_id: UserRef, before: User[Any], after: User[Any]
 ) -> None:
     """Write what changed between two SCIM representations of a member."""
-    assert actor.principal is not None
     org_ref = actor.principal.org_public_id
     new_email = after.user_name
     if new_email and new_email.lower() != (before.user_name or "").lower():
@@ -457,7 +455,6 @@ async def _current(
 async def replace_user(
     request: Request[Any, Any, Any], user_id: UserRef, services: ServicesDep, actor: ActorDep
 ) -> Response[bytes]:
-    assert actor.principal is not None
     principal = actor.principal
     async with services.db.read() as conn:
         await reach(conn, principal, principal.org_public_id, scope="users:write")
@@ -474,7 +471,6 @@ async def replace_user(
 async def patch_user(
     request: Request[Any, Any, Any], user_id: UserRef, services: ServicesDep, actor: ActorDep
 ) -> Response[bytes]:
-    assert actor.principal is not None
     principal = actor.principal
     async with services.db.read() as conn:
         await reach(conn, principal, principal.org_public_id, scope="users:write")
@@ -489,7 +485,6 @@ async def patch_user(
 
 @delete("/Users/{user_id:str}", status_code=204, include_in_schema=False)
 async def delete_user(user_id: UserRef, services: ServicesDep, actor: ActorDep) -> None:
-    assert actor.principal is not None
     removal = await services.db.transaction(
         user_service.remove_member, actor, actor.principal.org_public_id, user_id
     )
@@ -567,7 +562,6 @@ async def get_group(
 async def _set_members(
     tx: Tx, actor: ActorDep, group_id: GroupRef, before: set[str], after: set[str]
 ) -> None:
-    assert actor.principal is not None
     org_ref = actor.principal.org_public_id
     for user_id in sorted(after - before):
         await role_service.assign(tx, actor, org_ref, group_id, user_id, grant=True)
@@ -583,11 +577,9 @@ def _member_ids(group: Group) -> set[str]:
 async def create_group(
     request: Request[Any, Any, Any], services: ServicesDep, actor: ActorDep
 ) -> Response[bytes]:
-    assert actor.principal is not None
     group = _validate(Group, await _body(request), Context.RESOURCE_CREATION_REQUEST)
 
     async def work(tx: Tx) -> str:
-        assert actor.principal is not None
         view = await role_service.create_role(
             tx,
             actor,
@@ -627,7 +619,6 @@ async def _apply_group(tx: Tx, actor: ActorDep, before: Group, after: Group) -> 
 async def replace_group(
     request: Request[Any, Any, Any], group_id: GroupRef, services: ServicesDep, actor: ActorDep
 ) -> Response[bytes]:
-    assert actor.principal is not None
     async with services.db.read() as conn:
         await reach(conn, actor.principal, actor.principal.org_public_id, scope="users:write")
     after = _validate(Group, await _body(request), Context.RESOURCE_REPLACEMENT_REQUEST)
@@ -640,7 +631,6 @@ async def replace_group(
 async def patch_group(
     request: Request[Any, Any, Any], group_id: GroupRef, services: ServicesDep, actor: ActorDep
 ) -> Response[bytes]:
-    assert actor.principal is not None
     async with services.db.read() as conn:
         await reach(conn, actor.principal, actor.principal.org_public_id, scope="users:write")
     data = await _body(request)
@@ -654,7 +644,6 @@ async def patch_group(
 
 @delete("/Groups/{group_id:str}", status_code=204, include_in_schema=False)
 async def delete_group(group_id: GroupRef, services: ServicesDep, actor: ActorDep) -> None:
-    assert actor.principal is not None
     await services.db.transaction(
         role_service.delete_role, actor, actor.principal.org_public_id, group_id
     )

@@ -65,3 +65,24 @@ class Actor:
     @classmethod
     def system(cls, label: str = "system") -> Actor:
         return cls(meta=SYSTEM_META, label_override=label)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller(Actor):
+    """An actor that is an authenticated principal: what every API surface hands the core.
+
+    Commands that only an API principal may run take a ``Caller`` and read ``principal``
+    without a None check; the operator's CLI acts as a plain ``Actor.system()``."""
+
+    principal: Principal
+
+    @classmethod
+    def of(cls, principal: Principal, meta: RequestMeta = SYSTEM_META) -> Caller:
+        return cls(meta=meta, principal=principal)
+
+
+def caller(actor: Actor) -> Principal:
+    """The principal behind an API change (a command reached without one is a bug)."""
+    if actor.principal is None:
+        raise AssertionError("an API change needs a principal")
+    return actor.principal

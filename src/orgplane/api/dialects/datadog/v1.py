@@ -16,7 +16,7 @@ from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.dialects.datadog import shapes
 from orgplane.api.dialects.datadog.errors import ERRORS
 from orgplane.core.access import scopes as scope_catalog
-from orgplane.core.access.principal import Actor, Principal
+from orgplane.core.access.principal import Caller, Principal
 from orgplane.core.access.service import reach
 from orgplane.core.credentials import service as key_service
 from orgplane.core.errors import FieldError, Forbidden, InvalidInput
@@ -75,11 +75,6 @@ class OrgUpdateBody(Struct):
     subscription: TypeField | UnsetType = UNSET
 
 
-def _principal(actor: Actor) -> Principal:
-    assert actor.principal is not None
-    return actor.principal
-
-
 def datadog_base(request: Request[Any, Any, Any]) -> str:
     return str(request.base_url).rstrip("/") + "/datadog"
 
@@ -125,8 +120,8 @@ async def list_orgs(services: ServicesDep, principal: PrincipalDep) -> dict[str,
     return {"orgs": [shapes.v1_org(r) for r in rows]}
 
 
-async def _create_child(tx: Tx, actor: Actor, body: OrgCreateBody, max_depth: int) -> Any:
-    principal = _principal(actor)
+async def _create_child(tx: Tx, actor: Caller, body: OrgCreateBody, max_depth: int) -> Any:
+    principal = actor.principal
     fields: dict[str, Any] = {"name": body.name}
     if body.subscription is not None:
         fields["plan"] = body.subscription.type
@@ -207,7 +202,7 @@ async def get_org(public_id: PublicId, services: ServicesDep, principal: Princip
     return {"org": shapes.v1_org(row)}
 
 
-async def _update(tx: Tx, actor: Actor, public_id: str, body: OrgUpdateBody) -> Any:
+async def _update(tx: Tx, actor: Caller, public_id: str, body: OrgUpdateBody) -> Any:
     changes: dict[str, Any] = {}
     if not isinstance(body.name, UnsetType):
         changes["name"] = body.name
@@ -283,7 +278,7 @@ async def upload_idp_for_org(
     actor: ActorDep,
 ) -> dict[str, Any]:
     async with services.db.read() as conn:
-        org = await reach(conn, _principal(actor), public_id, scope="orgs:write")
+        org = await reach(conn, actor.principal, public_id, scope="orgs:write")
     document = await _idp_document(request)
     await services.db.transaction(
         org_settings.store_idp_metadata, actor, public_id, document, now=utcnow()
@@ -291,7 +286,7 @@ async def upload_idp_for_org(
     return {"message": f"IdP metadata successfully uploaded for {org.name}"}
 
 
-async def _downgrade(tx: Tx, actor: Actor, public_id: str) -> Any:
+async def _downgrade(tx: Tx, actor: Caller, public_id: str) -> Any:
     return await org_service.update(
         tx, actor, public_id, {"plan": "trial", "status": "deactivated"}
     )

@@ -20,7 +20,7 @@ from orgplane.api.dialects.datadog.v2_users import (
     own_org,
     users_page,
 )
-from orgplane.core.access.principal import Actor, Principal
+from orgplane.core.access.principal import Caller
 from orgplane.core.errors import InvalidInput, Unprocessable
 from orgplane.core.people import roles as role_service
 from orgplane.core.people.roles import RoleView
@@ -104,11 +104,6 @@ class UserRelationship(Struct):
     data: UserRef
 
 
-def _principal(actor: Actor) -> Principal:
-    assert actor.principal is not None
-    return actor.principal
-
-
 def _capabilities(relationships: RoleRelationships | None, field: str) -> list[str]:
     if relationships is None or relationships.permissions is None:
         return []
@@ -153,8 +148,8 @@ async def list_roles(
     }
 
 
-async def _create_role(tx: Tx, actor: Actor, body: RoleCreateData) -> RoleView:
-    principal = _principal(actor)
+async def _create_role(tx: Tx, actor: Caller, body: RoleCreateData) -> RoleView:
+    principal = actor.principal
     capabilities = _capabilities(body.relationships, "data.relationships.permissions.data")
     return await role_service.create_role(
         tx,
@@ -188,8 +183,8 @@ async def get_role(role_id: RoleId, services: ServicesDep, principal: PrincipalD
     return _role_document(view)
 
 
-async def _update_role(tx: Tx, actor: Actor, role_id: str, body: RoleUpdateData) -> RoleView:
-    principal = _principal(actor)
+async def _update_role(tx: Tx, actor: Caller, role_id: str, body: RoleUpdateData) -> RoleView:
+    principal = actor.principal
     fields: dict[str, Any] = {}
     if not isinstance(body.attributes.name, UnsetType):
         fields["name"] = body.attributes.name
@@ -210,8 +205,8 @@ async def update_role(
     return _role_document(view)
 
 
-async def _delete_role(tx: Tx, actor: Actor, role_id: str) -> None:
-    await role_service.delete_role(tx, actor, _principal(actor).org_public_id, role_id)
+async def _delete_role(tx: Tx, actor: Caller, role_id: str) -> None:
+    await role_service.delete_role(tx, actor, actor.principal.org_public_id, role_id)
 
 
 @delete("/api/v2/roles/{role_id:str}", summary="Delete role", status_code=204, responses=ERRORS)
@@ -219,8 +214,8 @@ async def delete_role(role_id: RoleId, services: ServicesDep, actor: ActorDep) -
     await services.db.transaction(_delete_role, actor, role_id)
 
 
-async def _clone_role(tx: Tx, actor: Actor, role_id: str, name: str) -> RoleView:
-    principal = _principal(actor)
+async def _clone_role(tx: Tx, actor: Caller, role_id: str, name: str) -> RoleView:
+    principal = actor.principal
     source = await role_service.get_role(tx.conn, principal, principal.org_public_id, role_id)
     return await role_service.create_role(
         tx,
@@ -275,9 +270,9 @@ async def list_role_permissions(
 
 
 async def _change_permission(
-    tx: Tx, actor: Actor, role_id: str, permission_id: str, grant: bool
+    tx: Tx, actor: Caller, role_id: str, permission_id: str, grant: bool
 ) -> RoleView:
-    principal = _principal(actor)
+    principal = actor.principal
     capability = permissions.capability_of(permission_id, "data.id")
     view = await role_service.get_role(tx.conn, principal, principal.org_public_id, role_id)
     held = set(view.capabilities)
@@ -349,8 +344,8 @@ async def list_role_users(
         )
 
 
-async def _assign(tx: Tx, actor: Actor, role_id: str, user_id: str, grant: bool) -> Any:
-    principal = _principal(actor)
+async def _assign(tx: Tx, actor: Caller, role_id: str, user_id: str, grant: bool) -> Any:
+    principal = actor.principal
     await role_service.assign(tx, actor, principal.org_public_id, role_id, user_id, grant=grant)
     org = await own_org(tx.conn, principal, "users:read")
     return await users_page(

@@ -12,7 +12,7 @@ from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.dialects.datadog import permissions, shapes
 from orgplane.api.dialects.datadog.errors import ERRORS
 from orgplane.api.dialects.datadog.v1 import datadog_base
-from orgplane.core.access.principal import Actor, Principal
+from orgplane.core.access.principal import Caller, Principal
 from orgplane.core.access.service import reach
 from orgplane.core.errors import InvalidInput, NotFound, Unprocessable
 from orgplane.core.orgs import service as org_service
@@ -92,11 +92,6 @@ class InvitationData(Struct):
 
 class InvitationsRequest(Struct):
     data: Annotated[list[InvitationData], Meta(min_length=1, max_length=100)]
-
-
-def _principal(actor: Actor) -> Principal:
-    assert actor.principal is not None
-    return actor.principal
 
 
 async def own_org(conn: Reader, principal: Principal, scope: str) -> Any:
@@ -233,8 +228,8 @@ def _role_refs(relationships: UserRelationships | None) -> list[str]:
     return refs
 
 
-async def _create_user(tx: Tx, actor: Actor, body: UserCreateData) -> Any:
-    principal = _principal(actor)
+async def _create_user(tx: Tx, actor: Caller, body: UserCreateData) -> Any:
+    principal = actor.principal
     org = await reach(
         tx.conn, principal, principal.org_public_id, scope="users:write", lock="update"
     )
@@ -270,8 +265,8 @@ async def get_user(user_id: UserId, services: ServicesDep, principal: PrincipalD
     return user_document(member, org)
 
 
-async def _update_user(tx: Tx, actor: Actor, user_id: str, body: UserUpdateData) -> Any:
-    principal = _principal(actor)
+async def _update_user(tx: Tx, actor: Caller, user_id: str, body: UserUpdateData) -> Any:
+    principal = actor.principal
     org = await reach(tx.conn, principal, principal.org_public_id, scope="users:write")
     attributes = body.attributes
     current = await user_service.get_member(tx.conn, principal, org.public_id, user_id)
@@ -306,8 +301,8 @@ async def update_user(
     return user_document(member, org)
 
 
-async def _disable_user(tx: Tx, actor: Actor, user_id: str) -> None:
-    principal = _principal(actor)
+async def _disable_user(tx: Tx, actor: Caller, user_id: str) -> None:
+    principal = actor.principal
     await user_service.set_status(tx, actor, principal.org_public_id, user_id, enable=False)
 
 
@@ -341,8 +336,8 @@ async def list_user_permissions(
 # --- invitations ---------------------------------------------------------------------------------
 
 
-async def _send_invitations(tx: Tx, actor: Actor, body: InvitationsRequest) -> list[Any]:
-    principal = _principal(actor)
+async def _send_invitations(tx: Tx, actor: Caller, body: InvitationsRequest) -> list[Any]:
+    principal = actor.principal
     org = await reach(
         tx.conn, principal, principal.org_public_id, scope="users:write", lock="update"
     )

@@ -11,7 +11,7 @@ from msgspec import Meta, Struct
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.dialects.make import enums
 from orgplane.api.dialects.make.errors import ERRORS
-from orgplane.core.access.principal import Actor
+from orgplane.core.access.principal import Caller
 from orgplane.core.access.service import reach, reach_by_key
 from orgplane.core.credits import ledger as ledger_queries
 from orgplane.core.credits import service as credit_service
@@ -85,10 +85,9 @@ async def list_managed(
     }
 
 
-async def _owner(tx: Tx, actor: Actor, child: Any, email: str, name: str | None) -> dict[str, Any]:
+async def _owner(tx: Tx, actor: Caller, child: Any, email: str, name: str | None) -> dict[str, Any]:
     """Make the named person the child's owner: an existing user, or a new pending one invited
     to set a password."""
-    assert actor.principal is not None
     # Naming an owner adds a member to the child: the same reach and scope as the users API.
     await reach(tx.conn, actor.principal, child.public_id, scope="users:write")
     member, created = await user_service.add_member(
@@ -112,9 +111,8 @@ async def _owner(tx: Tx, actor: Actor, child: Any, email: str, name: str | None)
 
 
 async def _create(
-    tx: Tx, actor: Actor, parent_key: int, data: ManagedOrganizationCreate, max_depth: int
+    tx: Tx, actor: Caller, parent_key: int, data: ManagedOrganizationCreate, max_depth: int
 ) -> dict[str, Any]:
-    assert actor.principal is not None
     parent = await reach_by_key(tx.conn, actor.principal, parent_key, scope="orgs:write")
     fields = {
         "name": data.organizationName,
@@ -161,8 +159,7 @@ async def create_managed(
     return {**created, "domain": enums.zone_domain(request)}
 
 
-async def _allocate(tx: Tx, actor: Actor, parent_key: int, child_key: int, amount: int) -> Any:
-    assert actor.principal is not None
+async def _allocate(tx: Tx, actor: Caller, parent_key: int, child_key: int, amount: int) -> Any:
     parent = await reach_by_key(tx.conn, actor.principal, parent_key, scope="credits:write")
     child = await reach_by_key(tx.conn, actor.principal, child_key, scope="credits:write")
     return await credit_service.allocate(

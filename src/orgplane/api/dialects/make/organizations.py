@@ -20,7 +20,7 @@ from orgplane.api.dialects.make.managed import (
     PgLimit,
     PgOffset,
 )
-from orgplane.core.access.principal import Actor, Principal
+from orgplane.core.access.principal import Caller, Principal
 from orgplane.core.access.service import reach, reach_by_key
 from orgplane.core.credits import ledger as ledger_queries
 from orgplane.core.errors import InvalidInput
@@ -131,8 +131,7 @@ async def list_organizations(
     }
 
 
-async def _create(tx: Tx, actor: Actor, data: OrganizationCreate, max_depth: int) -> Any:
-    assert actor.principal is not None
+async def _create(tx: Tx, actor: Caller, data: OrganizationCreate, max_depth: int) -> Any:
     # Scope first: a token that may not create learns nothing about the ids it sent.
     await reach(tx.conn, actor.principal, actor.principal.org_public_id, scope="orgs:write")
     fields = {
@@ -192,8 +191,7 @@ def _changes(data: OrganizationUpdate) -> dict[str, Any]:
     return changes
 
 
-async def _update(tx: Tx, actor: Actor, key: int, data: OrganizationUpdate) -> Any:
-    assert actor.principal is not None
+async def _update(tx: Tx, actor: Caller, key: int, data: OrganizationUpdate) -> Any:
     row = await reach_by_key(tx.conn, actor.principal, key, scope="orgs:write")
     return await org_service.update(tx, actor, row.public_id, _changes(data))
 
@@ -211,8 +209,7 @@ async def update_organization(
         return {"organization": await detail(conn, row, request)}
 
 
-async def _delete(tx: Tx, actor: Actor, key: int, confirmed: bool) -> None:
-    assert actor.principal is not None
+async def _delete(tx: Tx, actor: Caller, key: int, confirmed: bool) -> None:
     row = await reach_by_key(
         tx.conn, actor.principal, key, scope="orgs:write", capability="deactivateOrganizations"
     )

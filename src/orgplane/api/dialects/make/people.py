@@ -17,7 +17,7 @@ from orgplane.api.dialects.make import enums
 from orgplane.api.dialects.make.errors import ERRORS
 from orgplane.api.dialects.make.managed import OrgKey
 from orgplane.api.dialects.make.scopes import granted
-from orgplane.core.access.principal import Actor, Principal
+from orgplane.core.access.principal import Caller
 from orgplane.core.access.service import reach_by_key, require_scope
 from orgplane.core.errors import InvalidInput, NotFound
 from orgplane.core.people import invitations as invitation_service
@@ -147,8 +147,7 @@ async def get_user_role(
     }
 
 
-async def _set_role(tx: Tx, actor: Actor, org_key: int, user_key: int, role: str) -> Any:
-    assert actor.principal is not None
+async def _set_role(tx: Tx, actor: Caller, org_key: int, user_key: int, role: str) -> Any:
     org = await reach_by_key(tx.conn, actor.principal, org_key, scope="users:write")
     user_ref = await _user_ref(tx.conn, user_key)
     return await user_service.update_member(tx, actor, org.public_id, user_ref, {"roles": [role]})
@@ -174,9 +173,8 @@ async def set_user_role(
     }
 
 
-async def _invite(tx: Tx, actor: Actor, org_key: int, data: Invitation) -> tuple[Any, Any]:
-    principal: Principal | None = actor.principal
-    assert principal is not None
+async def _invite(tx: Tx, actor: Caller, org_key: int, data: Invitation) -> tuple[Any, Any]:
+    principal = actor.principal
     org = await reach_by_key(tx.conn, principal, org_key, scope="users:write")
     if data.teamsId:
         raise InvalidInput.for_field("teamsId", "orgplane has no teams; leave it out")

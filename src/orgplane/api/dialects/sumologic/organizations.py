@@ -23,7 +23,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType, structs
 
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.dialects.sumologic.errors import ERRORS, NotSupported
-from orgplane.core.access.principal import Actor, Principal
+from orgplane.core.access.principal import Caller, Principal
 from orgplane.core.access.service import org_not_found, reach, reach_by_key
 from orgplane.core.credentials import service as key_service
 from orgplane.core.credits import ledger as ledger_queries
@@ -323,9 +323,8 @@ async def list_organizations(
 
 
 async def _create(
-    tx: Tx, actor: Actor, header: str | None, data: OrganizationWithSubscriptionDetails, depth: int
+    tx: Tx, actor: Caller, header: str | None, data: OrganizationWithSubscriptionDetails, depth: int
 ) -> Any:
-    assert actor.principal is not None
     parent = await own_org(tx.conn, actor.principal, header, "orgs:write")
     settings = {
         SETTINGS_KEY: {
@@ -398,8 +397,7 @@ async def get_organization(
         return (await render_rows(conn, [row]))[0]
 
 
-async def _update(tx: Tx, actor: Actor, header: str | None, ref: str, data: Baselines) -> Any:
-    assert actor.principal is not None
+async def _update(tx: Tx, actor: Caller, header: str | None, ref: str, data: Baselines) -> Any:
     await own_org(tx.conn, actor.principal, header, "credits:write")
     row = await reach_sumo(tx.conn, actor.principal, ref, scope="credits:write")
     amount = _credits(data)
@@ -433,8 +431,7 @@ async def update_organization(
         return (await render_rows(conn, [row]))[0]
 
 
-async def _deactivate(tx: Tx, actor: Actor, header: str | None, ref: str) -> Any:
-    assert actor.principal is not None
+async def _deactivate(tx: Tx, actor: Caller, header: str | None, ref: str) -> Any:
     await own_org(tx.conn, actor.principal, header, "orgs:write")
     row = await reach_sumo(tx.conn, actor.principal, ref, scope="orgs:write")
     return await org_service.update(tx, actor, row.public_id, {"status": "deactivated"})
@@ -560,10 +557,9 @@ async def parent_org(
 
 
 async def _access_key(
-    tx: Tx, actor: Actor, header: str | None, ref: str, data: AccessKeyCreate
+    tx: Tx, actor: Caller, header: str | None, ref: str, data: AccessKeyCreate
 ) -> key_service.CreatedKey:
     principal = actor.principal
-    assert principal is not None
     await own_org(tx.conn, principal, header, "keys:write")
     row = await reach_sumo(tx.conn, principal, ref, scope="keys:write")
     # Without scopes, the new key may do what the creating key may (Sumo Logic's default).

@@ -22,7 +22,7 @@ from msgspec import Meta, Struct
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.dialects.sumologic import capabilities as caps
 from orgplane.api.dialects.sumologic.errors import ERRORS
-from orgplane.core.access.principal import Actor, Principal
+from orgplane.core.access.principal import Caller, Principal
 from orgplane.core.access.service import reach
 from orgplane.core.errors import InvalidInput
 from orgplane.core.people import roles as role_service
@@ -220,8 +220,7 @@ async def _get(conn: Reader, principal: Principal, role_ref: str) -> _Role:
     return await _load(conn, principal, view, org)
 
 
-async def _set_holders(tx: Tx, actor: Actor, role_ref: str, wanted: list[str]) -> None:
-    assert actor.principal is not None
+async def _set_holders(tx: Tx, actor: Caller, role_ref: str, wanted: list[str]) -> None:
     org_ref = actor.principal.org_public_id
     current = await _holders(tx.conn, actor.principal, org_ref, role_ref)
     for user_ref in sorted(set(wanted) - set(current)):
@@ -230,8 +229,9 @@ async def _set_holders(tx: Tx, actor: Actor, role_ref: str, wanted: list[str]) -
         await role_service.assign(tx, actor, org_ref, role_ref, user_ref, grant=False)
 
 
-async def _create(tx: Tx, actor: Actor, data: CreateRoleDefinition | CreateRoleDefinitionV2) -> str:
-    assert actor.principal is not None
+async def _create(
+    tx: Tx, actor: Caller, data: CreateRoleDefinition | CreateRoleDefinitionV2
+) -> str:
     _no_filters(data)
     view = await role_service.create_role(
         tx,
@@ -246,9 +246,8 @@ async def _create(tx: Tx, actor: Actor, data: CreateRoleDefinition | CreateRoleD
 
 
 async def _update(
-    tx: Tx, actor: Actor, role_ref: str, data: CreateRoleDefinition | CreateRoleDefinitionV2
+    tx: Tx, actor: Caller, role_ref: str, data: CreateRoleDefinition | CreateRoleDefinitionV2
 ) -> None:
-    assert actor.principal is not None
     _no_filters(data)
     fields = {
         "name": data.name,
@@ -259,14 +258,12 @@ async def _update(
     await _set_holders(tx, actor, role_ref, data.users)
 
 
-async def _assign(tx: Tx, actor: Actor, role_ref: str, user_ref: str, grant: bool) -> None:
-    assert actor.principal is not None
+async def _assign(tx: Tx, actor: Caller, role_ref: str, user_ref: str, grant: bool) -> None:
     org_ref = actor.principal.org_public_id
     await role_service.assign(tx, actor, org_ref, role_ref, user_ref, grant=grant)
 
 
-async def _delete(tx: Tx, actor: Actor, role_ref: str) -> None:
-    assert actor.principal is not None
+async def _delete(tx: Tx, actor: Caller, role_ref: str) -> None:
     await role_service.delete_role(tx, actor, actor.principal.org_public_id, role_ref)
 
 
@@ -300,7 +297,6 @@ async def create_role(
     data: JSONBody[CreateRoleDefinition], services: ServicesDep, actor: ActorDep
 ) -> RoleModel:
     role_ref = await services.db.transaction(_create, actor, data)
-    assert actor.principal is not None
     return _v1(await _read(services, actor.principal, role_ref))
 
 
@@ -317,7 +313,6 @@ async def update_role(
     actor: ActorDep,
 ) -> RoleModel:
     await services.db.transaction(_update, actor, id, data)
-    assert actor.principal is not None
     return _v1(await _read(services, actor.principal, id))
 
 
@@ -336,7 +331,6 @@ async def assign_role(
     actor: ActorDep,
 ) -> RoleModel:
     await services.db.transaction(_assign, actor, roleId, userId, True)
-    assert actor.principal is not None
     return _v1(await _read(services, actor.principal, roleId))
 
 
@@ -377,7 +371,6 @@ async def create_role_v2(
     data: JSONBody[CreateRoleDefinitionV2], services: ServicesDep, actor: ActorDep
 ) -> RoleModelV2:
     role_ref = await services.db.transaction(_create, actor, data)
-    assert actor.principal is not None
     return _v2(await _read(services, actor.principal, role_ref))
 
 
@@ -394,7 +387,6 @@ async def update_role_v2(
     actor: ActorDep,
 ) -> RoleModelV2:
     await services.db.transaction(_update, actor, id, data)
-    assert actor.principal is not None
     return _v2(await _read(services, actor.principal, id))
 
 
@@ -415,7 +407,6 @@ async def assign_role_v2(
     actor: ActorDep,
 ) -> RoleModelV2:
     await services.db.transaction(_assign, actor, roleId, userId, True)
-    assert actor.principal is not None
     return _v2(await _read(services, actor.principal, roleId))
 
 

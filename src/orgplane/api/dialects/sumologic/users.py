@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.dialects.sumologic.errors import ERRORS
-from orgplane.core.access.principal import Actor
+from orgplane.core.access.principal import Caller
 from orgplane.core.access.service import reach
 from orgplane.core.errors import Conflict
 from orgplane.core.people import invitations as invitation_service
@@ -94,8 +94,7 @@ def user_model(member: user_service.Member) -> UserModel:
     )
 
 
-def _own_org(actor: Actor) -> str:
-    assert actor.principal is not None
+def _own_org(actor: Caller) -> str:
     return actor.principal.org_public_id
 
 
@@ -126,8 +125,7 @@ async def list_users(
     return ListUserModelsResponse([user_model(m) for m in page], next_token)
 
 
-async def _create(tx: Tx, actor: Actor, data: CreateUserDefinition) -> user_service.Member:
-    assert actor.principal is not None
+async def _create(tx: Tx, actor: Caller, data: CreateUserDefinition) -> user_service.Member:
     org = await reach(tx.conn, actor.principal, _own_org(actor), scope="users:write", lock="update")
     member, created = await user_service.add_member(
         tx,
@@ -162,7 +160,7 @@ async def get_user(id: UserId, services: ServicesDep, principal: PrincipalDep) -
 
 
 async def _update(
-    tx: Tx, actor: Actor, user_ref: str, data: UpdateUserDefinition
+    tx: Tx, actor: Caller, user_ref: str, data: UpdateUserDefinition
 ) -> user_service.Member:
     fields: dict[str, Any] = {"first_name": data.firstName, "last_name": data.lastName}
     if not isinstance(data.roleIds, UnsetType):
