@@ -59,10 +59,12 @@ Errors are RFC 9457 problem+json documents whose `errors` member names each bad 
 def build_services(settings: Settings) -> Services:
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
     db.before_commit = audit.append_pending
+    keys = KeyCache(settings.key_cache_seconds)
+    db.keys_forgotten = keys.forget
     return Services(
         settings=settings,
         db=db,
-        keys=KeyCache(settings.key_cache_seconds),
+        keys=keys,
         access_log=AccessLogWriter(db, settings.access_log_flush_seconds),
         limiter=RateLimiter(
             settings.rate_limit_per_key,

@@ -5,7 +5,15 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import namedtuple
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -330,6 +338,19 @@ class Tx:
     # Shared by several callers' work (``db.grouped``): nothing may assume it is alone in it.
     grouped: bool = False
     _driver: Any = field(default=None, repr=False)
+    _keys_forgotten: Callable[[frozenset[str] | None], None] | None = field(
+        default=None, repr=False
+    )
+
+    def forget_keys(self, key_hashes: Iterable[str] | None = None) -> None:
+        """After commit, drop these keys (None: every key) from the process's key cache: for
+        the commands that revoke a key or change what a key may do (its org's status, its
+        user). Other processes see the change when their cache entries expire."""
+        if self._keys_forgotten is None:
+            return
+        forget = self._keys_forgotten
+        hashes = None if key_hashes is None else frozenset(key_hashes)
+        self.after_commit.append(lambda: forget(hashes))
 
     @property
     def is_postgres(self) -> bool:
@@ -380,6 +401,9 @@ class Database:
         self._read_pool_lock = asyncio.Lock()
         # Called with the Tx just before commit: appends the audit entries (set by the app).
         self.before_commit: Callable[[Tx], Awaitable[None]] | None = None
+        # Called after a commit with the key hashes a command asked to forget (``Tx.forget_keys``;
+        # None: all of them): the app's key cache, set by the app.
+        self.keys_forgotten: Callable[[frozenset[str] | None], None] | None = None
         self._groups = TransactionGroups(self, retryable)
 
     @property
@@ -479,7 +503,7 @@ class Database:
             if self.is_sqlite:
                 conn = await conn.execution_options(sqlite_immediate=True)
             async with conn.begin():
-                tx = Tx(conn=conn, dialect=self.dialect)
+                tx = Tx(conn=conn, dialect=self.dialect, _keys_forgotten=self.keys_forgotten)
                 result = await fn(tx, *args, **kwargs)
                 if self.before_commit is not None:
                     await self.before_commit(tx)

@@ -140,6 +140,14 @@ class KeyCache:
     def clear(self) -> None:
         self._entries.clear()
 
+    def forget(self, key_hashes: frozenset[str] | None) -> None:
+        """Drop these entries, or every entry (None): ``Tx.forget_keys`` after a commit."""
+        if key_hashes is None:
+            self.clear()
+        else:
+            for key_hash in key_hashes:
+                self.invalidate(key_hash)
+
 
 def parse_authorization(header: str | None) -> str | None:
     """The secret from ``Authorization: Bearer <key>``, ``Token <key>`` (Make) or
