@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from conftest import Harness
 from ledger_invariants import deadlocks
-from orgplane.core.access.principal import Actor, RequestMeta
+from orgplane.core.access.principal import Caller, RequestMeta
 from orgplane.core.access.service import authenticate
 from orgplane.core.audit import service as audit
 from orgplane.core.credits import service as credits
@@ -146,7 +146,7 @@ async def test_an_allocation_after_other_entries_of_its_transaction_chains_after
     (root_row,) = await _rows(h, sa.select(orgs).where(orgs.c.public_id == root))
     result = await authenticate(h.services.db.read, h.services.keys, h.root.api_key)
     assert result.principal is not None
-    actor = Actor(meta=RequestMeta(request_id="req-both"), principal=result.principal)
+    actor = Caller(meta=RequestMeta(request_id="req-both"), principal=result.principal)
 
     async def note_then_allocate(tx: Tx) -> credits.Allocation:
         audit.record(
@@ -158,7 +158,9 @@ async def test_an_allocation_after_other_entries_of_its_transaction_chains_after
             target_type="org",
             target_id=root,
         )
-        return await credits.allocate(tx, actor, root, child, OPS, 30_000)
+        return await credits.allocate(
+            tx, actor=actor, parent_ref=root, child_ref=child, meter=OPS, amount=30_000
+        )
 
     allocation = await h.services.db.transaction(note_then_allocate)
     assert allocation.changed and allocation.child_balance.amount == 30_000

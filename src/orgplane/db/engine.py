@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from orgplane.db.grouped import TransactionGroups
+from orgplane.db.grouped import TransactionGroups, group_of
 
 T = TypeVar("T")
 
@@ -471,8 +471,19 @@ class Database:
         """Run ``fn(tx, *args, **kwargs)`` in one write transaction and commit it.
 
         PostgreSQL deadlocks and serialization failures roll back and run ``fn`` again, so ``fn``
-        must do nothing outside the database that cannot be repeated.
+        must do nothing outside the database that cannot be repeated. A command marked with
+        ``db.grouped.grouped_by`` runs in its group: its transaction may be shared (and its
+        commit) with the calls of the same group waiting at the same time.
         """
+        group = group_of(fn, args, kwargs)
+        if group is not None:
+            return await self._groups.run(group, fn, *args, **kwargs)
+        return await self.transaction_alone(fn, *args, **kwargs)
+
+    async def transaction_alone(
+        self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
+    ) -> T:
+        """``transaction`` in a transaction of its own, whatever ``fn``'s group."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 return await self._run_once(fn, *args, **kwargs)
@@ -486,8 +497,8 @@ class Database:
     async def transaction_grouped(
         self, group: Hashable, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
     ) -> T:
-        """``transaction(fn, ...)``, committed together with the calls of the same ``group``
-        waiting at the same time (``db.grouped``): for writes that queue on one row."""
+        """``transaction(fn, ...)`` in the named ``group`` (``db.grouped``), whatever ``fn``
+        declares: the mechanism behind ``grouped_by``."""
         return await self._groups.run(group, fn, *args, **kwargs)
 
     async def _run_once(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:

@@ -22,14 +22,64 @@ the database's locks, as plain transactions do.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
-
-if TYPE_CHECKING:
-    from orgplane.db.engine import Database, Tx
+from typing import Any, Generic, Protocol, TypeVar
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+# The attribute ``grouped_by`` sets on a command: how to name its group from its arguments.
+GROUP_ATTRIBUTE = "transaction_group"
+
+
+def grouped_by(key: Callable[..., Hashable | None]) -> Callable[[F], F]:
+    """Mark a command whose calls may share a transaction with the calls of the same group that
+    wait at the same time: ``Database.transaction(command, *args, **kwargs)`` then runs it in
+    its group, ``key(*args, **kwargs)`` (None: on its own). The command decides, so that every
+    surface calling it gets the same behaviour."""
+
+    def mark(fn: F) -> F:
+        setattr(fn, GROUP_ATTRIBUTE, key)
+        return fn
+
+    return mark
+
+
+def group_of(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
+    """The group ``fn`` called with these arguments runs in, or None (``fn`` may be a
+    ``functools.partial`` of a command: its arguments count)."""
+    if isinstance(fn, functools.partial):
+        kwargs = {**fn.keywords, **kwargs}
+        fn = fn.func
+    key = getattr(fn, GROUP_ATTRIBUTE, None)
+    return None if key is None else key(*args, **kwargs)
+
+
+class _Transaction(Protocol):
+    """What a group needs of a write transaction (``db.engine.Tx``)."""
+
+    pending_audit: list[dict[str, Any]]
+    after_commit: list[Callable[[], None]]
+    grouped: bool
+    conn: Any
+
+    @property
+    def is_postgres(self) -> bool: ...
+
+    async def run_script(self, sql: str) -> None: ...
+
+
+class _Database(Protocol):
+    """What a group needs of the database (``db.engine.Database``)."""
+
+    async def _run_once(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T: ...
+
+    async def transaction_alone(
+        self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
+    ) -> T: ...
+
 
 # The most calls one transaction takes: bounds how long it holds its locks.
 GROUP_MAX = 64
@@ -46,7 +96,7 @@ class _Call(Generic[T]):
 
 
 class TransactionGroups:
-    def __init__(self, db: Database, retryable: Callable[[Exception], bool]) -> None:
+    def __init__(self, db: _Database, retryable: Callable[[Exception], bool]) -> None:
         self.db = db
         self.retryable = retryable
         self._queues: dict[Hashable, list[_Call[Any]]] = {}
@@ -109,7 +159,7 @@ class TransactionGroups:
         if alone:
             await asyncio.gather(*(self._run_alone(call) for call in alone))
 
-    async def _in_transaction(self, tx: Tx, batch: list[_Call[Any]]) -> None:
+    async def _in_transaction(self, tx: _Transaction, batch: list[_Call[Any]]) -> None:
         tx.grouped = True
         savepoint = _Savepoint(tx)
         for call in batch:
@@ -129,7 +179,7 @@ class TransactionGroups:
 
     async def _run_alone(self, call: _Call[Any]) -> None:
         try:
-            result = await self.db.transaction(call.fn, *call.args, **call.kwargs)
+            result = await self.db.transaction_alone(call.fn, *call.args, **call.kwargs)
         except Exception as exc:
             if not call.future.done():
                 call.future.set_exception(exc)
@@ -149,7 +199,7 @@ class _Savepoint:
 
     NAME = "orgplane_call"
 
-    def __init__(self, tx: Tx) -> None:
+    def __init__(self, tx: _Transaction) -> None:
         self.tx = tx
         self._state = "none"  # none, set, kept (to release), rolled_back (still set)
         self._nested: Any = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -175,23 +176,26 @@ async def set_allocation(
     actor: ActorDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response[Any]:
-    principal = actor.principal
-
-    async def work(tx: Tx) -> credits.Allocation:
-        return await credits.allocate(
-            tx, actor, org_id, child_id, meter, data.amount, idempotency_key=idempotency_key
-        )
+    command = functools.partial(
+        credits.allocate,
+        actor=actor,
+        parent_ref=org_id,
+        child_ref=child_id,
+        meter=meter,
+        amount=data.amount,
+    )
 
     def render(result: credits.Allocation, _: Principal) -> Response[AllocationResult]:
         # An explicit status: the idempotency record stores it (None would be a 500).
         return Response(allocation_out(result), status_code=200)
 
     if idempotency_key is None:
-        # Allocations from one parent queue on its pool row: those waiting at the same time
-        # share a transaction and its commit (``db.grouped``), each still refused on its own.
-        group = ("allocation", org_id, meter)
-        return render(await services.db.transaction_grouped(group, work), principal)
-    return await run_idempotent(request, services, principal, idempotency_key, work, render)
+        return render(await services.db.transaction(command), actor.principal)
+
+    async def work(tx: Tx) -> credits.Allocation:
+        return await command(tx, idempotency_key=idempotency_key)
+
+    return await run_idempotent(request, services, actor.principal, idempotency_key, work, render)
 
 
 @get("/{org_id:str}/credits", summary="Limits, allocations and consumption", responses=problems())

@@ -46,6 +46,12 @@ _ORG_BY_PUBLIC_ID = (
 )
 # Every request that names an org runs this one: it goes straight to the driver.
 _ORG_BY_PUBLIC_ID_PREPARED = PreparedSelect(_ORG_BY_PUBLIC_ID)
+# An org named by its integer key (the id vendors such as Make show).
+_ORG_BY_KEY = (
+    sa.select(*ORG_COLUMNS)
+    .select_from(orgs.outerjoin(_parent, _parent.c.id == orgs.c.parent_id))
+    .where(orgs.c.id == sa.bindparam("key"))
+)
 _KEY_BY_HASH = (
     sa.select(
         credentials.c.id,
@@ -292,26 +298,34 @@ def org_not_found(org_ref: str) -> NotFound:
 async def reach(
     conn: Reader,
     principal: Principal,
-    org_ref: str,
+    org_ref: str | int,
     *,
     scope: str,
     capability: str | None = None,
     include_deleted: bool = False,
     lock: Literal["share", "update"] | None = None,
 ) -> Any:
-    """Fetch the org ``org_ref`` if the principal may reach it, then check ``scope``.
+    """Fetch the org ``org_ref`` (a public id, or an integer key) if the principal may reach
+    it, then check ``scope``.
 
     ``lock`` takes a row lock (PostgreSQL) for a write that depends on what was read.
     """
-    if lock is None:
-        row = await first(conn, _ORG_BY_PUBLIC_ID_PREPARED, {"public_id": org_ref})
+    params: dict[str, str | int]
+    if isinstance(org_ref, int):
+        statement, params = _ORG_BY_KEY, {"key": org_ref}
     else:
-        statement = _ORG_BY_PUBLIC_ID.with_for_update(of=orgs, read=lock == "share")
-        row = (await conn.execute(statement, {"public_id": org_ref})).first()
+        statement, params = _ORG_BY_PUBLIC_ID, {"public_id": org_ref}
+    if lock is not None:
+        statement = statement.with_for_update(of=orgs, read=lock == "share")
+        row = (await conn.execute(statement, params)).first()
+    elif statement is _ORG_BY_PUBLIC_ID:
+        row = await first(conn, _ORG_BY_PUBLIC_ID_PREPARED, params)
+    else:
+        row = (await conn.execute(statement, params)).first()
     if row is None or not principal.reaches(row.path):
-        raise org_not_found(org_ref)
+        raise org_not_found(str(org_ref))
     if row.deleted_at is not None and not include_deleted:
-        raise org_not_found(org_ref)
+        raise org_not_found(str(org_ref))
     require_scope(principal, scope, capability)
     return row
 
@@ -320,12 +334,7 @@ async def reach_by_key(
     conn: Reader, principal: Principal, org_key: int, *, scope: str, **options: Any
 ) -> Any:
     """``reach`` for an org named by its integer key (the id vendors such as Make show)."""
-    public_id = (
-        await conn.execute(sa.select(orgs.c.public_id).where(orgs.c.id == org_key))
-    ).scalar()
-    if public_id is None:
-        raise org_not_found(str(org_key))
-    return await reach(conn, principal, public_id, scope=scope, **options)
+    return await reach(conn, principal, int(org_key), scope=scope, **options)
 
 
 def unauthenticated(reason: str) -> Unauthenticated:

@@ -26,14 +26,14 @@ then every write.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 
-from orgplane.core.access.principal import Actor, Principal
+from orgplane.core.access.principal import Actor, Caller, Principal
 from orgplane.core.access.service import reach
 from orgplane.core.audit import service as audit
 from orgplane.core.credits import allocation_pg
@@ -48,6 +48,7 @@ from orgplane.core.errors import Conflict, InvalidInput, NotFound
 from orgplane.core.locks import lock_tree
 from orgplane.core.usage.counters import consumed_this_period, local_today, period_start
 from orgplane.db.engine import Reader, Tx
+from orgplane.db.grouped import grouped_by
 from orgplane.models import ledger, meters, org_limits
 from orgplane.models.base import utcnow
 
@@ -387,20 +388,51 @@ async def apply_root_limit(
     return balance
 
 
+def _allocation_group(
+    *,
+    actor: Caller,
+    parent_ref: str | int | None,
+    child_ref: str | int,
+    meter: str,
+    **_: Any,
+) -> Hashable:
+    """Allocations from one parent queue on its pool row: those waiting at the same time share
+    a transaction and its commit (``db.grouped``), each still refused on its own. Named as the
+    caller named the parent (the child, when the parent is the child's own): two names of one
+    parent make two groups, which only shares less."""
+    parent = ("parent", parent_ref) if parent_ref is not None else ("parent of", child_ref)
+    return ("allocation", actor.principal.root_id, parent, meter)
+
+
+@grouped_by(_allocation_group)
 async def allocate(
     tx: Tx,
-    actor: Actor,
-    parent_ref: str,
-    child_ref: str,
-    meter_name: str,
-    amount: int,
     *,
+    actor: Caller,
+    parent_ref: str | int | None,
+    child_ref: str | int,
+    meter: str,
+    amount: int,
     idempotency_key: str | None = None,
 ) -> Allocation:
-    """Set a direct child's allocation of a meter, moving the difference from the parent's pool."""
-    principal = _principal(actor)
-    parent = await reach(tx.conn, principal, parent_ref, scope="credits:write")
-    child = await reach(tx.conn, principal, child_ref, scope="credits:write")
+    """Set a direct child's allocation of a meter, moving the difference from the parent's
+    pool. ``parent_ref`` None: from the child's own parent, whichever it is at the time."""
+    principal = actor.principal
+    # The tree first, then the parent and the child read under it: a move, delete, restore or
+    # deactivation (which lock the tree FOR UPDATE) either committed before these reads or
+    # waits for this commit, so the checks below stay true until then.
+    await lock_tree(tx, principal.root_id, shared=True)
+    if parent_ref is None:
+        child = await reach(tx.conn, principal, child_ref, scope="credits:write")
+        if child.parent_id is None:
+            raise Conflict(
+                f"organization {child.public_id!r} is a root: set its limit instead "
+                f"(PUT /orgs/{child.public_id}/limits/{meter})"
+            )
+        parent = await reach(tx.conn, principal, child.parent_public_id, scope="credits:write")
+    else:
+        parent = await reach(tx.conn, principal, parent_ref, scope="credits:write")
+        child = await reach(tx.conn, principal, child_ref, scope="credits:write")
     if child.parent_id != parent.id:
         raise NotFound(f"organization {child_ref!r} is not a child of {parent_ref!r}")
     if child.status == "deactivated":
@@ -409,13 +441,12 @@ async def allocate(
     if tx.is_postgres:
         # The same rules in fewer round trips.
         return await _allocate_postgres(
-            tx, actor, parent, child, meter_name, amount, idempotency_key=idempotency_key
+            tx, actor, parent, child, meter, amount, idempotency_key=idempotency_key
         )
-    meter = await get_meter(tx, meter_name)
-    check_amount(amount, meter)
-    await lock_tree(tx, parent.root_id, shared=True)
+    meter_row = await get_meter(tx, meter)
+    check_amount(amount, meter_row)
     return await _allocate_locked(
-        tx, actor, parent, child, meter, amount, idempotency_key=idempotency_key
+        tx, actor, parent, child, meter_row, amount, idempotency_key=idempotency_key
     )
 
 

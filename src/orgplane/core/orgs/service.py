@@ -214,6 +214,11 @@ async def update(
     if unknown:
         raise InvalidInput.for_field(sorted(unknown)[0], "cannot be changed")
     values = clean_fields(changes)
+    if values.get("status") == "deactivated":
+        # Deactivating returns the subtree's unused allocations: a structural change, which
+        # takes the tree before the org's row (as every structural change does), so that an
+        # allocation holding the tree cannot wait for this row while this waits for the tree.
+        await lock_tree(tx, principal.root_id)
     row = await reach(tx.conn, principal, org_ref, scope="orgs:write", lock="update")
     check_if_match(row, if_match)
     if "status" in values and row.id == principal.org_id and values["status"] != "active":
@@ -223,10 +228,6 @@ async def update(
     if values.get("status") == "deactivated" and row.status != "deactivated":
         if row.parent_id is None:
             raise Conflict("the root of a tenant tree cannot be deactivated")
-        # Deactivating returns the subtree's unused allocations: a structural change.
-        await lock_tree(tx, row.root_id)
-        row = await reach(tx.conn, principal, org_ref, scope="orgs:write", lock="update")
-        check_if_match(row, if_match)
         subtree = [r for r in await _lock_subtree(tx, row.path) if r.deleted_at is None]
         await credits.release(tx, actor, subtree, await fetch(tx, row.parent_id))
     return await apply_changes(tx, actor, row, values)

@@ -159,14 +159,6 @@ async def create_managed(
     return {**created, "domain": enums.zone_domain(request)}
 
 
-async def _allocate(tx: Tx, actor: Caller, parent_key: int, child_key: int, amount: int) -> Any:
-    parent = await reach_by_key(tx.conn, actor.principal, parent_key, scope="credits:write")
-    child = await reach_by_key(tx.conn, actor.principal, child_key, scope="credits:write")
-    return await credit_service.allocate(
-        tx, actor, parent.public_id, child.public_id, METER, amount
-    )
-
-
 @patch(
     "/organizations/{organizationId:int}/managed-organizations/{childOrganizationId:int}",
     summary="Change a managed organization's operations",
@@ -180,7 +172,12 @@ async def update_managed(
     actor: ActorDep,
 ) -> dict[str, Any]:
     allocation = await services.db.transaction(
-        _allocate, actor, organizationId, childOrganizationId, data.operations
+        credit_service.allocate,
+        actor=actor,
+        parent_ref=organizationId,
+        child_ref=childOrganizationId,
+        meter=METER,
+        amount=data.operations,
     )
     return {
         "newParentOperations": allocation.parent_balance.available,

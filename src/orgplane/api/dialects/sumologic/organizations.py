@@ -402,7 +402,9 @@ async def _update(tx: Tx, actor: Caller, header: str | None, ref: str, data: Bas
     row = await reach_sumo(tx.conn, actor.principal, ref, scope="credits:write")
     amount = _credits(data)
     if amount is not None:
-        await credit_service.allocate(tx, actor, row.parent_public_id, row.public_id, METER, amount)
+        await credit_service.allocate(
+            tx, actor=actor, parent_ref=None, child_ref=row.id, meter=METER, amount=amount
+        )
     stored = _sumo_settings(row)
     baselines = _baseline_fields(data)
     if stored.get("baselines") != baselines:
