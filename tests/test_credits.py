@@ -32,6 +32,7 @@ from orgplane.core.credits.ledger import Disagreement, verify
 from orgplane.core.ids import new_native_key
 from orgplane.core.usage.counters import local_today, period_start
 from orgplane.models import audit_log, ledger, meters, org_limits, orgs, usage_daily
+from orgplane.models.base import utcnow
 
 NONEXISTENT = "zzzzzzzzzzzz"
 PROBLEM = "application/problem+json"
@@ -1166,3 +1167,123 @@ async def test_every_change_writes_its_audit_entry_with_the_request_id(h: Harnes
     # And they are links of the tenant's hash chain like every other entry.
     async with h.services.db.read() as conn:
         assert await audit_service.verify(conn) == []
+
+
+async def test_verify_finds_quota_stranded_in_a_deleted_or_deactivated_org(h: Harness) -> None:
+    """What a racing allocation left before the tree lock came first: an org deleted or
+    deactivated while it still holds more than it handed on plus what it consumed. The ledger
+    and the pools agree with each other, so only the release rule shows it."""
+    root = h.root.org_id
+    await set_limit(h, root, OPS, 1_000_000)
+    gone = (await h.create_org(root, "Gone", allocations={OPS: 30_000}))["id"]
+    idle = (await h.create_org(root, "Idle", allocations={OPS: 30_000}))["id"]
+    used = (await h.create_org(root, "Used", allocations={OPS: 30_000}))["id"]
+    response = await h.client.post(
+        f"/orgs/{used}/usage",
+        json={
+            "events": [
+                {
+                    "meter": OPS,
+                    "quantity": 12_000,
+                    "timestamp": utcnow().isoformat(),
+                    "idempotency_key": "u1",
+                }
+            ]
+        },
+        headers=h.auth(),
+    )
+    assert response.status_code == 200, response.text
+    response = await h.client.delete(f"/orgs/{gone}", headers=h.auth())
+    assert response.status_code == 200, response.text
+    for org in (idle, used):
+        response = await h.client.patch(
+            f"/orgs/{org}", json={"status": "deactivated"}, headers=h.auth()
+        )
+        assert response.status_code == 200, response.text
+    # Released as the rule says: nothing kept by the idle ones, 20,000 (12,000 rounded up) by
+    # the one that consumed.
+    assert await ledger_problems(h) == []
+    root_row = await pk(h, root)
+    for org, amount in ((gone, 50_000), (idle, 40_000), (used, 40_000)):
+        row = await pk(h, org)
+        (balance,) = await rows(
+            h,
+            sa.select(org_limits).where(org_limits.c.org_id == row.id, org_limits.c.meter == OPS),
+        )
+        delta = amount - int(balance.amount)
+        # An allocation after the release, written consistently in the ledger and both pools.
+        (root_pool,) = await rows(
+            h,
+            sa.select(org_limits).where(
+                org_limits.c.org_id == root_row.id, org_limits.c.meter == OPS
+            ),
+        )
+        await _exec(
+            h,
+            sa.update(org_limits)
+            .where(org_limits.c.org_id == row.id, org_limits.c.meter == OPS)
+            .values(amount=amount),
+        )
+        await _exec(
+            h,
+            sa.update(org_limits)
+            .where(org_limits.c.org_id == root_row.id, org_limits.c.meter == OPS)
+            .values(allocated=int(root_pool.allocated) + delta),
+        )
+        await _exec(
+            h,
+            sa.insert(ledger).values(
+                root_id=root_row.id,
+                at=utcnow(),
+                meter=OPS,
+                kind="allocation",
+                org_id=row.id,
+                parent_id=root_row.id,
+                delta=delta,
+                charge_delta=0,
+                org_amount=amount,
+                org_allocated=0,
+                parent_amount=int(root_pool.amount),
+                parent_allocated=int(root_pool.allocated) + delta,
+                actor="test",
+            ),
+        )
+    found = {(p.org_id, p.field, p.stored, p.expected) for p in await ledger_problems(h)}
+    assert found == {
+        ((await pk(h, gone)).id, "amount held while deleted", 50_000, 0),
+        ((await pk(h, idle)).id, "amount held while deactivated", 40_000, 0),
+        ((await pk(h, used)).id, "amount held while deactivated", 40_000, 20_000),
+    }
+
+
+async def test_verify_checks_each_rows_balances_and_the_step(h: Harness) -> None:
+    root = h.root.org_id
+    await set_limit(h, root, OPS, 100_000)
+    child = (await h.create_org(root, "Child", allocations={OPS: 30_000}))["id"]
+    child_row = await pk(h, child)
+    (row,) = await rows(h, sa.select(ledger).where(ledger.c.org_id == child_row.id))
+    # A row whose balances-after are not the running sums, though the totals still agree.
+    await _exec(h, sa.update(ledger).where(ledger.c.id == row.id).values(org_amount=31_000))
+    found = {(p.org_id, p.field, p.stored, p.expected) for p in await ledger_problems(h)}
+    assert found == {(child_row.id, f"ledger row {row.id}: org amount", 31_000, 30_000)}
+    await _exec(h, sa.update(ledger).where(ledger.c.id == row.id).values(org_amount=30_000))
+    # An amount off the meter's step (10,000), written consistently everywhere else.
+    root_row = await pk(h, root)
+    for table, column, org_id, value in (
+        (org_limits, org_limits.c.amount, child_row.id, 30_005),
+        (org_limits, org_limits.c.allocated, root_row.id, 30_005),
+    ):
+        await _exec(
+            h,
+            sa.update(table)
+            .where(table.c.org_id == org_id, table.c.meter == OPS)
+            .values({column.name: value}),
+        )
+    await _exec(
+        h,
+        sa.update(ledger)
+        .where(ledger.c.id == row.id)
+        .values(delta=30_005, org_amount=30_005, parent_allocated=30_005),
+    )
+    found = {(p.org_id, p.field, p.stored, p.expected) for p in await ledger_problems(h)}
+    assert found == {(child_row.id, "amount (step multiple)", 30_005, 30_000)}

@@ -16,7 +16,7 @@ from orgplane.core.errors import InvalidInput
 from orgplane.core.pagination import decode_cursor, encode_cursor, newest_first_batches
 from orgplane.core.usage.counters import consumed_this_period
 from orgplane.db.engine import Reader
-from orgplane.models import ledger, meters, org_limits, orgs
+from orgplane.models import ledger, meters, org_limits, orgs, usage_daily
 
 EXPORT_BATCH = 1000
 KINDS = ("limit.set", "allocation", "release", "move.out", "move.in")
@@ -169,13 +169,20 @@ class Disagreement:
 async def verify(conn: Reader) -> list[Disagreement]:
     """Recompute every balance from the ledger and the tree, and compare with ``org_limits``.
 
-    Checks: each amount and charge equals the sum of its ledger deltas; each parent's
-    ``allocated`` equals the sum of its ledger debits and the sum of its children's
-    (amount + charge); no pool is negative.
+    Checks, for each org and meter (DESIGN.md's invariants):
+    - the replayed ledger: each amount and charge is the sum of its ledger deltas, each
+      parent's ``allocated`` the sum of its debits, and every row's balances-after are the
+      running sums up to that row (4.);
+    - conservation: each parent's ``allocated`` is the sum of its children's amount + charge,
+      and no pool is negative (1.);
+    - every amount is a multiple of its meter's step (3.);
+    - no quota stranded: a deleted or deactivated org keeps at most what it handed on plus what
+      it consumed in a period, rounded up to the step (5.: the rest went back to its parent).
     """
     amount: dict[tuple[int, str], int] = defaultdict(int)
     charge: dict[tuple[int, str], int] = defaultdict(int)
     paid: dict[tuple[int, str], int] = defaultdict(int)
+    problems: list[Disagreement] = []
     last = 0
     while True:
         batch = (
@@ -187,6 +194,9 @@ async def verify(conn: Reader) -> list[Disagreement]:
                     ledger.c.meter,
                     ledger.c.delta,
                     ledger.c.charge_delta,
+                    ledger.c.org_amount,
+                    ledger.c.org_allocated,
+                    ledger.c.parent_allocated,
                 )
                 .where(ledger.c.id > last)
                 .order_by(ledger.c.id)
@@ -199,20 +209,43 @@ async def verify(conn: Reader) -> list[Disagreement]:
             key = (row.org_id, row.meter)
             amount[key] += row.delta
             charge[key] += row.charge_delta
+            running = [
+                (f"ledger row {row.id}: org amount", row.org_amount, amount[key], key),
+                (f"ledger row {row.id}: org allocated", row.org_allocated, paid[key], key),
+            ]
             if row.parent_id is not None:
-                paid[(row.parent_id, row.meter)] += row.delta + row.charge_delta
+                parent_key = (row.parent_id, row.meter)
+                paid[parent_key] += row.delta + row.charge_delta
+                running.append(
+                    (
+                        f"ledger row {row.id}: parent allocated",
+                        row.parent_allocated,
+                        paid[parent_key],
+                        parent_key,
+                    )
+                )
+            for field, value, expected, at in running:
+                if value != expected:
+                    problems.append(Disagreement(at[0], at[1], field, int(value), expected))
         last = batch[-1].id
     stored = {
         (row.org_id, row.meter): row
         for row in await conn.execute(
-            sa.select(org_limits, orgs.c.parent_id).join(orgs, orgs.c.id == org_limits.c.org_id)
+            sa.select(
+                org_limits,
+                orgs.c.parent_id,
+                orgs.c.status,
+                orgs.c.deleted_at,
+                meters.c.step,
+            )
+            .join(orgs, orgs.c.id == org_limits.c.org_id)
+            .join(meters, meters.c.name == org_limits.c.meter)
         )
     }
     held_by_children: dict[tuple[int, str], int] = defaultdict(int)
     for (_, meter), row in stored.items():
         if row.parent_id is not None:
             held_by_children[(row.parent_id, meter)] += int(row.amount) + int(row.charge)
-    problems: list[Disagreement] = []
     for key in sorted(set(stored) | set(amount) | set(paid)):
         row = stored.get(key)
         have = (int(row.amount), int(row.allocated), int(row.charge)) if row else (0, 0, 0)
@@ -227,4 +260,50 @@ async def verify(conn: Reader) -> list[Disagreement]:
                 problems.append(Disagreement(key[0], key[1], field, value, expected))
         if have[0] < have[1]:
             problems.append(Disagreement(key[0], key[1], "available", have[0] - have[1], 0))
+        if row is not None and have[0] % int(row.step):
+            expected = have[0] - have[0] % int(row.step)
+            problems.append(
+                Disagreement(key[0], key[1], "amount (step multiple)", have[0], expected)
+            )
+    problems.extend(await _stranded(conn, stored))
+    return problems
+
+
+async def _stranded(conn: Reader, stored: dict[tuple[int, str], Any]) -> list[Disagreement]:
+    """Deleted or deactivated orgs holding more than they handed on plus what they consumed.
+
+    What they consumed is taken in the period where it was largest (a month, in the org's own
+    days): the release kept at most that, so a larger amount was given after the release, or
+    never given back."""
+    gone = {
+        key: row
+        for key, row in stored.items()
+        if (row.deleted_at is not None or row.status == "deactivated") and int(row.amount) > 0
+    }
+    if not gone:
+        return []
+    org_ids = sorted({org_id for org_id, _ in gone})
+    monthly: dict[tuple[int, str, int, int], int] = defaultdict(int)
+    for start in range(0, len(org_ids), 1000):
+        rows = await conn.execute(
+            sa.select(
+                usage_daily.c.org_id, usage_daily.c.meter, usage_daily.c.day, usage_daily.c.quantity
+            ).where(usage_daily.c.org_id.in_(org_ids[start : start + 1000]))
+        )
+        for row in rows:
+            day = row.day
+            monthly[(row.org_id, row.meter, day.year, day.month)] += int(row.quantity)
+    most: dict[tuple[int, str], int] = defaultdict(int)
+    for (org_id, meter, _, _), quantity in monthly.items():
+        most[(org_id, meter)] = max(most[(org_id, meter)], quantity)
+    problems = []
+    for key, row in sorted(gone.items()):
+        step = int(row.step)
+        needed = int(row.allocated) + most.get(key, 0)
+        keep = min(int(row.amount), -(-needed // step) * step)
+        if int(row.amount) > keep:
+            state = "deleted" if row.deleted_at is not None else "deactivated"
+            problems.append(
+                Disagreement(key[0], key[1], f"amount held while {state}", int(row.amount), keep)
+            )
     return problems
