@@ -74,7 +74,11 @@ async def update_org(
     if_match: IfMatch = None,
 ) -> Response[Org]:
     row = await services.db.transaction(
-        org_service.update, actor, org_id, set_fields(data), if_match=if_match
+        org_service.update,
+        actor=actor,
+        org_ref=org_id,
+        changes=set_fields(data),
+        if_match=if_match,
     )
     return org_response(row, actor.principal)
 
@@ -90,9 +94,7 @@ async def update_org(
 async def delete_org(
     org_id: OrgId, services: ServicesDep, actor: ActorDep, cascade: FromQuery[bool] = False
 ) -> Message:
-    await services.db.transaction(org_service.delete, actor, org_id, cascade=cascade)
-    # Keys of deleted orgs stop working now in this process, within the cache TTL elsewhere.
-    services.keys.clear()
+    await services.db.transaction(org_service.delete, actor=actor, org_ref=org_id, cascade=cascade)
     return Message(message="Organization deleted successfully")
 
 
@@ -104,9 +106,11 @@ async def delete_org(
 )
 async def restore_org(org_id: OrgId, services: ServicesDep, actor: ActorDep) -> Response[Org]:
     row = await services.db.transaction(
-        org_service.restore, actor, org_id, window_days=services.settings.restore_window_days
+        org_service.restore,
+        actor=actor,
+        org_ref=org_id,
+        window_days=services.settings.restore_window_days,
     )
-    services.keys.clear()
     return org_response(row, actor.principal)
 
 
@@ -260,14 +264,12 @@ async def move_org(
 ) -> Response[Org]:
     row = await services.db.transaction(
         org_service.move,
-        actor,
-        org_id,
-        data.parent_id,
+        actor=actor,
+        org_ref=org_id,
+        new_parent_ref=data.parent_id,
         max_depth=services.settings.max_tree_depth,
         if_match=if_match,
     )
-    # A moved principal's reach is derived from paths, but cached principals are cleared anyway.
-    services.keys.clear()
     return org_response(row, actor.principal)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from orgplane.core.access.principal import Actor, Principal
+from orgplane.core.access.principal import Actor, Caller, Principal
 from orgplane.core.access.service import ORG_COLUMNS, PARENT, org_not_found, reach, require_scope
 from orgplane.core.audit import service as audit
 from orgplane.core.credits import service as credits
@@ -207,9 +207,16 @@ async def create_child(
 
 
 async def update(
-    tx: Tx, actor: Actor, org_ref: str, changes: dict[str, Any], *, if_match: str | None = None
+    tx: Tx,
+    *,
+    actor: Caller,
+    org_ref: str | int,
+    changes: dict[str, Any],
+    if_match: str | None = None,
 ) -> Any:
-    principal = _principal(actor)
+    """Change an org's fields. A change of ``status`` is ``set_status``'s: deactivating returns
+    the subtree's unused allocations, and keys stop (or start) working at once."""
+    principal = actor.principal
     unknown = set(changes) - UPDATABLE_FIELDS
     if unknown:
         raise InvalidInput.for_field(sorted(unknown)[0], "cannot be changed")
@@ -230,7 +237,25 @@ async def update(
             raise Conflict("the root of a tenant tree cannot be deactivated")
         subtree = [r for r in await _lock_subtree(tx, row.path) if r.deleted_at is None]
         await credits.release(tx, actor, subtree, await fetch(tx, row.parent_id))
+    if "status" in values and values["status"] != row.status:
+        # A key is refused when its org is not active: cached lookups must not outlive this.
+        tx.forget_keys()
     return await apply_changes(tx, actor, row, values)
+
+
+async def set_status(
+    tx: Tx,
+    *,
+    actor: Caller,
+    org_ref: str | int,
+    status: str,
+    if_match: str | None = None,
+) -> Any:
+    """Activate, disable or deactivate an org (the last returns its subtree's unused
+    allocations to its parent); its keys follow at once in this process."""
+    return await update(
+        tx, actor=actor, org_ref=org_ref, changes={"status": status}, if_match=if_match
+    )
 
 
 async def apply_changes(tx: Tx, actor: Actor, row: Any, values: dict[str, Any]) -> Any:
@@ -284,9 +309,12 @@ async def _lock_subtree(tx: Tx, path: str) -> list[Any]:
     return list((await tx.execute(statement)).all())
 
 
-async def delete(tx: Tx, actor: Actor, org_ref: str, *, cascade: bool) -> list[Any]:
-    """Soft-delete an org (and with ``cascade`` its live descendants); returns the deleted rows."""
-    principal = _principal(actor)
+async def delete(
+    tx: Tx, *, actor: Caller, org_ref: str | int, cascade: bool, refuse_in_use: bool = False
+) -> list[Any]:
+    """Soft-delete an org (and with ``cascade`` its live descendants); returns the deleted rows.
+    With ``refuse_in_use``, an org in use (``in_use``) is refused (406) instead."""
+    principal = actor.principal
     row = await reach(
         tx.conn, principal, org_ref, scope="orgs:write", capability="deactivateOrganizations"
     )
@@ -304,6 +332,14 @@ async def delete(tx: Tx, actor: Actor, org_ref: str, *, cascade: bool) -> list[A
         capability="deactivateOrganizations",
         lock="update",
     )
+    if refuse_in_use:
+        # Under the tree lock: a child created meanwhile counts, and none can be created now.
+        reasons = await in_use(tx.conn, row)
+        if reasons:
+            raise ConfirmationRequired(
+                f"organization {org_ref!r} is in use ({', '.join(reasons)}); "
+                "confirm the deletion to delete it and everything in it"
+            )
     subtree = [r for r in await _lock_subtree(tx, row.path) if r.deleted_at is None]
     descendants = [r for r in subtree if r.id != row.id]
     if descendants and not cascade:
@@ -337,6 +373,8 @@ async def delete(tx: Tx, actor: Actor, org_ref: str, *, cascade: bool) -> list[A
             after={"cascade_of": row.public_id} if gone.id != row.id else None,
         )
     await credits.release(tx, actor, subtree, await fetch(tx, row.parent_id))
+    # Keys of deleted orgs stop working now in this process, within the cache TTL elsewhere.
+    tx.forget_keys()
     return subtree
 
 
@@ -368,28 +406,18 @@ async def in_use(conn: Reader, org: Any) -> list[str]:
     return reasons
 
 
-async def delete_confirmed(tx: Tx, actor: Actor, org_ref: str, *, confirmed: bool) -> list[Any]:
+async def delete_confirmed(
+    tx: Tx, *, actor: Caller, org_ref: str | int, confirmed: bool
+) -> list[Any]:
     """Delete an org with its descendants; unless ``confirmed``, refuse (406) one in use."""
-    row = await reach(
-        tx.conn,
-        _principal(actor),
-        org_ref,
-        scope="orgs:write",
-        capability="deactivateOrganizations",
+    return await delete(
+        tx, actor=actor, org_ref=org_ref, cascade=confirmed, refuse_in_use=not confirmed
     )
-    if not confirmed:
-        reasons = await in_use(tx.conn, row)
-        if reasons:
-            raise ConfirmationRequired(
-                f"organization {org_ref!r} is in use ({', '.join(reasons)}); "
-                "confirm the deletion to delete it and everything in it"
-            )
-    # Unconfirmed, a child created since the check makes the delete refuse rather than cascade.
-    return await delete(tx, actor, org_ref, cascade=confirmed)
 
 
-async def restore(tx: Tx, actor: Actor, org_ref: str, *, window_days: int) -> Any:
-    principal = _principal(actor)
+async def restore(tx: Tx, *, actor: Caller, org_ref: str | int, window_days: int) -> Any:
+    """Bring back a deleted org and what was deleted with it (not what it gave back)."""
+    principal = actor.principal
     row = await reach(tx.conn, principal, org_ref, scope="orgs:write", include_deleted=True)
     if row.deleted_at is None:
         raise Conflict(f"organization {org_ref!r} is not deleted")
@@ -423,20 +451,21 @@ async def restore(tx: Tx, actor: Actor, org_ref: str, *, window_days: int) -> An
             target_type="org",
             target_id=back.public_id,
         )
+    tx.forget_keys()
     return await fetch(tx, row.id)
 
 
 async def move(
     tx: Tx,
-    actor: Actor,
-    org_ref: str,
-    new_parent_ref: str,
     *,
+    actor: Caller,
+    org_ref: str | int,
+    new_parent_ref: str | int,
     max_depth: int,
     if_match: str | None = None,
 ) -> Any:
     """Re-parent an org; every descendant's path and depth follow in the same transaction."""
-    principal = _principal(actor)
+    principal = actor.principal
     row = await reach(tx.conn, principal, org_ref, scope="orgs:write")
     if row.parent_id is None or row.id == principal.org_id:
         raise Conflict("this organization cannot be moved: it is the root of what you can reach")
@@ -485,6 +514,8 @@ async def move(
         before={"parent_id": row.parent_public_id},
         after={"parent_id": new_parent.public_id},
     )
+    # Reach is derived from paths on every request; cached principals are dropped all the same.
+    tx.forget_keys()
     return await fetch(tx, row.id)
 
 
@@ -665,6 +696,7 @@ __all__ = [
     "org_not_found",
     "require_scope",
     "restore",
+    "set_status",
     "snapshot",
     "subtree_range",
     "update",

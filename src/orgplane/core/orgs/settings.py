@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from orgplane.core.access.principal import Actor
+from orgplane.core.access.principal import Caller
 from orgplane.core.access.service import reach
 from orgplane.core.orgs import saml
 from orgplane.core.orgs import service as org_service
@@ -18,22 +18,27 @@ from orgplane.db.engine import Tx
 
 
 async def update_merging_settings(
-    tx: Tx, actor: Actor, org_ref: str, changes: dict[str, Any], settings: dict[str, Any]
+    tx: Tx,
+    *,
+    actor: Caller,
+    org_ref: str | int,
+    changes: dict[str, Any],
+    settings: dict[str, Any],
 ) -> Any:
     """Apply ``changes`` to the org, with ``settings``' top-level keys merged into its settings."""
-    assert actor.principal is not None
     if settings:
         row = await reach(tx.conn, actor.principal, org_ref, scope="orgs:write", lock="update")
         changes = {**changes, "settings": {**row.settings, **settings}}
-    return await org_service.update(tx, actor, org_ref, changes)
+    return await org_service.update(tx, actor=actor, org_ref=org_ref, changes=changes)
 
 
 async def store_idp_metadata(
-    tx: Tx, actor: Actor, org_ref: str, document: bytes, *, now: datetime
+    tx: Tx, *, actor: Caller, org_ref: str, document: bytes, now: datetime
 ) -> Any:
     """Check the SAML metadata (400 if it is not an identity provider's) and keep what the org's
     SAML sign-in needs under ``settings.saml_idp_metadata``."""
-    assert actor.principal is not None
     await reach(tx.conn, actor.principal, org_ref, scope="orgs:write")
     parsed = saml.parse_idp_metadata(document, now=now)
-    return await update_merging_settings(tx, actor, org_ref, {}, {saml.SETTINGS_KEY: parsed})
+    return await update_merging_settings(
+        tx, actor=actor, org_ref=org_ref, changes={}, settings={saml.SETTINGS_KEY: parsed}
+    )

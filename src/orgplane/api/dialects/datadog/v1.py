@@ -214,7 +214,9 @@ async def _update(tx: Tx, actor: Caller, public_id: str, body: OrgUpdateBody) ->
     if not isinstance(body.billing, UnsetType):
         settings["billing"] = {"type": body.billing.type}
     try:
-        return await org_settings.update_merging_settings(tx, actor, public_id, changes, settings)
+        return await org_settings.update_merging_settings(
+            tx, actor=actor, org_ref=public_id, changes=changes, settings=settings
+        )
     except InvalidInput as exc:
         raise _in_datadog_words(exc) from None
 
@@ -281,15 +283,13 @@ async def upload_idp_for_org(
         org = await reach(conn, actor.principal, public_id, scope="orgs:write")
     document = await _idp_document(request)
     await services.db.transaction(
-        org_settings.store_idp_metadata, actor, public_id, document, now=utcnow()
+        org_settings.store_idp_metadata,
+        actor=actor,
+        org_ref=public_id,
+        document=document,
+        now=utcnow(),
     )
     return {"message": f"IdP metadata successfully uploaded for {org.name}"}
-
-
-async def _downgrade(tx: Tx, actor: Caller, public_id: str) -> Any:
-    return await org_service.update(
-        tx, actor, public_id, {"plan": "trial", "status": "deactivated"}
-    )
 
 
 @post(
@@ -302,9 +302,12 @@ async def _downgrade(tx: Tx, actor: Caller, public_id: str) -> Any:
     "unused allocations return to the parent and its keys stop working.",
 )
 async def downgrade_org(public_id: PublicId, services: ServicesDep, actor: ActorDep) -> Any:
-    await services.db.transaction(_downgrade, actor, public_id)
-    # Keys of a deactivated org stop working now in this process, within the cache TTL elsewhere.
-    services.keys.clear()
+    await services.db.transaction(
+        org_service.update,
+        actor=actor,
+        org_ref=public_id,
+        changes={"plan": "trial", "status": "deactivated"},
+    )
     return {"message": f"Child organization {public_id} downgraded successfully"}
 
 

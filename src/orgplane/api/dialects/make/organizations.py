@@ -191,11 +191,6 @@ def _changes(data: OrganizationUpdate) -> dict[str, Any]:
     return changes
 
 
-async def _update(tx: Tx, actor: Caller, key: int, data: OrganizationUpdate) -> Any:
-    row = await reach_by_key(tx.conn, actor.principal, key, scope="orgs:write")
-    return await org_service.update(tx, actor, row.public_id, _changes(data))
-
-
 @patch("/organizations/{organizationId:int}", summary="Update an organization", responses=ERRORS)
 async def update_organization(
     request: Request[Any, Any, Any],
@@ -204,16 +199,11 @@ async def update_organization(
     services: ServicesDep,
     actor: ActorDep,
 ) -> dict[str, Any]:
-    row = await services.db.transaction(_update, actor, organizationId, data)
+    row = await services.db.transaction(
+        org_service.update, actor=actor, org_ref=organizationId, changes=_changes(data)
+    )
     async with services.db.read() as conn:
         return {"organization": await detail(conn, row, request)}
-
-
-async def _delete(tx: Tx, actor: Caller, key: int, confirmed: bool) -> None:
-    row = await reach_by_key(
-        tx.conn, actor.principal, key, scope="orgs:write", capability="deactivateOrganizations"
-    )
-    await org_service.delete_confirmed(tx, actor, row.public_id, confirmed=confirmed)
 
 
 @delete(
@@ -230,7 +220,9 @@ async def delete_organization(
     actor: ActorDep,
     confirmed: Annotated[bool, QueryParameter()] = False,
 ) -> dict[str, Any]:
-    await services.db.transaction(_delete, actor, organizationId, confirmed)
+    await services.db.transaction(
+        org_service.delete_confirmed, actor=actor, org_ref=organizationId, confirmed=confirmed
+    )
     return {"organization": organizationId}
 
 

@@ -409,7 +409,7 @@ async def _update(tx: Tx, actor: Caller, header: str | None, ref: str, data: Bas
     baselines = _baseline_fields(data)
     if stored.get("baselines") != baselines:
         settings = {**(row.settings or {}), SETTINGS_KEY: {**stored, "baselines": baselines}}
-        await org_service.update(tx, actor, row.public_id, {"settings": settings})
+        await org_service.update(tx, actor=actor, org_ref=row.id, changes={"settings": settings})
     return await org_service.fetch(tx, row.id)
 
 
@@ -433,12 +433,6 @@ async def update_organization(
         return (await render_rows(conn, [row]))[0]
 
 
-async def _deactivate(tx: Tx, actor: Caller, header: str | None, ref: str) -> Any:
-    await own_org(tx.conn, actor.principal, header, "orgs:write")
-    row = await reach_sumo(tx.conn, actor.principal, ref, scope="orgs:write")
-    return await org_service.update(tx, actor, row.public_id, {"status": "deactivated"})
-
-
 @delete(
     "/v1/organizations/{orgId:str}",
     summary="Deactivate a child organization",
@@ -453,7 +447,12 @@ async def deactivate_organization(
     actor: ActorDep,
     parentDeploymentId: ParentDeployment = None,
 ) -> ReadOrganizationResponse:
-    row = await services.db.transaction(_deactivate, actor, parentDeploymentId, orgId)
+    async with services.db.read() as conn:
+        await own_org(conn, actor.principal, parentDeploymentId, "orgs:write")
+        target = await reach_sumo(conn, actor.principal, orgId, scope="orgs:write")
+    row = await services.db.transaction(
+        org_service.set_status, actor=actor, org_ref=target.id, status="deactivated"
+    )
     async with services.db.read() as conn:
         return (await render_rows(conn, [row]))[0]
 
