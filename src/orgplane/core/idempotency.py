@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from orgplane.core.errors import InvalidInput, Unprocessable
+from orgplane.core.errors import Conflict, InvalidInput, Unprocessable
 from orgplane.db.engine import Reader, Tx
 from orgplane.models import idempotency_keys
 from orgplane.models.base import utcnow
@@ -67,11 +69,15 @@ async def lookup(
 
 
 async def claim(tx: Tx, owner: str, key: str, fp: str, ttl_hours: int) -> StoredResponse | None:
-    """Reserve ``key`` in this transaction, or return the response already stored for it."""
+    """Reserve ``key`` in this transaction, or return the response already stored for it.
+
+    A request with the same key in flight elsewhere holds the key's row: the insert waits for
+    it (PostgreSQL; SQLite has one writer) and, once it committed, this returns its response.
+    """
     stored = await lookup(tx, owner, key, fp, ttl_hours)
     if stored is not None:
         return stored
-    # An expired row is replaced; a live one raises IntegrityError for the caller to replay.
+    # An expired row is replaced.
     await tx.execute(
         sa.delete(idempotency_keys).where(
             idempotency_keys.c.owner == owner,
@@ -79,12 +85,23 @@ async def claim(tx: Tx, owner: str, key: str, fp: str, ttl_hours: int) -> Stored
             idempotency_keys.c.created_at < utcnow() - timedelta(hours=ttl_hours),
         )
     )
-    await tx.execute(
-        sa.insert(idempotency_keys).values(
-            owner=owner, key=key, fingerprint=fp, status_code=0, body=b"", created_at=utcnow()
+    insert = (pg_insert if tx.is_postgres else sqlite_insert)(idempotency_keys)
+    claimed = (
+        await tx.execute(
+            insert.values(
+                owner=owner, key=key, fingerprint=fp, status_code=0, body=b"", created_at=utcnow()
+            )
+            .on_conflict_do_nothing(index_elements=["owner", "key"])
+            .returning(idempotency_keys.c.key)
         )
-    )
-    return None
+    ).first()
+    if claimed is not None:
+        return None
+    # The other request committed first (its row is visible to this new statement).
+    stored = await lookup(tx, owner, key, fp, ttl_hours)
+    if stored is None:
+        raise Conflict("a request with this Idempotency-Key is still being processed; retry")
+    return stored
 
 
 async def complete(

@@ -11,14 +11,14 @@ from litestar.params import FromQuery, HeaderParameter, JSONBody, PathParameter,
 from msgspec import Meta, Struct
 
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
+from orgplane.api.idempotency import run_once
 from orgplane.api.native.exports import EXPORT_DOC, export_format, export_response
 from orgplane.api.native.openapi import problems
-from orgplane.api.native.orgs import Cursor, Limit, OrgId, run_idempotent
+from orgplane.api.native.orgs import Cursor, Limit, OrgId
 from orgplane.core.access.principal import Principal
 from orgplane.core.credits import ledger as ledger_queries
 from orgplane.core.credits import service as credits
 from orgplane.core.pagination import DEFAULT_LIMIT
-from orgplane.db.engine import Tx
 
 MeterName = Annotated[str, PathParameter(max_length=64, description="Meter name, e.g. operations")]
 IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key", required=False)]
@@ -183,19 +183,14 @@ async def set_allocation(
         child_ref=child_id,
         meter=meter,
         amount=data.amount,
+        idempotency_key=idempotency_key,
     )
+    return await run_once(request, services, actor.principal, idempotency_key, command, _allocated)
 
-    def render(result: credits.Allocation, _: Principal) -> Response[AllocationResult]:
-        # An explicit status: the idempotency record stores it (None would be a 500).
-        return Response(allocation_out(result), status_code=200)
 
-    if idempotency_key is None:
-        return render(await services.db.transaction(command), actor.principal)
-
-    async def work(tx: Tx) -> credits.Allocation:
-        return await command(tx, idempotency_key=idempotency_key)
-
-    return await run_idempotent(request, services, actor.principal, idempotency_key, work, render)
+def _allocated(result: credits.Allocation, _: Principal) -> Response[AllocationResult]:
+    # An explicit status: the idempotency record stores it (None would be a 500).
+    return Response(allocation_out(result), status_code=200)
 
 
 @get("/{org_id:str}/credits", summary="Limits, allocations and consumption", responses=problems())

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal
 
-import msgspec
 from litestar import Request, Response, Router, delete, get, patch, post
 from litestar.params import FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
-from sqlalchemy.exc import IntegrityError
 
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
+from orgplane.api.idempotency import run_once
 from orgplane.api.native.openapi import problems
 from orgplane.api.native.schemas import (
     Message,
@@ -22,12 +22,10 @@ from orgplane.api.native.schemas import (
     org_page_out,
     set_fields,
 )
-from orgplane.core import idempotency
 from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import reach
 from orgplane.core.orgs import service as org_service
 from orgplane.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
-from orgplane.db.engine import Tx
 
 OrgId = Annotated[str, PathParameter(description="The organization's public id", max_length=64)]
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size")]
@@ -132,70 +130,23 @@ async def create_child(
         str | None, HeaderParameter(name="Idempotency-Key", required=False)
     ] = None,
 ) -> Response[Any]:
-    principal = actor.principal
     fields = set_fields(data)
     allocations = fields.pop("allocations", None)
-    max_depth = services.settings.max_tree_depth
-
-    async def work(tx: Tx) -> Any:
-        return await org_service.create_child(
-            tx, actor, org_id, fields, max_depth=max_depth, allocations=allocations
-        )
-
-    if idempotency_key is None:
-        row = await services.db.transaction(work)
-        return _created(row, principal)
-    return await run_idempotent(request, services, principal, idempotency_key, work, _created)
+    command = functools.partial(
+        org_service.create_child,
+        actor=actor,
+        parent_ref=org_id,
+        fields=fields,
+        max_depth=services.settings.max_tree_depth,
+        allocations=allocations,
+    )
+    return await run_once(request, services, actor.principal, idempotency_key, command, _created)
 
 
 def _created(row: Any, principal: Principal) -> Response[Org]:
     response = org_response(row, principal, status_code=201)
     response.headers["Location"] = f"/orgs/{row.public_id}"
     return response
-
-
-async def run_idempotent(
-    request: Request[Any, Any, Any],
-    services: ServicesDep,
-    principal: PrincipalDep,
-    key: str,
-    work: Any,
-    render: Any,
-) -> Response[Any]:
-    """Run ``work`` once per (credential, Idempotency-Key); replay the first response after."""
-    key = idempotency.check_key(key)
-    fp = idempotency.fingerprint(request.method, request.url.path, await request.body())
-    ttl = services.settings.idempotency_ttl_hours
-
-    async def once(tx: Tx) -> Response[Any]:
-        stored = await idempotency.claim(tx, principal.key_id, key, fp, ttl)
-        if stored is not None:
-            return _replay(stored)
-        response = render(await work(tx), principal)
-        body = msgspec.json.encode(response.content)
-        await idempotency.complete(
-            tx, principal.key_id, key, response.status_code, body, dict(response.headers)
-        )
-        return response
-
-    try:
-        return await services.db.transaction(once)
-    except IntegrityError:
-        # A concurrent request with the same key committed first: replay what it stored.
-        async with services.db.read() as conn:
-            stored = await idempotency.lookup(conn, principal.key_id, key, fp, ttl)
-        if stored is None:
-            raise
-        return _replay(stored)
-
-
-def _replay(stored: idempotency.StoredResponse) -> Response[Any]:
-    return Response(
-        stored.body,
-        status_code=stored.status_code,
-        media_type="application/json",
-        headers={**stored.headers, "Idempotent-Replayed": "true"},
-    )
 
 
 @get("/{org_id:str}/children", summary="List child organizations", responses=problems())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 from litestar import Request, Response, Router, post
@@ -9,11 +10,11 @@ from litestar.params import HeaderParameter, JSONBody
 from msgspec import Meta, Struct
 
 from orgplane.api.deps import ActorDep, ServicesDep
+from orgplane.api.idempotency import run_once
 from orgplane.api.native.openapi import problems
-from orgplane.api.native.orgs import OrgId, run_idempotent
+from orgplane.api.native.orgs import OrgId
 from orgplane.core.access.principal import Principal
 from orgplane.core.usage import ingest as usage_ingest
-from orgplane.db.engine import Tx
 
 
 # gc=False: a batch decodes up to 10,000 of these, and fields of strings and ints cannot form a
@@ -81,15 +82,10 @@ async def ingest_usage(
         str | None, HeaderParameter(name="Idempotency-Key", required=False)
     ] = None,
 ) -> Response[Any]:
-    principal = actor.principal
-    events = data.events
-
-    async def work(tx: Tx) -> usage_ingest.IngestResult:
-        return await usage_ingest.ingest(tx, actor, org_id, events)
-
-    if idempotency_key is None:
-        return _ingested(await services.db.transaction(work), principal)
-    return await run_idempotent(request, services, principal, idempotency_key, work, _ingested)
+    command = functools.partial(
+        usage_ingest.ingest, actor=actor, org_ref=org_id, events=data.events
+    )
+    return await run_once(request, services, actor.principal, idempotency_key, command, _ingested)
 
 
 def _ingested(result: usage_ingest.IngestResult, principal: Principal) -> Response[UsageIngested]:

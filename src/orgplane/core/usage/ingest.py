@@ -30,7 +30,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from orgplane.core.access.principal import Actor, Principal
+from orgplane.core.access.principal import Actor, Caller, Principal
 from orgplane.core.access.service import reach
 from orgplane.core.audit import service as audit
 from orgplane.core.errors import FieldError, InvalidInput, NotFound
@@ -103,10 +103,10 @@ class _Event:
 
 
 async def ingest(
-    tx: Tx, actor: Actor, org_ref: str, events: Sequence[UsageEventIn]
+    tx: Tx, *, actor: Caller, org_ref: str, events: Sequence[UsageEventIn]
 ) -> IngestResult:
     """Record a batch of usage for ``org_ref`` and orgs in the caller's subtree."""
-    principal = _principal(actor)
+    principal = actor.principal
     await lock_tree(tx, principal.root_id, shared=True)
     target = await reach(tx.conn, principal, org_ref, scope="usage:write")
     if not events:
@@ -140,12 +140,6 @@ async def ingest(
         await _check_limits(tx, [e for e in hard if e.key in inserted], limits)
     _audit(tx, actor, parsed, new)
     return IngestResult(accepted=len(new), duplicates=len(events) - len(new))
-
-
-def _principal(actor: Actor) -> Principal:
-    if actor.principal is None:
-        raise AssertionError("ingesting usage needs a principal")
-    return actor.principal
 
 
 def _org(row: Any, zones: dict[str, tuple[tzinfo, date, date]]) -> _Org:
