@@ -49,6 +49,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
+from orgplane.core.audit import service as audit_service
 from orgplane.core.audit.service import entry_hash
 from orgplane.models import (
     audit_chain_heads,
@@ -1063,10 +1064,7 @@ ROLE_COLUMNS = ("user_id", "org_id", "role")
 KEY_COLUMNS = columns(
     "id public_id org_id root_id kind name key_hash hint scopes created_at revoked_at"
 )
-AUDIT_COLUMNS = columns(
-    "id root_id seq org_id at actor actor_key_id actor_user_id action target_type "
-    "target_id before after request_id ip user_agent prev_hash hash"
-)
+AUDIT_COLUMNS = ("id", *audit_service.COLUMNS)
 EVENT_COLUMNS = columns(
     "id root_id idempotency_key org_id meter quantity occurred_at day received_at"
 )

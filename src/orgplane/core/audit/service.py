@@ -25,7 +25,7 @@ from orgplane.models import audit_chain_heads, audit_log
 from orgplane.models.base import utcnow
 
 GENESIS = "0" * 64
-_HASHED_FIELDS = (
+HASHED_FIELDS = (
     "root_id",
     "seq",
     "org_id",
@@ -42,6 +42,8 @@ _HASHED_FIELDS = (
     "ip",
     "user_agent",
 )
+# Every column an entry writes, in one order: what the hash covers, then the links.
+COLUMNS = (*HASHED_FIELDS, "prev_hash", "hash")
 
 
 def record(
@@ -112,7 +114,7 @@ def _timestamp(value: datetime) -> str:
 
 def entry_hash(prev_hash: str, entry: Any) -> str:
     get = entry.get if isinstance(entry, dict) else lambda k: getattr(entry, k)
-    document: dict[str, Any] = {name: get(name) for name in _HASHED_FIELDS}
+    document: dict[str, Any] = {name: get(name) for name in HASHED_FIELDS}
     document["at"] = _timestamp(document["at"])
     canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(prev_hash.encode() + b"\n" + canonical).hexdigest()

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from orgplane.core.audit import service as audit
 from orgplane.db.engine import PreparedSelect, Tx
 from orgplane.models import meters, orgs
 
@@ -90,25 +91,7 @@ LEDGER_COLUMNS = (
     "request_id",
     "idempotency_key",
 )
-AUDIT_COLUMNS = (
-    "root_id",
-    "seq",
-    "org_id",
-    "at",
-    "actor",
-    "actor_key_id",
-    "actor_user_id",
-    "action",
-    "target_type",
-    "target_id",
-    "before",
-    "after",
-    "request_id",
-    "ip",
-    "user_agent",
-    "prev_hash",
-    "hash",
-)
+AUDIT_COLUMNS = audit.COLUMNS
 
 
 def _columns(names: tuple[str, ...]) -> str:
