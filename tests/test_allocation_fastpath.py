@@ -23,7 +23,7 @@ from ledger_invariants import deadlocks
 from orgplane.core.access.principal import Caller, RequestMeta
 from orgplane.core.access.service import authenticate
 from orgplane.core.audit import service as audit
-from orgplane.core.credits import service as credits
+from orgplane.core.credits import allocation as credits
 from orgplane.core.credits.ledger import verify
 from orgplane.db.engine import PreparedSelect, Tx
 from orgplane.models import audit_log, ledger, meters, org_limits, orgs

@@ -16,6 +16,7 @@ from orgplane.api.native.exports import EXPORT_DOC, export_format, export_respon
 from orgplane.api.native.openapi import problems
 from orgplane.api.native.orgs import Cursor, Limit, OrgId
 from orgplane.core.access.principal import Principal
+from orgplane.core.credits import allocation
 from orgplane.core.credits import ledger as ledger_queries
 from orgplane.core.credits import service as credits
 from orgplane.core.pagination import DEFAULT_LIMIT
@@ -103,7 +104,7 @@ def _pool(org: Any, balance: credits.Balance) -> Pool:
     return Pool(org.public_id, balance.amount, balance.allocated, balance.available)
 
 
-def allocation_out(result: credits.Allocation) -> AllocationResult:
+def allocation_out(result: allocation.Allocation) -> AllocationResult:
     return AllocationResult(
         meter=result.meter,
         parent=_pool(result.parent, result.parent_balance),
@@ -152,7 +153,7 @@ async def set_limit(
     actor: ActorDep,
 ) -> LimitSet:
     org, balance = await services.db.transaction(
-        credits.set_root_limit, actor, org_id, meter, data.amount
+        credits.set_root_limit, actor=actor, org_ref=org_id, meter=meter, amount=data.amount
     )
     return LimitSet(org.public_id, meter, balance.amount, balance.allocated, balance.available)
 
@@ -177,7 +178,7 @@ async def set_allocation(
     idempotency_key: IdempotencyKey = None,
 ) -> Response[Any]:
     command = functools.partial(
-        credits.allocate,
+        allocation.allocate,
         actor=actor,
         parent_ref=org_id,
         child_ref=child_id,
@@ -188,7 +189,7 @@ async def set_allocation(
     return await run_once(request, services, actor.principal, idempotency_key, command, _allocated)
 
 
-def _allocated(result: credits.Allocation, _: Principal) -> Response[AllocationResult]:
+def _allocated(result: allocation.Allocation, _: Principal) -> Response[AllocationResult]:
     # An explicit status: the idempotency record stores it (None would be a 500).
     return Response(allocation_out(result), status_code=200)
 

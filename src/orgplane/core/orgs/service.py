@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from orgplane.core.access.principal import Actor, Caller, Principal
 from orgplane.core.access.service import ORG_COLUMNS, PARENT, org_not_found, reach, require_scope
 from orgplane.core.audit import service as audit
+from orgplane.core.credits import allocation
 from orgplane.core.credits import service as credits
 from orgplane.core.errors import (
     ConfirmationRequired,
@@ -202,7 +203,7 @@ async def create_child(
     )
     if allocations:
         require_scope(principal, "credits:write")
-        await credits.allocate_initial(tx, actor, parent, row, allocations)
+        await allocation.allocate_initial(tx, actor, parent, row, allocations)
     return row
 
 

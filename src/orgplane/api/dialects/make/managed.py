@@ -13,8 +13,8 @@ from orgplane.api.dialects.make import enums
 from orgplane.api.dialects.make.errors import ERRORS
 from orgplane.core.access.principal import Caller
 from orgplane.core.access.service import reach, reach_by_key
+from orgplane.core.credits import allocation as credits
 from orgplane.core.credits import ledger as ledger_queries
-from orgplane.core.credits import service as credit_service
 from orgplane.core.orgs import service as org_service
 from orgplane.core.people import invitations as invitation_service
 from orgplane.core.people import users as user_service
@@ -172,7 +172,7 @@ async def update_managed(
     actor: ActorDep,
 ) -> dict[str, Any]:
     allocation = await services.db.transaction(
-        credit_service.allocate,
+        credits.allocate,
         actor=actor,
         parent_ref=organizationId,
         child_ref=childOrganizationId,

@@ -26,6 +26,7 @@ from orgplane.api.dialects.sumologic.errors import ERRORS, NotSupported
 from orgplane.core.access.principal import Caller, Principal
 from orgplane.core.access.service import org_not_found, reach, reach_by_key
 from orgplane.core.credentials import service as key_service
+from orgplane.core.credits import allocation
 from orgplane.core.credits import ledger as ledger_queries
 from orgplane.core.credits import service as credit_service
 from orgplane.core.errors import InvalidInput
@@ -402,7 +403,7 @@ async def _update(tx: Tx, actor: Caller, header: str | None, ref: str, data: Bas
     row = await reach_sumo(tx.conn, actor.principal, ref, scope="credits:write")
     amount = _credits(data)
     if amount is not None:
-        await credit_service.allocate(
+        await allocation.allocate(
             tx, actor=actor, parent_ref=None, child_ref=row.id, meter=METER, amount=amount
         )
     stored = _sumo_settings(row)
