@@ -104,11 +104,28 @@ async def allocate(
     else:
         parent = await reach(tx.conn, principal, parent_ref, scope="credits:write")
         child = await reach(tx.conn, principal, child_ref, scope="credits:write")
-    if child.parent_id != parent.id:
-        raise NotFound(f"organization {child_ref!r} is not a child of {parent_ref!r}")
+        if child.parent_id != parent.id:
+            raise NotFound(f"organization {child_ref!r} is not a child of {parent_ref!r}")
+    return await allocate_reached(
+        tx, actor, parent, child, meter, amount, idempotency_key=idempotency_key
+    )
+
+
+async def allocate_reached(
+    tx: Tx,
+    actor: Actor,
+    parent: Any,
+    child: Any,
+    meter: str,
+    amount: int,
+    *,
+    idempotency_key: str | None = None,
+) -> Allocation:
+    """``allocate`` for a command that locked the tree and read (reached) the parent and its
+    child itself, under that lock."""
     if child.status == "deactivated":
         # Its unused allocation went back to the parent when it was deactivated.
-        raise Conflict(f"organization {child_ref!r} is deactivated; reactivate it first")
+        raise Conflict(f"organization {child.public_id!r} is deactivated; reactivate it first")
     if tx.is_postgres:
         # The same rules in fewer round trips.
         return await _allocate_postgres(
@@ -386,4 +403,4 @@ async def allocate_initial(
     return results
 
 
-__all__ = ["Allocation", "allocate", "allocate_initial"]
+__all__ = ["Allocation", "allocate", "allocate_initial", "allocate_reached"]

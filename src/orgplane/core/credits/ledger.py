@@ -69,6 +69,24 @@ async def balances(conn: Reader, org_ids: list[int], meter: str) -> dict[int, tu
     return {r.org_id: (int(r.amount), int(r.amount) - int(r.allocated)) for r in rows}
 
 
+async def allocated_to_children(
+    conn: Reader, parent: Any, meter: str, *, plans: frozenset[str] | None = None
+) -> int:
+    """What ``parent`` allocated of one meter to its live children (on these plans): one sum."""
+    statement = (
+        sa.select(sa.func.coalesce(sa.func.sum(org_limits.c.amount), 0))
+        .select_from(org_limits.join(orgs, orgs.c.id == org_limits.c.org_id))
+        .where(
+            orgs.c.parent_id == parent.id,
+            orgs.c.deleted_at.is_(None),
+            org_limits.c.meter == meter,
+        )
+    )
+    if plans is not None:
+        statement = statement.where(orgs.c.plan.in_(sorted(plans)))
+    return int((await conn.execute(statement)).scalar_one())
+
+
 async def charges(conn: Reader, org_ids: list[int], meter: str) -> dict[int, int]:
     """The deployment charge each org's allocation of one meter costs its parent, for orgs the
     caller has already reached (absent: none)."""

@@ -17,10 +17,10 @@ charge its own allocation costs its parent). The invariants, after every commit:
 Locking (PostgreSQL): the tenant root FOR KEY SHARE (moves and deletes take it FOR UPDATE),
 then the ``org_limits`` rows involved FOR UPDATE in one order everywhere — ancestors first, by
 (depth, org id) — then the audit chain head at commit. Allocators on one parent queue on the
-parent's row; nothing waits in the opposite order, so allocation cannot deadlock. An allocation
-(``allocation._allocate_postgres``) keeps that order in fewer statements: the parent's and the child's org
-rows FOR KEY SHARE with the root, then the two limit rows and the chain head in one statement,
-then every write.
+parent's row; nothing waits in the opposite order, so allocation cannot deadlock. An
+allocation (``allocation._allocate_postgres``) keeps that order in fewer statements: the
+parent's and the child's org rows FOR KEY SHARE with the root, then the two limit rows and the
+chain head in one statement, then every write.
 """
 
 from __future__ import annotations

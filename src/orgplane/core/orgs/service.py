@@ -259,6 +259,37 @@ async def set_status(
     )
 
 
+async def update_subscription(
+    tx: Tx,
+    *,
+    actor: Caller,
+    org_ref: str | int,
+    meter: str,
+    amount: int | None,
+    settings_section: tuple[str, dict[str, Any]],
+) -> Any:
+    """A child's "subscription" as vendors see it, changed in one transaction: its allocation
+    of ``meter`` from its own parent (None: unchanged) and one section of its settings, merged
+    into what is stored under the org's row lock."""
+    principal = actor.principal
+    await lock_tree(tx, principal.root_id, shared=True)
+    row = await reach(tx.conn, principal, org_ref, scope="credits:write", lock="update")
+    if row.parent_id is None:
+        raise Conflict(f"organization {row.public_id!r} is a root: it has no subscription")
+    if amount is not None:
+        parent = await reach(tx.conn, principal, row.parent_public_id, scope="credits:write")
+        await allocation.allocate_reached(tx, actor, parent, row, meter, amount)
+    name, changes = settings_section
+    stored = (row.settings or {}).get(name)
+    section = {**(stored if isinstance(stored, dict) else {}), **changes}
+    if section == stored:
+        return row
+    require_scope(principal, "orgs:write")
+    return await apply_changes(
+        tx, actor, row, {"settings": {**(row.settings or {}), name: section}}
+    )
+
+
 async def apply_changes(tx: Tx, actor: Actor, row: Any, values: dict[str, Any]) -> Any:
     """Write already-checked field changes to a locked org row, with its audit entry."""
     before = snapshot(row)
@@ -701,4 +732,5 @@ __all__ = [
     "snapshot",
     "subtree_range",
     "update",
+    "update_subscription",
 ]

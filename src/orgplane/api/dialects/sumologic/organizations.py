@@ -26,7 +26,6 @@ from orgplane.api.dialects.sumologic.errors import ERRORS, NotSupported
 from orgplane.core.access.principal import Caller, Principal
 from orgplane.core.access.service import org_not_found, reach, reach_by_key
 from orgplane.core.credentials import service as key_service
-from orgplane.core.credits import allocation
 from orgplane.core.credits import ledger as ledger_queries
 from orgplane.core.credits import service as credit_service
 from orgplane.core.errors import InvalidInput
@@ -398,22 +397,6 @@ async def get_organization(
         return (await render_rows(conn, [row]))[0]
 
 
-async def _update(tx: Tx, actor: Caller, header: str | None, ref: str, data: Baselines) -> Any:
-    await own_org(tx.conn, actor.principal, header, "credits:write")
-    row = await reach_sumo(tx.conn, actor.principal, ref, scope="credits:write")
-    amount = _credits(data)
-    if amount is not None:
-        await allocation.allocate(
-            tx, actor=actor, parent_ref=None, child_ref=row.id, meter=METER, amount=amount
-        )
-    stored = _sumo_settings(row)
-    baselines = _baseline_fields(data)
-    if stored.get("baselines") != baselines:
-        settings = {**(row.settings or {}), SETTINGS_KEY: {**stored, "baselines": baselines}}
-        await org_service.update(tx, actor=actor, org_ref=row.id, changes={"settings": settings})
-    return await org_service.fetch(tx, row.id)
-
-
 @put(
     "/v1/organizations/{orgId:str}",
     summary="Update a child organization's subscription",
@@ -429,7 +412,17 @@ async def update_organization(
     actor: ActorDep,
     parentDeploymentId: ParentDeployment = None,
 ) -> ReadOrganizationResponse:
-    row = await services.db.transaction(_update, actor, parentDeploymentId, orgId, data)
+    async with services.db.read() as conn:
+        await own_org(conn, actor.principal, parentDeploymentId, "credits:write")
+        target = await reach_sumo(conn, actor.principal, orgId, scope="credits:write")
+    row = await services.db.transaction(
+        org_service.update_subscription,
+        actor=actor,
+        org_ref=target.id,
+        meter=METER,
+        amount=_credits(data),
+        settings_section=(SETTINGS_KEY, {"baselines": _baseline_fields(data)}),
+    )
     async with services.db.read() as conn:
         return (await render_rows(conn, [row]))[0]
 
@@ -520,19 +513,9 @@ async def allocated_credits(
     principal: PrincipalDep,
     parentDeploymentId: ParentDeployment = None,
 ) -> AllocatedCredits:
-    total = 0
     async with services.db.read() as conn:
         parent = await own_org(conn, principal, parentDeploymentId, "credits:read")
-        cursor = None
-        while True:
-            page = await org_service.list_children(
-                conn, principal, parent.public_id, limit=1000, cursor=cursor
-            )
-            paid = [r.id for r in page.rows if r.plan in PAID_PLANS]
-            total += sum(a for a, _ in (await ledger_queries.balances(conn, paid, METER)).values())
-            cursor = page.next_cursor
-            if cursor is None:
-                break
+        total = await ledger_queries.allocated_to_children(conn, parent, METER, plans=PAID_PLANS)
     return AllocatedCredits(total)
 
 
