@@ -213,10 +213,14 @@ async def update(
     actor: Caller,
     org_ref: str | int,
     changes: dict[str, Any],
+    merge_settings: dict[str, Any] | None = None,
     if_match: str | None = None,
 ) -> Any:
-    """Change an org's fields. A change of ``status`` is ``set_status``'s: deactivating returns
-    the subtree's unused allocations, and keys stop (or start) working at once."""
+    """Change an org's fields. ``merge_settings``' top-level keys are merged into the stored
+    settings under the org's row lock (a surface that sends only the keys it changes: two such
+    changes never lose each other's keys). A change of ``status`` is ``set_status``'s:
+    deactivating returns the subtree's unused allocations, and keys stop (or start) working at
+    once."""
     principal = actor.principal
     unknown = set(changes) - UPDATABLE_FIELDS
     if unknown:
@@ -229,6 +233,8 @@ async def update(
         await lock_tree(tx, principal.root_id)
     row = await reach(tx.conn, principal, org_ref, scope="orgs:write", lock="update")
     check_if_match(row, if_match)
+    if merge_settings:
+        values.update(clean_fields({"settings": {**(row.settings or {}), **merge_settings}}))
     if "status" in values and row.id == principal.org_id and values["status"] != "active":
         raise Conflict("a credential cannot disable or deactivate its own organization")
     if "status" in values and values["status"] != row.status:

@@ -202,7 +202,8 @@ async def get_org(public_id: PublicId, services: ServicesDep, principal: Princip
     return {"org": shapes.v1_org(row)}
 
 
-async def _update(tx: Tx, actor: Caller, public_id: str, body: OrgUpdateBody) -> Any:
+def _update_changes(body: OrgUpdateBody) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The org's fields and the settings' keys a v1 update sets (what the caller sent)."""
     changes: dict[str, Any] = {}
     if not isinstance(body.name, UnsetType):
         changes["name"] = body.name
@@ -213,19 +214,24 @@ async def _update(tx: Tx, actor: Caller, public_id: str, body: OrgUpdateBody) ->
     settings = _settings_changes(body.settings)
     if not isinstance(body.billing, UnsetType):
         settings["billing"] = {"type": body.billing.type}
-    try:
-        return await org_settings.update_merging_settings(
-            tx, actor=actor, org_ref=public_id, changes=changes, settings=settings
-        )
-    except InvalidInput as exc:
-        raise _in_datadog_words(exc) from None
+    return changes, settings
 
 
 @put("/api/v1/org/{public_id:str}", summary="Update your organization", responses=ERRORS)
 async def update_org(
     public_id: PublicId, data: JSONBody[OrgUpdateBody], services: ServicesDep, actor: ActorDep
 ) -> dict[str, Any]:
-    row = await services.db.transaction(_update, actor, public_id, data)
+    changes, settings = _update_changes(data)
+    try:
+        row = await services.db.transaction(
+            org_service.update,
+            actor=actor,
+            org_ref=public_id,
+            changes=changes,
+            merge_settings=settings,
+        )
+    except InvalidInput as exc:
+        raise _in_datadog_words(exc) from None
     return {"org": shapes.v1_org(row)}
 
 
