@@ -110,11 +110,12 @@ async def mint(
     cannot grant more or longer than it holds; the operator's CLI (an actor without a principal)
     names any live org and sets what it likes."""
     principal = actor.principal
-    check_kind(kind)
+    # Locked: a move or deletion committed meanwhile cannot leave a key where it was not allowed.
     if principal is None:
         org = await operator.find_org(tx.conn, org_ref, lock=True)
     else:
         org = await reach(tx.conn, principal, org_ref, scope="keys:write", lock="share")
+    check_kind(kind)
     name = clean_name(name)
     if scopes is None:
         scopes = _creator_scopes(principal) if principal is not None else [scope_catalog.ALL]
@@ -246,6 +247,8 @@ async def every_key(conn: Reader, org_ref: str) -> list[Any]:
 
 @dataclass(frozen=True)
 class Revoked:
+    """The revoked key's row (with its hash)."""
+
     row: Any
     # False when the key was revoked already (nothing changed, nothing audited).
     changed: bool
@@ -260,7 +263,7 @@ async def revoke(tx: Tx, *, actor: Actor, key_ref: str, org_ref: str | None = No
     if principal is not None:
         if org_ref is None:
             raise InvalidInput.for_field("org_id", "name the key's organization")
-        org_id = (await reach(tx.conn, principal, org_ref, scope="keys:write")).id
+        org_id = (await reach(tx.conn, principal, org_ref, scope="keys:write", lock="share")).id
     elif org_ref is not None:
         org_id = (await operator.find_org(tx.conn, org_ref)).id
     row = await repository.find_for_update(tx, key_ref, org_id=org_id)
