@@ -265,3 +265,16 @@ async def test_the_cli_and_the_api_audit_a_key_alike(h: Harness, tmp_path: Any) 
         "user_id": None,
     }
     assert (await _audit(h, "key.revoked", cli_key)).before == created.after
+
+
+async def test_the_bootstrap_key_is_audited_like_any_key(h: Harness) -> None:
+    """Bootstrap and ``orgs create-root`` mint their admin key through the same command."""
+    entry = await _audit(h, "key.created", h.root.key_id)
+    assert entry.actor == "bootstrap"
+    assert entry.after == {
+        "name": "admin",
+        "kind": "native",
+        "scopes": ["*"],
+        "expires_at": None,
+        "user_id": None,
+    }
