@@ -23,7 +23,7 @@ from orgplane.core.access.principal import Actor
 from orgplane.core.audit import queries
 from orgplane.core.audit import service as audit
 from orgplane.core.bootstrap import create_root_with_admin_key
-from orgplane.core.credentials.service import insert_key
+from orgplane.core.credentials import service as credentials
 from orgplane.core.ids import new_native_key
 from orgplane.db.engine import Tx
 from orgplane.models import (
@@ -34,6 +34,7 @@ from orgplane.models import (
     metadata,
     orgs,
 )
+from orgplane.models import credentials as credentials_table
 
 UA = "orgplane-tests/1.0"
 
@@ -769,19 +770,22 @@ async def test_every_authentication_attempt_is_in_the_access_log(h):
     good = await _key(h, a, ["orgs:read"])
     revoked = await _key(h, a, ["orgs:read"])
     await h.client.delete(f"/orgs/{a}/api_keys/{revoked['id']}", headers=h.auth())
-    a_row = await _org_pk(h, a)
 
-    async def expired_key(tx: Tx) -> Any:
-        return await insert_key(
-            tx,
-            org=a_row,
-            name="old",
-            scopes=["orgs:read"],
-            expires_at=datetime.now(UTC) - timedelta(minutes=1),
-            created_by=None,
-        )
-
-    expired = await h.services.db.transaction(expired_key)
+    # Minted live, then aged past its expiry (no command mints an expired key).
+    expired = await h.services.db.transaction(
+        credentials.mint,
+        actor=Actor.system("test"),
+        org_ref=a,
+        name="old",
+        scopes=["orgs:read"],
+        expires_at=datetime.now(UTC) + timedelta(minutes=1),
+    )
+    await _exec(
+        h,
+        sa.update(credentials_table)
+        .where(credentials_table.c.public_id == expired.row.public_id)
+        .values(expires_at=datetime.now(UTC) - timedelta(minutes=1)),
+    )
     orphan = await _key(h, gone, ["orgs:read"])
     assert (await h.client.delete(f"/orgs/{gone}", headers=h.auth())).status_code == 200
     unknown = new_native_key()

@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
-import sqlalchemy as sa
 import typer
 
 from orgplane.config import Settings
@@ -169,9 +168,7 @@ def keys_create(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Create an API key for any org (operator access: no key needed)."""
-    from orgplane.core.credentials.service import insert_key
-    from orgplane.core.orgs.validation import clean_name
-    from orgplane.models import orgs
+    from orgplane.core.credentials import service as credentials
 
     try:
         scopes = scope_catalog.validate(scope or ["*"])
@@ -179,43 +176,26 @@ def keys_create(
         reasons = "; ".join(e.message for e in exc.errors) or exc.detail
         typer.echo(f"error: {reasons}", err=True)
         raise typer.Exit(2) from None
+    # The option is documented as UTC: a naive value is UTC, not the local zone.
+    expires_at = (
+        None
+        if expires is None
+        else expires.replace(tzinfo=UTC)
+        if expires.tzinfo is None
+        else expires
+    )
 
-    async def run(db: Database) -> Any:
-        async def work(tx: Any) -> Any:
-            row = (await tx.execute(sa.select(orgs).where(orgs.c.public_id == org))).first()
-            if row is None or row.deleted_at is not None:
-                raise OrgplaneError(f"organization {org!r} not found")
-            # The option is documented as UTC: a naive value is UTC, not the local zone.
-            expires_at = (
-                None
-                if expires is None
-                else expires.replace(tzinfo=UTC)
-                if expires.tzinfo is None
-                else expires
-            )
-            if expires_at is not None and expires_at <= utcnow():
-                raise InvalidInput.for_field("expires", "must be in the future")
-            created = await insert_key(
-                tx,
-                org=row,
-                name=clean_name(name),
-                scopes=scopes,
-                expires_at=expires_at,
-                created_by=None,
-            )
-            audit.record(
-                tx,
-                Actor.system("cli"),
-                action="key.created",
-                root_id=row.root_id,
-                org_id=row.id,
-                target_type="key",
-                target_id=created.row.public_id,
-                after={"name": name, "scopes": scopes},
-            )
-            return created
-
-        return await db.transaction(work)
+    def run(db: Database) -> Awaitable[Any]:
+        if expires_at is not None and expires_at <= utcnow():
+            raise InvalidInput.for_field("expires", "must be in the future")
+        return db.transaction(
+            credentials.mint,
+            actor=Actor.system("cli"),
+            org_ref=org,
+            name=name,
+            scopes=scopes,
+            expires_at=expires_at,
+        )
 
     created = _with_db(database_url, run)
     if as_json:
@@ -230,17 +210,11 @@ def keys_list(
     database_url: DatabaseUrl = None,
 ) -> None:
     """List the keys of an org (never their secrets)."""
-    from orgplane.models import credentials, orgs
+    from orgplane.core.credentials import service as credentials
 
     async def run(db: Database) -> list[Any]:
         async with db.read() as conn:
-            statement = (
-                sa.select(credentials)
-                .select_from(credentials.join(orgs, orgs.c.id == credentials.c.org_id))
-                .where(orgs.c.public_id == org)
-                .order_by(credentials.c.id)
-            )
-            return list((await conn.execute(statement)).all())
+            return await credentials.every_key(conn, org)
 
     for row in _with_db(database_url, run):
         state = "revoked" if row.revoked_at else "active"
@@ -253,34 +227,13 @@ def keys_revoke(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Revoke a key at once (running servers notice within their key cache TTL)."""
-    from orgplane.models import credentials
-    from orgplane.models.base import utcnow
+    from orgplane.core.credentials import service as credentials
 
     async def run(db: Database) -> bool:
-        async def work(tx: Any) -> bool:
-            row = (
-                await tx.execute(sa.select(credentials).where(credentials.c.public_id == key_id))
-            ).first()
-            if row is None:
-                raise OrgplaneError(f"API key {key_id!r} not found")
-            if row.revoked_at is not None:
-                return False
-            await tx.execute(
-                sa.update(credentials).where(credentials.c.id == row.id).values(revoked_at=utcnow())
-            )
-            audit.record(
-                tx,
-                Actor.system("cli"),
-                action="key.revoked",
-                root_id=row.root_id,
-                org_id=row.org_id,
-                target_type="key",
-                target_id=row.public_id,
-                before={"name": row.name},
-            )
-            return True
-
-        return await db.transaction(work)
+        revoked = await db.transaction(
+            credentials.revoke, actor=Actor.system("cli"), key_ref=key_id
+        )
+        return revoked.changed
 
     changed = _with_db(database_url, run)
     typer.echo(f"revoked {key_id}" if changed else f"{key_id} was already revoked")
@@ -297,28 +250,11 @@ def orgs_tree(
     ] = False,
 ) -> None:
     """Print the tree of organizations."""
-    from orgplane.models import orgs
+    from orgplane.core import operator
 
     async def run(db: Database) -> list[Any]:
         async with db.read() as conn:
-            statement = sa.select(
-                orgs.c.public_id,
-                orgs.c.name,
-                orgs.c.path,
-                orgs.c.depth,
-                orgs.c.status,
-                orgs.c.deleted_at,
-            ).order_by(orgs.c.path)
-            if root is not None:
-                top = (
-                    await conn.execute(sa.select(orgs.c.path).where(orgs.c.public_id == root))
-                ).first()
-                if top is None:
-                    raise OrgplaneError(f"organization {root!r} not found")
-                statement = statement.where(orgs.c.path >= top.path, orgs.c.path < top.path + "~")
-            if not include_deleted:
-                statement = statement.where(orgs.c.deleted_at.is_(None))
-            return list((await conn.execute(statement)).all())
+            return await operator.org_tree(conn, root_ref=root, include_deleted=include_deleted)
 
     rows = _with_db(database_url, run)
     base = rows[0].depth if rows else 0
@@ -372,17 +308,16 @@ def limits_set(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Set a tenant root's limit for a meter (operator access: no key needed)."""
-    from orgplane.core.credits.service import apply_root_limit
-    from orgplane.models import orgs
+    from orgplane.core import operator
 
-    async def run(db: Database) -> Any:
-        async def work(tx: Any) -> Any:
-            row = (await tx.execute(sa.select(orgs).where(orgs.c.public_id == org))).first()
-            if row is None or row.deleted_at is not None:
-                raise OrgplaneError(f"organization {org!r} not found")
-            return await apply_root_limit(tx, Actor.system("cli"), row, meter, amount)
-
-        return await db.transaction(work)
+    def run(db: Database) -> Awaitable[Any]:
+        return db.transaction(
+            operator.set_root_limit,
+            actor=Actor.system("cli"),
+            org_ref=org,
+            meter=meter,
+            amount=amount,
+        )
 
     balance = _with_db(database_url, run)
     typer.echo(

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from orgplane.core.access.principal import Actor
-from orgplane.core.audit import service as audit
-from orgplane.core.credentials.service import insert_key
+from orgplane.core.credentials import service as credentials
 from orgplane.core.orgs import service as org_service
 from orgplane.db.engine import Database, Tx
 from orgplane.models import orgs
@@ -26,18 +25,8 @@ async def create_root_with_admin_key(
 ) -> Bootstrapped:
     actor = Actor.system(label)
     root = await org_service.create_root(tx, actor, name=name)
-    created = await insert_key(
-        tx, org=root, name=key_name, scopes=["*"], expires_at=None, created_by=None
-    )
-    audit.record(
-        tx,
-        actor,
-        action="key.created",
-        root_id=root.id,
-        org_id=root.id,
-        target_type="key",
-        target_id=created.row.public_id,
-        after={"name": key_name, "scopes": ["*"]},
+    created = await credentials.mint(
+        tx, actor=actor, org_ref=root.public_id, name=key_name, scopes=["*"], expires_at=None
     )
     return Bootstrapped(org_id=root.public_id, api_key=created.secret, key_id=created.row.public_id)
 

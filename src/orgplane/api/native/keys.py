@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Router, delete, get, post
 from litestar.params import FromQuery, JSONBody, PathParameter
+from msgspec import UNSET
 
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.native.openapi import problems
@@ -24,22 +26,23 @@ from orgplane.core.pagination import DEFAULT_LIMIT
     description="The secret is in `api_key` of this response only (and, for a vendor kind, "
     "under the vendor's names: `token`; `api_key` + `application_key`; `access_id` + "
     "`access_key`); orgplane stores its hash. "
-    "A key can only grant scopes its creator holds, and cannot outlive its creator.",
+    "A key can only grant scopes its creator holds, and cannot outlive its creator; without "
+    "`expires_at` it expires when its creator does.",
 )
 async def create_key(
     org_id: OrgId, data: JSONBody[ApiKeyCreate], services: ServicesDep, actor: ActorDep
 ) -> ApiKeyCreated:
-    if data.expires_at is not None and data.expires_at.tzinfo is None:
+    if isinstance(data.expires_at, datetime) and data.expires_at.tzinfo is None:
         raise InvalidInput.for_field("expires_at", "must include a time zone, e.g. 'Z'")
     created = await services.db.transaction(
-        key_service.create,
-        actor,
-        org_id,
+        key_service.mint,
+        actor=actor,
+        org_ref=org_id,
         name=data.name,
-        scopes=data.scopes,
-        expires_at=data.expires_at,
-        user_ref=data.user_id,
         kind=data.kind,
+        scopes=data.scopes,
+        expires_at=key_service.FROM_CREATOR if data.expires_at is UNSET else data.expires_at,
+        user_ref=data.user_id,
     )
     out = key_out(created.row, org_id)
     fields: dict[str, Any] = {f: getattr(out, f) for f in out.__struct_fields__}
@@ -77,8 +80,7 @@ async def revoke_key(
     services: ServicesDep,
     actor: ActorDep,
 ) -> None:
-    _, key_hash = await services.db.transaction(key_service.revoke, actor, org_id, key_id)
-    services.keys.invalidate(key_hash)
+    await services.db.transaction(key_service.revoke, actor=actor, org_ref=org_id, key_ref=key_id)
 
 
 router = Router(path="/orgs", route_handlers=[create_key, list_keys, revoke_key], tags=["api keys"])

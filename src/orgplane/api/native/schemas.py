@@ -94,7 +94,8 @@ class OrgPage(Struct):
 class ApiKeyCreate(Struct, forbid_unknown_fields=True):
     name: Name
     scopes: Annotated[list[str], Meta(min_length=1, max_length=50)]
-    expires_at: datetime | None = None
+    # Left out: the creating key's expiry; null: never (only for a creator that never expires).
+    expires_at: datetime | UnsetType | None = UNSET
     # The member of the org the key acts as: it can do what its scopes AND the user's roles allow.
     user_id: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
     # The secret's format: "native" (opk_...), "make" (a UUID4, sent as "Token <uuid>"),

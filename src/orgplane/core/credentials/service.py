@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-import sqlalchemy as sa
-
+from orgplane.core import operator
 from orgplane.core.access import scopes as scope_catalog
 from orgplane.core.access.principal import Actor, Principal
 from orgplane.core.access.service import reach
 from orgplane.core.audit import service as audit
+from orgplane.core.credentials import repository
 from orgplane.core.errors import Forbidden, InvalidInput, NotFound
 from orgplane.core.ids import (
     hash_secret,
@@ -27,27 +28,7 @@ from orgplane.core.pagination import decode_cursor, encode_cursor
 from orgplane.core.people import memberships as ms
 from orgplane.core.people.access import user_capabilities
 from orgplane.db.engine import Reader, Tx
-from orgplane.models import credentials, users
 from orgplane.models.base import utcnow
-
-KEY_COLUMNS = (
-    credentials.c.id,
-    credentials.c.public_id,
-    credentials.c.org_id,
-    credentials.c.kind,
-    credentials.c.name,
-    credentials.c.hint,
-    credentials.c.scopes,
-    credentials.c.created_at,
-    credentials.c.expires_at,
-    credentials.c.last_used_at,
-    credentials.c.revoked_at,
-    credentials.c.user_id,
-    sa.select(users.c.public_id)
-    .where(users.c.id == credentials.c.user_id)
-    .scalar_subquery()
-    .label("user_public_id"),
-)
 
 
 @dataclass(frozen=True)
@@ -91,68 +72,80 @@ def _describe(row: Any) -> dict[str, Any]:
     }
 
 
-async def insert_key(
+class _Inherit(enum.Enum):
+    FROM_CREATOR = "from the creator"
+
+
+# ``mint``'s default expiry: the creating key's own (a key never outlives the key that made it).
+FROM_CREATOR = _Inherit.FROM_CREATOR
+
+
+def _creator_scopes(principal: Principal) -> list[str]:
+    return (
+        [scope_catalog.ALL] if scope_catalog.ALL in principal.scopes else sorted(principal.scopes)
+    )
+
+
+def _creator_expiry(principal: Principal) -> datetime | None:
+    # A signed-in user's keys are bound to that user, whose capabilities limit them for as long
+    # as they live; only a key's own expiry caps the keys it mints.
+    return principal.expires_at if principal.kind == "key" else None
+
+
+async def mint(
     tx: Tx,
     *,
-    org: Any,
-    name: str,
-    scopes: list[str],
-    expires_at: datetime | None,
-    created_by: int | None,
-    user_id: int | None = None,
-    kind: str = "native",
-) -> CreatedKey:
-    secret, vendor = new_secret(kind)
-    values = {
-        "public_id": new_public_id("key_"),
-        "org_id": org.id,
-        "root_id": org.root_id,
-        "kind": kind,
-        "name": name,
-        "key_hash": hash_secret(secret),
-        "hint": secret[:8],
-        "scopes": scopes,
-        "created_at": utcnow(),
-        "created_by": created_by,
-        "expires_at": expires_at,
-        "user_id": user_id,
-    }
-    key_id = (
-        await tx.execute(sa.insert(credentials).values(values).returning(credentials.c.id))
-    ).scalar_one()
-    row = (await tx.execute(sa.select(*KEY_COLUMNS).where(credentials.c.id == key_id))).one()
-    return CreatedKey(row=row, secret=secret, vendor=vendor)
-
-
-async def create(
-    tx: Tx,
     actor: Actor,
     org_ref: str,
-    *,
     name: str,
-    scopes: list[str],
-    expires_at: datetime | None,
-    user_ref: str | None = None,
     kind: str = "native",
+    scopes: list[str] | None = None,
+    expires_at: datetime | Literal[_Inherit.FROM_CREATOR] | None = FROM_CREATOR,
+    user_ref: str | None = None,
 ) -> CreatedKey:
+    """Mint a key for the org ``org_ref``: every surface and the CLI create keys here.
+
+    Unless given, ``scopes`` and ``expires_at`` are the creator's own; ``expires_at=None`` asks
+    for a key that never expires. An API principal must reach the org with ``keys:write`` and
+    cannot grant more or longer than it holds; the operator's CLI (an actor without a principal)
+    names any live org and sets what it likes."""
     principal = actor.principal
-    assert principal is not None
-    org = await reach(tx.conn, principal, org_ref, scope="keys:write")
+    # Locked: a move or deletion committed meanwhile cannot leave a key where it was not allowed.
+    if principal is None:
+        org = await operator.find_org(tx.conn, org_ref, lock=True)
+    else:
+        org = await reach(tx.conn, principal, org_ref, scope="keys:write", lock="share")
     check_kind(kind)
     name = clean_name(name)
+    if scopes is None:
+        scopes = _creator_scopes(principal) if principal is not None else [scope_catalog.ALL]
     scopes = scope_catalog.validate(scopes)
-    _within_creator(principal, scopes, expires_at)
+    if expires_at is FROM_CREATOR:
+        expires_at = _creator_expiry(principal) if principal is not None else None
+    if expires_at is not None and expires_at <= utcnow():
+        raise InvalidInput.for_field("expires_at", "must be in the future")
+    if principal is not None:
+        _within_creator(principal, scopes, expires_at)
     user_id = await _bound_user(tx, principal, org, user_ref)
-    created = await insert_key(
+    secret, vendor = new_secret(kind)
+    row = await repository.insert(
         tx,
-        org=org,
-        name=name,
-        scopes=scopes,
-        expires_at=expires_at,
-        # created_by names a key; a session is not one (the audit entry names the user).
-        created_by=principal.key_pk if principal.kind == "key" else None,
-        user_id=user_id,
-        kind=kind,
+        {
+            "public_id": new_public_id("key_"),
+            "org_id": org.id,
+            "root_id": org.root_id,
+            "kind": kind,
+            "name": name,
+            "key_hash": hash_secret(secret),
+            "hint": secret[:8],
+            "scopes": scopes,
+            "created_at": utcnow(),
+            # created_by names a key; a session or the operator is not one (the audit entry
+            # names who it was).
+            "created_by": principal.key_pk if principal and principal.kind == "key" else None,
+            "expires_at": expires_at,
+            "user_id": user_id,
+        },
     )
     audit.record(
         tx,
@@ -161,10 +154,10 @@ async def create(
         root_id=org.root_id,
         org_id=org.id,
         target_type="key",
-        target_id=created.row.public_id,
-        after=_describe(created.row),
+        target_id=row.public_id,
+        after=_describe(row),
     )
-    return created
+    return CreatedKey(row=row, secret=secret, vendor=vendor)
 
 
 KINDS = ("native", "datadog", "make", "sumologic")
@@ -178,12 +171,14 @@ def check_kind(kind: str) -> None:
         raise InvalidInput.for_field("kind", f"must be one of {', '.join(KINDS)}")
 
 
-async def _bound_user(tx: Tx, principal: Principal, org: Any, user_ref: str | None) -> int | None:
+async def _bound_user(
+    tx: Tx, principal: Principal | None, org: Any, user_ref: str | None
+) -> int | None:
     """The user a new key acts as: ``user_ref`` (a member of the key's org). A user-bound
     creator cannot mint an unbound key, and binds it to itself by default; the user it binds
     the key to must not hold capabilities the creator lacks there."""
     if user_ref is None:
-        if principal.user_id is None:
+        if principal is None or principal.user_id is None:
             return None
         if org.id != principal.org_id:
             raise InvalidInput.for_field(
@@ -196,7 +191,7 @@ async def _bound_user(tx: Tx, principal: Principal, org: Any, user_ref: str | No
         raise InvalidInput.for_field(
             "user_id", f"{user_ref!r} is not a member of organization {org.public_id!r}"
         ) from None
-    if principal.capabilities is not None:
+    if principal is not None and principal.capabilities is not None:
         held = await user_capabilities(tx.conn, member.id, org.id) or frozenset()
         ms.check_grantable(principal, held)
     user_id: int = member.id
@@ -209,10 +204,7 @@ def _within_creator(principal: Principal, scopes: list[str], expires_at: datetim
     excess = sorted(granted - principal.scopes)
     if excess:
         raise Forbidden(f"a key cannot grant scopes it does not hold: {', '.join(excess)}")
-    if expires_at is not None and expires_at <= utcnow():
-        raise InvalidInput.for_field("expires_at", "must be in the future")
-    # A signed-in user's keys are bound to that user, whose capabilities limit them for as long
-    # as they live; only a key's own expiry caps the keys it mints.
+    # Only a key's own expiry caps the keys it mints (see ``_creator_expiry``).
     if (
         principal.kind == "key"
         and principal.expires_at is not None
@@ -235,43 +227,63 @@ async def list_keys(
 ) -> tuple[list[Any], str | None]:
     org = await reach(conn, principal, org_ref, scope="keys:read")
     after = decode_cursor(cursor, int)
-    statement = sa.select(*KEY_COLUMNS).where(credentials.c.org_id == org.id)
-    if not include_revoked:
-        statement = statement.where(credentials.c.revoked_at.is_(None))
-    if after is not None:
-        statement = statement.where(credentials.c.id > after[0])
-    rows = list((await conn.execute(statement.order_by(credentials.c.id).limit(limit + 1))).all())
+    rows = await repository.page(
+        conn,
+        org.id,
+        after=after[0] if after is not None else None,
+        limit=limit,
+        include_revoked=include_revoked,
+    )
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, encode_cursor(rows[-1].id) if more else None
 
 
-async def revoke(tx: Tx, actor: Actor, org_ref: str, key_ref: str) -> tuple[Any, str]:
-    """Revoke a key of the org; returns the row and its hash (for the caller's cache)."""
+async def every_key(conn: Reader, org_ref: str) -> list[Any]:
+    """The operator's listing: every key of the org ``org_ref``, revoked ones too (no reach:
+    only the CLI, which sees the whole database, asks)."""
+    return await repository.every_key_of(conn, org_ref)
+
+
+@dataclass(frozen=True)
+class Revoked:
+    """The revoked key's row (with its hash)."""
+
+    row: Any
+    # False when the key was revoked already (nothing changed, nothing audited).
+    changed: bool
+
+
+async def revoke(tx: Tx, *, actor: Actor, key_ref: str, org_ref: str | None = None) -> Revoked:
+    """Revoke the key ``key_ref`` of the org ``org_ref``; this process's key cache forgets it
+    at commit, so its very next request is refused. An API principal must name an org it
+    reaches with ``keys:write``; the operator's CLI may name the key alone."""
     principal = actor.principal
-    assert principal is not None
-    org = await reach(tx.conn, principal, org_ref, scope="keys:write")
-    row = (
-        await tx.execute(
-            sa.select(*KEY_COLUMNS, credentials.c.key_hash).where(
-                credentials.c.public_id == key_ref, credentials.c.org_id == org.id
-            )
-        )
-    ).first()
+    org_id: int | None = None
+    if principal is not None:
+        if org_ref is None:
+            raise InvalidInput.for_field("org_id", "name the key's organization")
+        org_id = (await reach(tx.conn, principal, org_ref, scope="keys:write", lock="share")).id
+    elif org_ref is not None:
+        org_id = (await operator.find_org(tx.conn, org_ref)).id
+    row = await repository.find_for_update(tx, key_ref, org_id=org_id)
     if row is None:
-        raise NotFound(f"API key {key_ref!r} not found in organization {org_ref!r}")
-    if row.revoked_at is None:
-        await tx.execute(
-            sa.update(credentials).where(credentials.c.id == row.id).values(revoked_at=utcnow())
-        )
-        audit.record(
-            tx,
-            actor,
-            action="key.revoked",
-            root_id=org.root_id,
-            org_id=org.id,
-            target_type="key",
-            target_id=row.public_id,
-            before=_describe(row),
-        )
-    return row, row.key_hash
+        where = f" in organization {org_ref!r}" if org_ref is not None else ""
+        raise NotFound(f"API key {key_ref!r} not found{where}")
+    # Forget it even when it was revoked already: another process may have revoked it while
+    # this one still holds it.
+    tx.forget_keys([row.key_hash])
+    if row.revoked_at is not None:
+        return Revoked(row=row, changed=False)
+    await repository.mark_revoked(tx, row.id)
+    audit.record(
+        tx,
+        actor,
+        action="key.revoked",
+        root_id=row.root_id,
+        org_id=row.org_id,
+        target_type="key",
+        target_id=row.public_id,
+        before=_describe(row),
+    )
+    return Revoked(row=row, changed=True)

@@ -15,7 +15,6 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.dialects.datadog import shapes
 from orgplane.api.dialects.datadog.errors import ERRORS
-from orgplane.core.access import scopes as scope_catalog
 from orgplane.core.access.principal import Caller, Principal
 from orgplane.core.access.service import reach
 from orgplane.core.credentials import service as key_service
@@ -146,16 +145,14 @@ async def _create_child(tx: Tx, actor: Caller, body: OrgCreateBody, max_depth: i
         member, _ = await user_service.add_member(
             tx, actor, org, email=email, profile={}, role_refs=["administrator"]
         )
-    scopes = ["*"] if scope_catalog.ALL in principal.scopes else sorted(principal.scopes)
-    key = await key_service.create(
+    # The key takes the caller's scopes and expiry (mint's defaults).
+    key = await key_service.mint(
         tx,
-        actor,
-        child.public_id,
+        actor=actor,
+        org_ref=child.public_id,
         name=f"{body.name} (Datadog)",
-        scopes=scopes,
-        expires_at=principal.expires_at if principal.kind == "key" else None,
-        user_ref=member.row.public_id if member is not None else None,
         kind="datadog",
+        user_ref=member.row.public_id if member is not None else None,
     )
     return child, key, member
 

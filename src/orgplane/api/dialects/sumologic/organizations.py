@@ -547,14 +547,15 @@ async def _access_key(
     principal = actor.principal
     await own_org(tx.conn, principal, header, "keys:write")
     row = await reach_sumo(tx.conn, principal, ref, scope="keys:write")
-    # Without scopes, the new key may do what the creating key may (Sumo Logic's default).
-    scopes = (
-        data.scopes
-        if data.scopes is not None
-        else sorted({"*"} if "*" in principal.scopes else principal.scopes)
-    )
-    return await key_service.create(
-        tx, actor, row.public_id, name=data.label, scopes=scopes, expires_at=None, kind="sumologic"
+    # Without scopes, the new key may do what the creating key may (Sumo Logic's default), and
+    # it lives as long as the creating key (mint's defaults).
+    return await key_service.mint(
+        tx,
+        actor=actor,
+        org_ref=row.public_id,
+        name=data.label,
+        kind="sumologic",
+        scopes=data.scopes,
     )
 
 
