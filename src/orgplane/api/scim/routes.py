@@ -46,8 +46,8 @@ from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import reach
 from orgplane.core.errors import Conflict, OrgplaneError
-from orgplane.core.people import invitations as invitation_service
 from orgplane.core.people import roles as role_service
+from orgplane.core.people import service as people
 from orgplane.core.people import users as user_service
 from orgplane.db.engine import Reader, Tx
 
@@ -399,29 +399,17 @@ async def create_user(
     request: Request[Any, Any, Any], services: ServicesDep, actor: ActorDep
 ) -> Response[bytes]:
     user = _validate(User, await _body(request), Context.RESOURCE_CREATION_REQUEST)
-    principal = actor.principal
-
-    async def work(tx: Tx) -> str:
-        org = await reach(
-            tx.conn, principal, principal.org_public_id, scope="users:write", lock="update"
-        )
-        member, created = await user_service.add_member(
-            tx, actor, org, email=_email_of(user), profile=_profile(user), role_refs=[]
-        )
-        if created:
-            await invitation_service.issue(tx, actor, org, member.row.id, member.roles)
-        if user.active is False:
-            await user_service.set_status(
-                tx, actor, principal.org_public_id, member.row.public_id, enable=False
-            )
-        public_id: str = member.row.public_id
-        return public_id
-
-    try:
-        user_id = await services.db.transaction(work)
-    except IntegrityError:
-        raise Conflict("a concurrent change created the same user; retry") from None
-    return await _reply_user(request, services, principal, user_id, 201)
+    invited = await services.db.transaction(
+        people.invite_member,
+        actor=actor,
+        org_ref=actor.principal.org_public_id,
+        email=_email_of(user),
+        profile=_profile(user),
+        roles=[],
+        active=user.active is not False,
+    )
+    user_id = invited.member.row.public_id
+    return await _reply_user(request, services, actor.principal, user_id, 201)
 
 
 async def _apply(
@@ -485,11 +473,9 @@ async def patch_user(
 
 @delete("/Users/{user_id:str}", status_code=204, include_in_schema=False)
 async def delete_user(user_id: UserRef, services: ServicesDep, actor: ActorDep) -> None:
-    removal = await services.db.transaction(
+    await services.db.transaction(
         user_service.remove_member, actor, actor.principal.org_public_id, user_id
     )
-    for key_hash in removal.key_hashes:
-        services.keys.invalidate(key_hash)
 
 
 # --- Groups (roles) ---------------------------------------------------------------------------

@@ -104,16 +104,6 @@ async def issue(tx: Tx, actor: Actor, org: Any, user_id: int, role_refs: list[st
     return Issued(row, token, org.public_id)
 
 
-async def invite(
-    tx: Tx, actor: Actor, org_ref: str, *, email: Any, role_refs: list[str], profile: dict[str, Any]
-) -> Issued:
-    org = await reach(tx.conn, _principal(actor), org_ref, scope="users:write", lock="update")
-    member, _ = await user_service.add_member(
-        tx, actor, org, email=email, profile=profile, role_refs=role_refs
-    )
-    return await issue(tx, actor, org, member.row.id, member.roles)
-
-
 async def _in_org(conn: Reader, org: Any, invitation_ref: str) -> Any:
     row = (
         await conn.execute(

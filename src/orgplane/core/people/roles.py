@@ -16,11 +16,13 @@ from orgplane.core.ids import new_public_id
 from orgplane.core.orgs.validation import DESCRIPTION_MAX, clean_name
 from orgplane.core.people import memberships as ms
 from orgplane.core.people.capabilities import CATALOG, IMPLIES, SYSTEM_ROLES
+from orgplane.core.people.repository import unique
 from orgplane.db.engine import Reader, Tx
 from orgplane.models import membership_roles, roles
 from orgplane.models.base import utcnow
 
 MAX_CUSTOM_ROLES = 200
+CONCURRENT_ROLE = "a concurrent change created a role with the same name; retry"
 
 
 @dataclass(frozen=True)
@@ -170,23 +172,24 @@ async def create_role(
     if count >= MAX_CUSTOM_ROLES:
         raise Conflict(f"an organization can have at most {MAX_CUSTOM_ROLES} custom roles")
     now = utcnow()
-    role_id = (
-        await tx.execute(
-            sa.insert(roles)
-            .values(
-                public_id=new_public_id("rol_"),
-                org_id=org.id,
-                root_id=org.root_id,
-                name=name,
-                name_normalized=name.lower(),
-                description=description,
-                capabilities=capabilities,
-                created_at=now,
-                modified_at=now,
+    with unique(CONCURRENT_ROLE):
+        role_id = (
+            await tx.execute(
+                sa.insert(roles)
+                .values(
+                    public_id=new_public_id("rol_"),
+                    org_id=org.id,
+                    root_id=org.root_id,
+                    name=name,
+                    name_normalized=name.lower(),
+                    description=description,
+                    capabilities=capabilities,
+                    created_at=now,
+                    modified_at=now,
+                )
+                .returning(roles.c.id)
             )
-            .returning(roles.c.id)
-        )
-    ).scalar_one()
+        ).scalar_one()
     row = (await tx.execute(sa.select(roles).where(roles.c.id == role_id))).one()
     audit.record(
         tx,
@@ -232,9 +235,10 @@ async def update_role(
     count = (await _holders(tx.conn, org.id, [role_ref])).get(role_ref, 0)
     if not values:
         return _custom_view(before, count)
-    await tx.execute(
-        sa.update(roles).where(roles.c.id == before.id).values(**values, modified_at=utcnow())
-    )
+    with unique(CONCURRENT_ROLE):
+        await tx.execute(
+            sa.update(roles).where(roles.c.id == before.id).values(**values, modified_at=utcnow())
+        )
     after = (await tx.execute(sa.select(roles).where(roles.c.id == before.id))).one()
     audit.record(
         tx,
@@ -291,9 +295,10 @@ async def assign(
     if grant:
         resolved = await ms.resolve_roles(tx.conn, org, [role_ref], field="role_id")
         ms.check_grantable(principal, resolved[role_ref])
-        await tx.execute(
-            sa.insert(membership_roles).values(user_id=member.id, org_id=org.id, role=role_ref)
-        )
+        with unique("a concurrent change gave this member the same role; retry"):
+            await tx.execute(
+                sa.insert(membership_roles).values(user_id=member.id, org_id=org.id, role=role_ref)
+            )
     else:
         await ms.ensure_guardian_left(tx.conn, org, member.id, [r for r in held if r != role_ref])
         await tx.execute(

@@ -21,6 +21,7 @@ from orgplane.core.access.principal import Caller
 from orgplane.core.access.service import reach_by_key, require_scope
 from orgplane.core.errors import InvalidInput, NotFound
 from orgplane.core.people import invitations as invitation_service
+from orgplane.core.people import service as people
 from orgplane.core.people import users as user_service
 from orgplane.core.people.capabilities import SYSTEM_ROLES, expand
 from orgplane.db.engine import Reader, Tx
@@ -173,25 +174,6 @@ async def set_user_role(
     }
 
 
-async def _invite(tx: Tx, actor: Caller, org_key: int, data: Invitation) -> tuple[Any, Any]:
-    principal = actor.principal
-    org = await reach_by_key(tx.conn, principal, org_key, scope="users:write")
-    if data.teamsId:
-        raise InvalidInput.for_field("teamsId", "orgplane has no teams; leave it out")
-    issued = await invitation_service.invite(
-        tx,
-        actor,
-        org.public_id,
-        email=data.email,
-        role_refs=[role_key(data.usersRoleId)],
-        profile=user_service.profile_from_full_name(data.name),
-    )
-    member = await user_service.get_member(
-        tx.conn, principal, org.public_id, issued.row.user_public_id
-    )
-    return member, issued
-
-
 @post(
     "/organizations/{organizationId:int}/invite",
     summary="Invite a user to an organization",
@@ -201,7 +183,16 @@ async def _invite(tx: Tx, actor: Caller, org_key: int, data: Invitation) -> tupl
 async def invite_user(
     organizationId: OrgKey, data: JSONBody[Invitation], services: ServicesDep, actor: ActorDep
 ) -> dict[str, Any]:
-    member, issued = await services.db.transaction(_invite, actor, organizationId, data)
+    if data.teamsId:
+        raise InvalidInput.for_field("teamsId", "orgplane has no teams; leave it out")
+    member, issued = await services.db.transaction(
+        people.invite,
+        actor=actor,
+        org_ref=organizationId,
+        email=data.email,
+        roles=[role_key(data.usersRoleId)],
+        profile=user_service.profile_from_full_name(data.name),
+    )
     row = member.row
     return {
         "user": {
