@@ -340,6 +340,9 @@ async def set_status(tx: Tx, actor: Actor, org_ref: str, user_ref: str, *, enabl
             return before
         if principal.user_id == before.row.id:
             raise Conflict("you cannot disable yourself")
+        # The user may guard other orgs than the one locked by reach: lock them all before
+        # deciding, or a change made through another org could leave one without a guardian.
+        await ms.lock_orgs(tx, [m.id for m in held])
         for membership in held:
             await ms.ensure_guardian_left(tx.conn, membership, before.row.id)
         status = "disabled"
