@@ -23,6 +23,8 @@ from orgplane.db.engine import Reader, Tx
 InvitationPolicy = Literal["if_new", "never"]
 # An org named by its public id, or by its integer key (the id Make shows).
 OrgRef = str | int
+# A user named by their public id, or by their integer key (the id Make shows).
+UserRef = str | int
 
 
 async def _reach(conn: Reader, principal: Principal, org_ref: OrgRef, **options: Any) -> Any:
@@ -126,3 +128,46 @@ async def issue_invitations(
         held = (await ms.roles_of(tx.conn, org.id, [member.id]))[member.id]
         issued.append(await invitation_service.issue(tx, actor, org, member.id, held))
     return issued
+
+
+async def _user_ref(tx: Tx, user_ref: UserRef) -> str:
+    if isinstance(user_ref, str):
+        return user_ref
+    public_id = await user_service.public_id_by_key(tx.conn, user_ref)
+    if public_id is None:
+        raise NotFound(f"user {user_ref} not found")
+    return public_id
+
+
+async def change_member(
+    tx: Tx,
+    *,
+    actor: Caller,
+    org_ref: OrgRef,
+    user_ref: UserRef,
+    fields: dict[str, Any],
+    active: bool | None = None,
+    email: str | None = None,
+    email_field: str = "email",
+) -> Member:
+    """Change a member's profile and/or roles (``fields``, as ``users.update_member``), then
+    enable or disable them when ``active`` differs from their state.
+
+    Surfaces whose update carries the email pass it as ``email``: the address changes only
+    through a confirmed token, so a different one is a 400 naming ``email_field``."""
+    org = await _reach(tx.conn, actor.principal, org_ref, scope="users:write", lock="update")
+    user_public_id = await _user_ref(tx, user_ref)
+    if email is not None:
+        current = await ms.find_member(tx.conn, org, user_public_id)
+        if email.strip().lower() != current.email_normalized:
+            raise InvalidInput.for_field(
+                email_field,
+                "cannot be changed here: orgplane confirms a new address by token "
+                f"(POST /orgs/{org.public_id}/users/{user_public_id}/email/request_change)",
+            )
+    member = await user_service.update_member(tx, actor, org.public_id, user_public_id, fields)
+    if active is not None and active != (member.row.status != "disabled"):
+        member = await user_service.set_status(
+            tx, actor, org.public_id, user_public_id, enable=active
+        )
+    return member

@@ -12,7 +12,7 @@ from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.dialects.datadog import permissions, shapes
 from orgplane.api.dialects.datadog.errors import ERRORS
 from orgplane.api.dialects.datadog.v1 import datadog_base
-from orgplane.core.access.principal import Caller, Principal
+from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import reach
 from orgplane.core.errors import InvalidInput, Unprocessable
 from orgplane.core.orgs import service as org_service
@@ -22,7 +22,7 @@ from orgplane.core.people import memberships as ms
 from orgplane.core.people import service as people
 from orgplane.core.people import users as user_service
 from orgplane.core.people.capabilities import expand
-from orgplane.db.engine import Reader, Tx
+from orgplane.db.engine import Reader
 
 UserId = Annotated[str, PathParameter(description="The user's id", max_length=64)]
 InvitationId = Annotated[str, PathParameter(description="The invitation's id", max_length=64)]
@@ -97,6 +97,12 @@ class InvitationsRequest(Struct):
 
 async def own_org(conn: Reader, principal: Principal, scope: str) -> Any:
     return await reach(conn, principal, principal.org_public_id, scope=scope)
+
+
+async def _own_uuid(services: ServicesDep, principal: Principal) -> str:
+    async with services.db.read() as conn:
+        uuid: str = (await own_org(conn, principal, "users:read")).uuid
+    return uuid
 
 
 # --- managed orgs --------------------------------------------------------------------------------
@@ -260,45 +266,29 @@ async def get_user(user_id: UserId, services: ServicesDep, principal: PrincipalD
     return user_document(member, org)
 
 
-async def _update_user(tx: Tx, actor: Caller, user_id: str, body: UserUpdateData) -> Any:
-    principal = actor.principal
-    org = await reach(tx.conn, principal, principal.org_public_id, scope="users:write")
-    attributes = body.attributes
-    current = await user_service.get_member(tx.conn, principal, org.public_id, user_id)
-    if not isinstance(attributes.email, UnsetType) and (
-        attributes.email.strip().lower() != current.row.email.lower()
-    ):
-        raise InvalidInput.for_field(
-            "data.attributes.email",
-            "cannot be changed here: orgplane confirms a new address by token "
-            f"(POST /orgs/{org.public_id}/users/{user_id}/email_change)",
-        )
-    profile: dict[str, Any] = {}
-    if not isinstance(attributes.name, UnsetType):
-        profile.update(user_service.profile_from_full_name(attributes.name))
-    if not isinstance(attributes.title, UnsetType):
-        profile["title"] = attributes.title or ""
-    member = await user_service.update_member(tx, actor, org.public_id, user_id, profile)
-    if not isinstance(attributes.disabled, UnsetType):
-        member = await user_service.set_status(
-            tx, actor, org.public_id, user_id, enable=not attributes.disabled
-        )
-    return member, org
-
-
 @patch("/api/v2/users/{user_id:str}", summary="Update a user", responses=ERRORS)
 async def update_user(
     user_id: UserId, data: JSONBody[UserUpdateRequest], services: ServicesDep, actor: ActorDep
 ) -> dict[str, Any]:
     if data.data.id != user_id:
         raise Unprocessable("UUID's in the URL and request body do not match")
-    member, org = await services.db.transaction(_update_user, actor, user_id, data.data)
-    return user_document(member, org)
-
-
-async def _disable_user(tx: Tx, actor: Caller, user_id: str) -> None:
-    principal = actor.principal
-    await user_service.set_status(tx, actor, principal.org_public_id, user_id, enable=False)
+    attributes = data.data.attributes
+    profile: dict[str, Any] = {}
+    if not isinstance(attributes.name, UnsetType):
+        profile.update(user_service.profile_from_full_name(attributes.name))
+    if not isinstance(attributes.title, UnsetType):
+        profile["title"] = attributes.title or ""
+    member = await services.db.transaction(
+        people.change_member,
+        actor=actor,
+        org_ref=actor.principal.org_public_id,
+        user_ref=user_id,
+        fields=profile,
+        active=None if isinstance(attributes.disabled, UnsetType) else not attributes.disabled,
+        email=None if isinstance(attributes.email, UnsetType) else attributes.email,
+        email_field="data.attributes.email",
+    )
+    return {"data": shapes.user(member, await _own_uuid(services, actor.principal))}
 
 
 @delete(
@@ -309,7 +299,9 @@ async def _disable_user(tx: Tx, actor: Caller, user_id: str) -> None:
     description="Disables the user (everywhere: a user is one identity); the membership stays.",
 )
 async def disable_user(user_id: UserId, services: ServicesDep, actor: ActorDep) -> None:
-    await services.db.transaction(_disable_user, actor, user_id)
+    await services.db.transaction(
+        user_service.set_status, actor, actor.principal.org_public_id, user_id, enable=False
+    )
 
 
 @get(

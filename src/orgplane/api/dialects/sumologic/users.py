@@ -19,7 +19,6 @@ from orgplane.core.access.principal import Caller
 from orgplane.core.people import invitations as invitation_service
 from orgplane.core.people import service as people
 from orgplane.core.people import users as user_service
-from orgplane.db.engine import Tx
 
 UserId = Annotated[str, PathParameter(description="The user's id", max_length=64)]
 Limit = Annotated[int, QueryParameter(ge=1, le=1000, description="Page size (1-1000)")]
@@ -146,21 +145,6 @@ async def get_user(id: UserId, services: ServicesDep, principal: PrincipalDep) -
     return user_model(member)
 
 
-async def _update(
-    tx: Tx, actor: Caller, user_ref: str, data: UpdateUserDefinition
-) -> user_service.Member:
-    fields: dict[str, Any] = {"first_name": data.firstName, "last_name": data.lastName}
-    if not isinstance(data.roleIds, UnsetType):
-        fields["roles"] = data.roleIds
-    org_ref = _own_org(actor)
-    member = await user_service.update_member(tx, actor, org_ref, user_ref, fields)
-    if not isinstance(data.isActive, UnsetType) and data.isActive != (
-        member.row.status != "disabled"
-    ):
-        member = await user_service.set_status(tx, actor, org_ref, user_ref, enable=data.isActive)
-    return member
-
-
 @put("/v1/users/{id:str}", summary="Update a user", responses=ERRORS)
 async def update_user(
     id: UserId,
@@ -168,7 +152,18 @@ async def update_user(
     services: ServicesDep,
     actor: ActorDep,
 ) -> UserModel:
-    return user_model(await services.db.transaction(_update, actor, id, data))
+    fields: dict[str, Any] = {"first_name": data.firstName, "last_name": data.lastName}
+    if not isinstance(data.roleIds, UnsetType):
+        fields["roles"] = data.roleIds
+    member = await services.db.transaction(
+        people.change_member,
+        actor=actor,
+        org_ref=_own_org(actor),
+        user_ref=id,
+        fields=fields,
+        active=None if isinstance(data.isActive, UnsetType) else data.isActive,
+    )
+    return user_model(member)
 
 
 @delete("/v1/users/{id:str}", summary="Delete a user", status_code=204, responses=ERRORS)
