@@ -7,7 +7,6 @@ import asyncio
 from datetime import datetime
 from typing import Annotated, Any
 
-import sqlalchemy as sa
 from litestar import Request, Router, post
 from litestar.params import JSONBody
 from msgspec import Meta, Struct
@@ -21,7 +20,7 @@ from orgplane.core.access.service import (
     session_key_id,
     unauthenticated,
 )
-from orgplane.core.errors import Conflict, InvalidInput, Unauthenticated
+from orgplane.core.errors import InvalidInput, Unauthenticated
 from orgplane.core.people import auth
 
 Token = Annotated[str, Meta(max_length=100)]
@@ -188,7 +187,6 @@ async def logout(request: Request[Any, Any, Any], services: ServicesDep) -> None
             )
         raise unauthenticated(result.reason)
     await services.db.transaction(auth.logout, principal.key_pk)
-    services.keys.invalidate(principal.key_hash)
     _log(
         services,
         request,
@@ -227,11 +225,9 @@ async def reset_password(
     async with services.db.read() as conn:
         await auth.check_password_reset_token(conn, data.token)
     new_hash = await asyncio.to_thread(auth.hash_password, data.password)
-    ended = await services.db.transaction(
+    await services.db.transaction(
         auth.complete_password_reset, request_meta(request), data.token, new_hash
     )
-    for key_hash in ended:
-        services.keys.invalidate(key_hash)
 
 
 @post(
@@ -246,12 +242,9 @@ async def confirm_email(
     request: Request[Any, Any, Any], data: JSONBody[EmailConfirmRequest], services: ServicesDep
 ) -> EmailChanged:
     await limit_sign_in(request, services)
-    try:
-        user_id, email = await services.db.transaction(
-            auth.confirm_email_change, request_meta(request), data.token
-        )
-    except sa.exc.IntegrityError:
-        raise Conflict("token: another user has taken this email address meanwhile") from None
+    user_id, email = await services.db.transaction(
+        auth.confirm_email_change, request_meta(request), data.token
+    )
     return EmailChanged(user_id=user_id, email=email)
 
 

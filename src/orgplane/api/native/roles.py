@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from litestar import Router, delete, get, patch, post, put
 from litestar.params import JSONBody, PathParameter
 from msgspec import UNSET, Meta, Struct, UnsetType
-from sqlalchemy.exc import IntegrityError
 
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.native.openapi import problems
 from orgplane.api.native.orgs import OrgId
 from orgplane.api.native.schemas import Name, set_fields
 from orgplane.api.native.users import UserId
-from orgplane.core.errors import Conflict
 from orgplane.core.people import roles as role_service
 from orgplane.core.people.capabilities import SYSTEM_ROLES
 
@@ -87,13 +85,6 @@ def role_out(view: role_service.RoleView) -> Role:
     )
 
 
-async def _write(services: ServicesDep, fn: Any, *args: Any) -> Any:
-    try:
-        return await services.db.transaction(fn, *args)
-    except IntegrityError:
-        raise Conflict("a role with this name was created concurrently") from None
-
-
 @get(
     "/capabilities",
     summary="The capability catalog",
@@ -122,17 +113,15 @@ async def list_roles(org_id: OrgId, services: ServicesDep, principal: PrincipalD
 async def create_role(
     org_id: OrgId, data: JSONBody[RoleCreate], services: ServicesDep, actor: ActorDep
 ) -> Role:
-    async def work(tx: Any) -> role_service.RoleView:
-        return await role_service.create_role(
-            tx,
-            actor,
-            org_id,
-            name=data.name,
-            description=data.description,
-            capabilities=data.capabilities,
-        )
-
-    return role_out(await _write(services, work))
+    view = await services.db.transaction(
+        role_service.create_role,
+        actor,
+        org_id,
+        name=data.name,
+        description=data.description,
+        capabilities=data.capabilities,
+    )
+    return role_out(view)
 
 
 @get("/{org_id:str}/roles/{role_id:str}", summary="Get a role", responses=problems())
@@ -158,7 +147,7 @@ async def replace_role(
 ) -> Role:
     fields = {"name": data.name, "description": data.description, "capabilities": data.capabilities}
     return role_out(
-        await _write(services, role_service.update_role, actor, org_id, role_id, fields)
+        await services.db.transaction(role_service.update_role, actor, org_id, role_id, fields)
     )
 
 
@@ -171,7 +160,9 @@ async def update_role(
     actor: ActorDep,
 ) -> Role:
     return role_out(
-        await _write(services, role_service.update_role, actor, org_id, role_id, set_fields(data))
+        await services.db.transaction(
+            role_service.update_role, actor, org_id, role_id, set_fields(data)
+        )
     )
 
 
@@ -197,7 +188,7 @@ async def delete_role(
 async def assign_role(
     org_id: OrgId, role_id: RoleId, user_id: UserId, services: ServicesDep, actor: ActorDep
 ) -> None:
-    await _write(services, _assign(True), actor, org_id, role_id, user_id)
+    await services.db.transaction(role_service.assign, actor, org_id, role_id, user_id, grant=True)
 
 
 @delete(
@@ -210,14 +201,7 @@ async def assign_role(
 async def unassign_role(
     org_id: OrgId, role_id: RoleId, user_id: UserId, services: ServicesDep, actor: ActorDep
 ) -> None:
-    await services.db.transaction(_assign(False), actor, org_id, role_id, user_id)
-
-
-def _assign(grant: bool) -> Any:
-    async def run(tx: Any, actor: Any, org_id: str, role_id: str, user_id: str) -> None:
-        await role_service.assign(tx, actor, org_id, role_id, user_id, grant=grant)
-
-    return run
+    await services.db.transaction(role_service.assign, actor, org_id, role_id, user_id, grant=False)
 
 
 router = Router(

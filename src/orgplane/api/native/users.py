@@ -9,19 +9,16 @@ from typing import Annotated, Any, Literal
 from litestar import Request, Router, delete, get, patch, post
 from litestar.params import JSONBody, PathParameter, QueryParameter
 from msgspec import UNSET, Meta, Struct, UnsetType
-from sqlalchemy.exc import IntegrityError
 
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep, limit_sign_in, request_meta
 from orgplane.api.native.openapi import PublicOperation, problems
 from orgplane.api.native.orgs import Cursor, Limit, OrgId
 from orgplane.api.native.schemas import set_fields
-from orgplane.core.access.service import reach
-from orgplane.core.errors import Conflict
 from orgplane.core.pagination import DEFAULT_LIMIT
 from orgplane.core.people import auth
 from orgplane.core.people import invitations as invitation_service
+from orgplane.core.people import service as people
 from orgplane.core.people import users as user_service
-from orgplane.db.engine import Tx
 
 UserId = Annotated[str, PathParameter(description="The user's id (usr_...)", max_length=64)]
 InvitationId = Annotated[str, PathParameter(description="The invitation's id", max_length=64)]
@@ -172,14 +169,6 @@ def issued_out(issued: invitation_service.Issued) -> InvitationCreated:
     )
 
 
-async def _unique(services: ServicesDep, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a write whose pre-checks a concurrent writer may beat: a unique violation is a 409."""
-    try:
-        return await services.db.transaction(fn, *args, **kwargs)
-    except IntegrityError:
-        raise Conflict("a concurrent change created the same user or membership; retry") from None
-
-
 @get("/{org_id:str}/users", summary="List the members of an organization", responses=problems())
 async def list_users(
     org_id: OrgId,
@@ -226,26 +215,15 @@ async def list_users(
 async def create_user(
     org_id: OrgId, data: JSONBody[UserCreate], services: ServicesDep, actor: ActorDep
 ) -> UserCreated:
-    async def work(tx: Tx) -> tuple[user_service.Member, invitation_service.Issued | None]:
-        org = await reach(tx.conn, actor.principal, org_id, scope="users:write", lock="update")
-        member, created = await user_service.add_member(
-            tx,
-            actor,
-            org,
-            email=data.email,
-            profile={
-                "first_name": data.first_name,
-                "last_name": data.last_name,
-                "title": data.title,
-            },
-            role_refs=data.roles,
-        )
-        issued = None
-        if created:
-            issued = await invitation_service.issue(tx, actor, org, member.row.id, member.roles)
-        return member, issued
-
-    member, issued = await _unique(services, work)
+    invited = await services.db.transaction(
+        people.invite_member,
+        actor=actor,
+        org_ref=org_id,
+        email=data.email,
+        profile={"first_name": data.first_name, "last_name": data.last_name, "title": data.title},
+        roles=data.roles,
+    )
+    member, issued = invited.member, invited.invitation
     out = user_out(member)
     return UserCreated(
         **{f: getattr(out, f) for f in out.__struct_fields__},
@@ -299,11 +277,9 @@ async def remove_user(
         str | None, QueryParameter(max_length=64, description="The member who takes over")
     ] = None,
 ) -> None:
-    removal = await services.db.transaction(
+    await services.db.transaction(
         user_service.remove_member, actor, org_id, user_id, transfer_to=transfer_to
     )
-    for key_hash in removal.key_hashes:
-        services.keys.invalidate(key_hash)
 
 
 @post(
@@ -405,14 +381,13 @@ async def request_email_change(
 async def create_invitation(
     org_id: OrgId, data: JSONBody[InvitationCreate], services: ServicesDep, actor: ActorDep
 ) -> InvitationCreated:
-    issued = await _unique(
-        services,
-        invitation_service.invite,
-        actor,
-        org_id,
+    _, issued = await services.db.transaction(
+        people.invite,
+        actor=actor,
+        org_ref=org_id,
         email=data.email,
-        role_refs=data.roles,
         profile={"first_name": data.first_name, "last_name": data.last_name, "title": data.title},
+        roles=data.roles,
     )
     return issued_out(issued)
 

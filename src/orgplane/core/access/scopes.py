@@ -27,6 +27,25 @@ SCOPE_DESCRIPTIONS = {
     "meters:write": "Define and change meters.",
 }
 
+# The capability (core.people.capabilities.CATALOG) a user-bound principal needs for each scope
+# by default; endpoints may name a narrower one. Kept here so that access never imports people.
+SCOPE_CAPABILITY: dict[str, str] = {
+    "orgs:read": "viewOrganizations",
+    "orgs:write": "manageOrganizations",
+    "keys:read": "manageApiKeys",
+    "keys:write": "manageApiKeys",
+    "audit:read": "viewAuditLog",
+    "audit:write": "viewAuditLog",
+    "credits:read": "viewOrganizations",
+    "credits:write": "changeCreditsAllocation",
+    "usage:read": "viewOrganizations",
+    "usage:write": "ingestUsage",
+    "users:read": "viewUsersAndRoles",
+    "users:write": "manageUsersAndRoles",
+    "meters:read": "viewOrganizations",
+    "meters:write": "manageOrganizations",
+}
+
 
 def expand(scopes: Iterable[str]) -> frozenset[str]:
     """The scopes a list grants, with ``write`` adding ``read`` and ``*`` adding everything."""

@@ -29,7 +29,6 @@ from orgplane.core.ids import (
     sumo_pair_well_formed,
     uuid_key_well_formed,
 )
-from orgplane.core.people.capabilities import SCOPE_CAPABILITY
 from orgplane.db.engine import PreparedSelect, Reader, first
 from orgplane.models import credentials, orgs, user_tokens, users
 from orgplane.models.base import utcnow
@@ -286,7 +285,7 @@ def require_scope(principal: Principal, scope: str, capability: str | None = Non
     if scope not in principal.scopes:
         raise Forbidden(f"this credential lacks the {scope!r} scope")
     if principal.capabilities is not None:
-        needed = capability or SCOPE_CAPABILITY[scope]
+        needed = capability or scope_catalog.SCOPE_CAPABILITY[scope]
         if needed not in principal.capabilities:
             raise Forbidden(f"your roles in this organization do not grant {needed!r}")
 

@@ -29,6 +29,7 @@ from orgplane.core.ids import (
     new_prefixed_token,
     prefixed_token_well_formed,
 )
+from orgplane.core.people.repository import unique
 from orgplane.db.engine import Reader, Tx
 from orgplane.models import memberships, orgs, user_tokens, users
 from orgplane.models.base import utcnow
@@ -330,13 +331,17 @@ async def _count_failure(
 
 
 async def logout(tx: Tx, session_pk: int) -> bool:
-    """End one session; False when it had already ended."""
+    """End one session (its cache entry is dropped after commit); False when it had already
+    ended."""
     ended = await tx.execute(
         sa.update(user_tokens)
         .where(user_tokens.c.id == session_pk, user_tokens.c.used_at.is_(None))
         .values(used_at=utcnow())
+        .returning(user_tokens.c.token_hash)
     )
-    return bool(ended.rowcount)
+    hashes = list(ended.scalars())
+    tx.forget_keys(hashes)
+    return bool(hashes)
 
 
 # --- lock -------------------------------------------------------------------------------------
@@ -504,10 +509,8 @@ async def check_password_reset_token(conn: Reader, token: str) -> None:
 async def complete_password_reset(
     tx: Tx, meta: RequestMeta, token: str, new_hash: str
 ) -> list[str]:
-    """Set the password from a reset token (single use); ends the user's sessions.
-
-    Returns the ended sessions' hashes for the caller to drop from the key cache.
-    """
+    """Set the password from a reset token (single use); ends the user's sessions (dropped
+    from the key cache after commit). Returns the ended sessions' hashes."""
     row = await _redeem(tx, token, "password_reset", RESET_TOKEN_PREFIX, lock=True)
     now = utcnow()
     await tx.execute(sa.update(user_tokens).where(user_tokens.c.id == row.id).values(used_at=now))
@@ -527,6 +530,7 @@ async def complete_password_reset(
         )
     )
     ended = await _revoke_sessions(tx, row.user_id, now)
+    tx.forget_keys(ended)
     _audit_user(
         tx,
         _self_actor(meta, public_id),
@@ -551,17 +555,18 @@ async def confirm_email_change(tx: Tx, meta: RequestMeta, token: str) -> Any:
         raise Conflict("token: another user has taken this email address meanwhile")
     now = utcnow()
     await tx.execute(sa.update(user_tokens).where(user_tokens.c.id == row.id).values(used_at=now))
-    await tx.execute(
-        sa.update(users)
-        .where(users.c.id == row.user_id)
-        .values(
-            email=new_email,
-            email_normalized=normalize_email(new_email),
-            modified_at=now,
-            modified_by=f"user:{user.public_id}",
-            version=users.c.version + 1,
+    with unique("token: another user has taken this email address meanwhile"):
+        await tx.execute(
+            sa.update(users)
+            .where(users.c.id == row.user_id)
+            .values(
+                email=new_email,
+                email_normalized=normalize_email(new_email),
+                modified_at=now,
+                modified_by=f"user:{user.public_id}",
+                version=users.c.version + 1,
+            )
         )
-    )
     _audit_user(
         tx,
         _self_actor(meta, user.public_id),

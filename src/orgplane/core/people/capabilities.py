@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from orgplane.core.access import scopes as scope_catalog
 from orgplane.core.errors import FieldError, InvalidInput
 
 CATALOG: dict[str, str] = {
@@ -50,23 +51,8 @@ SYSTEM_ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
 # Roles an org must never be left without a holder of.
 GUARDIAN_ROLES = ("owner", "administrator")
 
-# The capability each scope needs by default; endpoints may name a narrower one.
-SCOPE_CAPABILITY: dict[str, str] = {
-    "orgs:read": "viewOrganizations",
-    "orgs:write": "manageOrganizations",
-    "keys:read": "manageApiKeys",
-    "keys:write": "manageApiKeys",
-    "audit:read": "viewAuditLog",
-    "audit:write": "viewAuditLog",
-    "credits:read": "viewOrganizations",
-    "credits:write": "changeCreditsAllocation",
-    "usage:read": "viewOrganizations",
-    "usage:write": "ingestUsage",
-    "users:read": "viewUsersAndRoles",
-    "users:write": "manageUsersAndRoles",
-    "meters:read": "viewOrganizations",
-    "meters:write": "manageOrganizations",
-}
+# The capability each scope needs by default lives with the scopes (access decides with it).
+SCOPE_CAPABILITY = scope_catalog.SCOPE_CAPABILITY
 
 
 def expand(capabilities: Iterable[str]) -> frozenset[str]:

@@ -13,6 +13,7 @@ from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import reach
 from orgplane.core.errors import InvalidInput
 from orgplane.core.people import memberships as ms
+from orgplane.core.people import repository
 from orgplane.core.people.users import Member
 from orgplane.db.engine import Reader
 from orgplane.models import membership_roles, memberships, users
@@ -106,3 +107,26 @@ async def _count(conn: Reader, statement: Any) -> int:
         await conn.execute(sa.select(sa.func.count()).select_from(statement.subquery()))
     ).scalar_one()
     return count
+
+
+async def search(
+    conn: Reader,
+    principal: Principal,
+    org_ref: str,
+    *,
+    where: Any,
+    sort: str | None,
+    descending: bool,
+    offset: int,
+    limit: int,
+) -> tuple[list[Member], int]:
+    """One page of the org's members matching ``where`` (``repository.user_filter_clause``),
+    sorted by a ``repository.MEMBER_SORTS`` key, and the number matching in all."""
+    org = await reach(conn, principal, org_ref, scope="users:read")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise InvalidInput.for_field("startIndex", f"must be at most {MAX_OFFSET + 1}")
+    rows, total = await repository.search_members(
+        conn, org, where=where, sort=sort, descending=descending, offset=offset, limit=limit
+    )
+    held = await ms.roles_of(conn, org.id, [r.id for r in rows])
+    return [Member(r, held[r.id], org.public_id) for r in rows], total

@@ -104,24 +104,17 @@ async def issue(tx: Tx, actor: Actor, org: Any, user_id: int, role_refs: list[st
     return Issued(row, token, org.public_id)
 
 
-async def invite(
-    tx: Tx, actor: Actor, org_ref: str, *, email: Any, role_refs: list[str], profile: dict[str, Any]
-) -> Issued:
-    org = await reach(tx.conn, _principal(actor), org_ref, scope="users:write", lock="update")
-    member, _ = await user_service.add_member(
-        tx, actor, org, email=email, profile=profile, role_refs=role_refs
+async def _in_org(conn: Reader, org: Any, invitation_ref: str, *, lock: bool = False) -> Any:
+    """The invitation, or 404; ``lock`` holds its row until commit (a change that depends on
+    its state: a concurrent accept must wait, then see the change)."""
+    statement = (
+        sa.select(*INVITATION_COLUMNS)
+        .select_from(invitations.join(users, users.c.id == invitations.c.user_id))
+        .where(invitations.c.org_id == org.id, invitations.c.public_id == invitation_ref)
     )
-    return await issue(tx, actor, org, member.row.id, member.roles)
-
-
-async def _in_org(conn: Reader, org: Any, invitation_ref: str) -> Any:
-    row = (
-        await conn.execute(
-            sa.select(*INVITATION_COLUMNS)
-            .select_from(invitations.join(users, users.c.id == invitations.c.user_id))
-            .where(invitations.c.org_id == org.id, invitations.c.public_id == invitation_ref)
-        )
-    ).first()
+    if lock:
+        statement = statement.with_for_update(of=invitations)
+    row = (await conn.execute(statement)).first()
     if row is None:
         raise NotFound(f"invitation {invitation_ref!r} not found in organization {org.public_id!r}")
     return row
@@ -155,7 +148,7 @@ async def get_invitation(
 async def resend(tx: Tx, actor: Actor, org_ref: str, invitation_ref: str) -> Issued:
     """A new token and a new 7-day window; the old token stops working."""
     org = await reach(tx.conn, _principal(actor), org_ref, scope="users:write")
-    row = await _in_org(tx.conn, org, invitation_ref)
+    row = await _in_org(tx.conn, org, invitation_ref, lock=True)
     if row.accepted_at is not None or row.revoked_at is not None:
         raise Conflict(f"invitation {invitation_ref!r} is {state(row)}; it cannot be resent")
     token, token_hash = new_token()
@@ -209,7 +202,7 @@ async def resend_for_member(tx: Tx, actor: Actor, org_ref: str, user_ref: str) -
 async def revoke(tx: Tx, actor: Actor, org_ref: str, invitation_ref: str) -> None:
     """Void the token. The membership stays (pending) until the user is removed."""
     org = await reach(tx.conn, _principal(actor), org_ref, scope="users:write")
-    row = await _in_org(tx.conn, org, invitation_ref)
+    row = await _in_org(tx.conn, org, invitation_ref, lock=True)
     if row.accepted_at is not None:
         raise Conflict(f"invitation {invitation_ref!r} was already accepted")
     if row.revoked_at is not None:
@@ -251,6 +244,8 @@ async def accept(tx: Tx, meta: Any, token: str, password_hash: str | None) -> Ac
                 )
             )
             .where(invitations.c.token_hash == hash_secret(token))
+            # Held until commit: a revoke or resend of this invitation waits, then sees it.
+            .with_for_update(of=invitations)
         )
     ).first()
     if row is None:
@@ -260,7 +255,10 @@ async def accept(tx: Tx, meta: Any, token: str, password_hash: str | None) -> Ac
         raise Conflict("this invitation was already accepted; sign in instead")
     if status in ("revoked", "expired"):
         raise Gone(f"this invitation is {status}; ask for a new one")
-    user = (await tx.execute(sa.select(users).where(users.c.id == row.user_id))).one()
+    # Locked before the status is checked: a concurrent disable cannot be overwritten.
+    user = (
+        await tx.execute(sa.select(users).where(users.c.id == row.user_id).with_for_update())
+    ).one()
     if user.status == "disabled":
         raise Conflict("this account is disabled")
     values: dict[str, Any] = {}

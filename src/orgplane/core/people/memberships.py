@@ -148,6 +148,16 @@ async def memberships_of(conn: Reader, user_id: int) -> list[Any]:
     return list(rows)
 
 
+async def lock_orgs(tx: Tx, org_ids: Iterable[int]) -> None:
+    """Lock these orgs' rows, in id order (the order every multi-org change takes them in), so
+    that a decision about their memberships holds until commit."""
+    ids = sorted(set(org_ids))
+    if ids:
+        await tx.execute(
+            sa.select(orgs.c.id).where(orgs.c.id.in_(ids)).order_by(orgs.c.id).with_for_update()
+        )
+
+
 async def ensure_identity_reached(conn: Reader, principal: Principal, user_id: int) -> list[Any]:
     """A user is one identity across orgs: only a principal that reaches every org the user
     belongs to may change it (its name, its status). Returns the memberships."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,11 +17,13 @@ from orgplane.core.ids import new_public_id
 from orgplane.core.orgs.validation import DESCRIPTION_MAX, clean_name
 from orgplane.core.people import memberships as ms
 from orgplane.core.people.capabilities import CATALOG, IMPLIES, SYSTEM_ROLES
+from orgplane.core.people.repository import unique
 from orgplane.db.engine import Reader, Tx
-from orgplane.models import membership_roles, roles
+from orgplane.models import membership_roles, roles, users
 from orgplane.models.base import utcnow
 
 MAX_CUSTOM_ROLES = 200
+CONCURRENT_ROLE = "a concurrent change created a role with the same name; retry"
 
 
 @dataclass(frozen=True)
@@ -155,8 +158,17 @@ async def _name_free(conn: Reader, org: Any, name: str, except_id: int | None = 
 
 
 async def create_role(
-    tx: Tx, actor: Actor, org_ref: str, *, name: Any, description: Any, capabilities: Any
+    tx: Tx,
+    actor: Actor,
+    org_ref: str,
+    *,
+    name: Any,
+    description: Any,
+    capabilities: Any,
+    holders: Iterable[str] | None = None,
 ) -> RoleView:
+    """A new role of the org; ``holders`` (user ids) are given it at once (SCIM's group
+    members, Sumo Logic's ``users``)."""
     principal = _principal(actor)
     org = await reach(tx.conn, principal, org_ref, scope="users:write", lock="update")
     name = clean_name(name)
@@ -170,23 +182,24 @@ async def create_role(
     if count >= MAX_CUSTOM_ROLES:
         raise Conflict(f"an organization can have at most {MAX_CUSTOM_ROLES} custom roles")
     now = utcnow()
-    role_id = (
-        await tx.execute(
-            sa.insert(roles)
-            .values(
-                public_id=new_public_id("rol_"),
-                org_id=org.id,
-                root_id=org.root_id,
-                name=name,
-                name_normalized=name.lower(),
-                description=description,
-                capabilities=capabilities,
-                created_at=now,
-                modified_at=now,
+    with unique(CONCURRENT_ROLE):
+        role_id = (
+            await tx.execute(
+                sa.insert(roles)
+                .values(
+                    public_id=new_public_id("rol_"),
+                    org_id=org.id,
+                    root_id=org.root_id,
+                    name=name,
+                    name_normalized=name.lower(),
+                    description=description,
+                    capabilities=capabilities,
+                    created_at=now,
+                    modified_at=now,
+                )
+                .returning(roles.c.id)
             )
-            .returning(roles.c.id)
-        )
-    ).scalar_one()
+        ).scalar_one()
     row = (await tx.execute(sa.select(roles).where(roles.c.id == role_id))).one()
     audit.record(
         tx,
@@ -198,6 +211,10 @@ async def create_role(
         target_id=row.public_id,
         after=_describe(row),
     )
+    if holders is not None:
+        await set_holders(tx, actor, org_ref, row.public_id, holders)
+        count = (await _holders(tx.conn, org.id, [row.public_id])).get(row.public_id, 0)
+        return _custom_view(row, count)
     return _custom_view(row, 0)
 
 
@@ -206,9 +223,27 @@ def _not_editable(role_ref: str) -> Conflict:
 
 
 async def update_role(
+    tx: Tx,
+    actor: Actor,
+    org_ref: str,
+    role_ref: str,
+    fields: dict[str, Any],
+    *,
+    holders: Iterable[str] | None = None,
+) -> RoleView:
+    """Apply the given fields (PUT passes them all, PATCH those sent); with ``holders``, the
+    role's holders become exactly those users."""
+    if holders is None:
+        return await _update_role(tx, actor, org_ref, role_ref, fields)
+    if fields:  # a system role's holders change, the role itself does not
+        await _update_role(tx, actor, org_ref, role_ref, fields)
+    await set_holders(tx, actor, org_ref, role_ref, holders)
+    return await get_role(tx.conn, _principal(actor), org_ref, role_ref)
+
+
+async def _update_role(
     tx: Tx, actor: Actor, org_ref: str, role_ref: str, fields: dict[str, Any]
 ) -> RoleView:
-    """Apply the given fields (PUT passes them all, PATCH those sent)."""
     principal = _principal(actor)
     org = await reach(tx.conn, principal, org_ref, scope="users:write", lock="update")
     if role_ref in SYSTEM_ROLES:
@@ -232,9 +267,10 @@ async def update_role(
     count = (await _holders(tx.conn, org.id, [role_ref])).get(role_ref, 0)
     if not values:
         return _custom_view(before, count)
-    await tx.execute(
-        sa.update(roles).where(roles.c.id == before.id).values(**values, modified_at=utcnow())
-    )
+    with unique(CONCURRENT_ROLE):
+        await tx.execute(
+            sa.update(roles).where(roles.c.id == before.id).values(**values, modified_at=utcnow())
+        )
     after = (await tx.execute(sa.select(roles).where(roles.c.id == before.id))).one()
     audit.record(
         tx,
@@ -291,9 +327,10 @@ async def assign(
     if grant:
         resolved = await ms.resolve_roles(tx.conn, org, [role_ref], field="role_id")
         ms.check_grantable(principal, resolved[role_ref])
-        await tx.execute(
-            sa.insert(membership_roles).values(user_id=member.id, org_id=org.id, role=role_ref)
-        )
+        with unique("a concurrent change gave this member the same role; retry"):
+            await tx.execute(
+                sa.insert(membership_roles).values(user_id=member.id, org_id=org.id, role=role_ref)
+            )
     else:
         await ms.ensure_guardian_left(tx.conn, org, member.id, [r for r in held if r != role_ref])
         await tx.execute(
@@ -314,3 +351,51 @@ async def assign(
         before={"roles": held},
         after={"role": role_ref},
     )
+
+
+async def set_holders(
+    tx: Tx, actor: Actor, org_ref: str, role_ref: str, user_refs: Iterable[str]
+) -> None:
+    """Give the role to exactly these members (each grant and removal audited as by
+    ``assign``, and checked: a grant within the actor's own capabilities, a guardian left)."""
+    org = await reach(tx.conn, _principal(actor), org_ref, scope="users:write", lock="update")
+    current = set(
+        (
+            await tx.execute(
+                sa.select(users.c.public_id)
+                .select_from(membership_roles.join(users, users.c.id == membership_roles.c.user_id))
+                .where(membership_roles.c.org_id == org.id, membership_roles.c.role == role_ref)
+            )
+        ).scalars()
+    )
+    wanted = set(user_refs)
+    for user_ref in sorted(wanted - current):
+        await assign(tx, actor, org_ref, role_ref, user_ref, grant=True)
+    for user_ref in sorted(current - wanted):
+        await assign(tx, actor, org_ref, role_ref, user_ref, grant=False)
+
+
+async def clone_role(tx: Tx, *, actor: Actor, org_ref: str, role_ref: str, name: Any) -> RoleView:
+    """A new role of the org with this name and the description and capabilities of
+    ``role_ref`` (a system role or one of the org's own)."""
+    source = await get_role(tx.conn, _principal(actor), org_ref, role_ref)
+    return await create_role(
+        tx,
+        actor,
+        org_ref,
+        name=name,
+        description=source.description,
+        capabilities=source.capabilities,
+    )
+
+
+async def change_capability(
+    tx: Tx, *, actor: Actor, org_ref: str, role_ref: str, capability: str, grant: bool
+) -> RoleView:
+    """Add (``grant``) or take away one capability of one of the org's roles."""
+    org = await reach(tx.conn, _principal(actor), org_ref, scope="users:write", lock="update")
+    if role_ref in SYSTEM_ROLES:
+        raise _not_editable(role_ref)
+    held = set((await _custom(tx.conn, org, role_ref)).capabilities)
+    wanted = held | {capability} if grant else held - {capability}
+    return await update_role(tx, actor, org_ref, role_ref, {"capabilities": sorted(wanted)})

@@ -23,12 +23,21 @@ from orgplane.core.pagination import decode_cursor, encode_cursor
 from orgplane.core.people import auth
 from orgplane.core.people import memberships as ms
 from orgplane.core.people.auth import normalize_email
+from orgplane.core.people.repository import unique
 from orgplane.db.engine import Reader, Tx
-from orgplane.models import credentials, invitations, membership_roles, memberships, users
+from orgplane.models import (
+    credentials,
+    invitations,
+    membership_roles,
+    memberships,
+    user_tokens,
+    users,
+)
 from orgplane.models.base import utcnow
 
 PROFILE_FIELDS = ("first_name", "last_name", "title")
 PROFILE_MAX = 100
+CONCURRENT_MEMBER = "a concurrent change created the same user or membership; retry"
 SORTS = {
     "email": users.c.email_normalized,
     "first_name": sa.func.lower(users.c.first_name),
@@ -135,7 +144,50 @@ async def add_member(
     ).first()
     created = existing is None
     if existing is None:
-        user_id = (
+        user_id = await _new_user(tx, actor, email, normalized, cleaned)
+    else:
+        user_id = existing.id
+        already = (
+            await tx.execute(
+                sa.select(memberships.c.user_id).where(
+                    memberships.c.user_id == user_id, memberships.c.org_id == org.id
+                )
+            )
+        ).first()
+        if already is not None:
+            raise Conflict(
+                f"{email!r} is already a member of organization {org.public_id!r} "
+                f"(user {existing.public_id!r})",
+                extra={"user_id": existing.public_id},
+            )
+    with unique(CONCURRENT_MEMBER):
+        await tx.execute(
+            sa.insert(memberships).values(
+                user_id=user_id, org_id=org.id, root_id=org.root_id, created_at=now
+            )
+        )
+    await ms.set_roles(tx, org, user_id, resolved)
+    member = await _member(tx.conn, org, await _public_id(tx, user_id))
+    audit.record(
+        tx,
+        actor,
+        action="user.created" if created else "user.added",
+        root_id=org.root_id,
+        org_id=org.id,
+        target_type="user",
+        target_id=member.row.public_id,
+        after=describe(member.row, member.roles),
+    )
+    return member, created
+
+
+async def _new_user(
+    tx: Tx, actor: Actor, email: str, normalized: str, cleaned: dict[str, str]
+) -> int:
+    """Insert a pending identity; a concurrent insert of the same email is a 409."""
+    now = utcnow()
+    with unique(CONCURRENT_MEMBER):
+        user_id: int = (
             await tx.execute(
                 sa.insert(users)
                 .values(
@@ -154,39 +206,7 @@ async def add_member(
                 .returning(users.c.id)
             )
         ).scalar_one()
-    else:
-        user_id = existing.id
-        already = (
-            await tx.execute(
-                sa.select(memberships.c.user_id).where(
-                    memberships.c.user_id == user_id, memberships.c.org_id == org.id
-                )
-            )
-        ).first()
-        if already is not None:
-            raise Conflict(
-                f"{email!r} is already a member of organization {org.public_id!r} "
-                f"(user {existing.public_id!r})",
-                extra={"user_id": existing.public_id},
-            )
-    await tx.execute(
-        sa.insert(memberships).values(
-            user_id=user_id, org_id=org.id, root_id=org.root_id, created_at=now
-        )
-    )
-    await ms.set_roles(tx, org, user_id, resolved)
-    member = await _member(tx.conn, org, await _public_id(tx, user_id))
-    audit.record(
-        tx,
-        actor,
-        action="user.created" if created else "user.added",
-        root_id=org.root_id,
-        org_id=org.id,
-        target_type="user",
-        target_id=member.row.public_id,
-        after=describe(member.row, member.roles),
-    )
-    return member, created
+    return user_id
 
 
 async def _public_id(conn: Reader | Tx, user_id: int) -> str:
@@ -320,6 +340,9 @@ async def set_status(tx: Tx, actor: Actor, org_ref: str, user_ref: str, *, enabl
             return before
         if principal.user_id == before.row.id:
             raise Conflict("you cannot disable yourself")
+        # The user may guard other orgs than the one locked by reach: lock them all before
+        # deciding, or a change made through another org could leave one without a guardian.
+        await ms.lock_orgs(tx, [m.id for m in held])
         for membership in held:
             await ms.ensure_guardian_left(tx.conn, membership, before.row.id)
         status = "disabled"
@@ -333,6 +356,10 @@ async def set_status(tx: Tx, actor: Actor, org_ref: str, user_ref: str, *, enabl
             version=users.c.version + 1,
         )
     )
+    if not enable:
+        # The user's keys and sessions stop at once (their capabilities are read on every
+        # request too; this also drops what the key cache holds of them).
+        tx.forget_keys(await _credential_hashes(tx, before.row.id))
     after = await _member(tx.conn, org, user_ref)
     audit.record(
         tx,
@@ -348,11 +375,28 @@ async def set_status(tx: Tx, actor: Actor, org_ref: str, user_ref: str, *, enabl
     return after
 
 
+async def _credential_hashes(tx: Tx, user_id: int) -> list[str]:
+    """The hashes of the user's live API keys and sessions."""
+    keys = await tx.execute(
+        sa.select(credentials.c.key_hash).where(
+            credentials.c.user_id == user_id, credentials.c.revoked_at.is_(None)
+        )
+    )
+    sessions = await tx.execute(
+        sa.select(user_tokens.c.token_hash).where(
+            user_tokens.c.user_id == user_id,
+            user_tokens.c.kind == "session",
+            user_tokens.c.used_at.is_(None),
+        )
+    )
+    return [*keys.scalars(), *sessions.scalars()]
+
+
 @dataclass(frozen=True)
 class Removal:
     user_public_id: str
-    # Hashes of keys whose binding changed (revoked or moved): the caller drops them from the
-    # key cache, since a cached principal carries its user.
+    # Hashes of keys whose binding changed (revoked or moved); ``remove_member`` has registered
+    # them with ``tx.forget_keys``.
     key_hashes: list[str]
 
 
@@ -424,6 +468,9 @@ async def remove_member(
             "keys_transferred" if heir else "keys_revoked": [k.public_id for k in keys],
         },
     )
+    # A cached principal carries its user: a revoked key, or one now bound to the heir, is
+    # looked up afresh after commit.
+    tx.forget_keys(k.key_hash for k in keys)
     return Removal(member.row.public_id, [k.key_hash for k in keys])
 
 

@@ -20,11 +20,10 @@ from orgplane.api.dialects.datadog.v2_users import (
     own_org,
     users_page,
 )
-from orgplane.core.access.principal import Caller
+from orgplane.core.access.principal import Principal
 from orgplane.core.errors import InvalidInput, Unprocessable
 from orgplane.core.people import roles as role_service
 from orgplane.core.people.roles import RoleView
-from orgplane.db.engine import Tx
 
 RoleId = Annotated[str, PathParameter(description="The role's id", max_length=64)]
 ROLE_SORTS = {
@@ -148,19 +147,6 @@ async def list_roles(
     }
 
 
-async def _create_role(tx: Tx, actor: Caller, body: RoleCreateData) -> RoleView:
-    principal = actor.principal
-    capabilities = _capabilities(body.relationships, "data.relationships.permissions.data")
-    return await role_service.create_role(
-        tx,
-        actor,
-        principal.org_public_id,
-        name=body.attributes.name,
-        description="",
-        capabilities=capabilities,
-    )
-
-
 @post(
     "/api/v2/roles",
     summary="Create role",
@@ -172,7 +158,15 @@ async def _create_role(tx: Tx, actor: Caller, body: RoleCreateData) -> RoleView:
 async def create_role(
     data: JSONBody[RoleCreateRequest], services: ServicesDep, actor: ActorDep
 ) -> dict[str, Any]:
-    view = await services.db.transaction(_create_role, actor, data.data)
+    body = data.data
+    view = await services.db.transaction(
+        role_service.create_role,
+        actor,
+        actor.principal.org_public_id,
+        name=body.attributes.name,
+        description="",
+        capabilities=_capabilities(body.relationships, "data.relationships.permissions.data"),
+    )
     return _role_document(view)
 
 
@@ -183,8 +177,13 @@ async def get_role(role_id: RoleId, services: ServicesDep, principal: PrincipalD
     return _role_document(view)
 
 
-async def _update_role(tx: Tx, actor: Caller, role_id: str, body: RoleUpdateData) -> RoleView:
-    principal = actor.principal
+@patch("/api/v2/roles/{role_id:str}", summary="Update a role", responses=ERRORS)
+async def update_role(
+    role_id: RoleId, data: JSONBody[RoleUpdateRequest], services: ServicesDep, actor: ActorDep
+) -> dict[str, Any]:
+    if data.data.id != role_id:
+        raise Unprocessable("UUID's in the URL and request body do not match")
+    body = data.data
     fields: dict[str, Any] = {}
     if not isinstance(body.attributes.name, UnsetType):
         fields["name"] = body.attributes.name
@@ -192,38 +191,16 @@ async def _update_role(tx: Tx, actor: Caller, role_id: str, body: RoleUpdateData
         fields["capabilities"] = _capabilities(
             body.relationships, "data.relationships.permissions.data"
         )
-    return await role_service.update_role(tx, actor, principal.org_public_id, role_id, fields)
-
-
-@patch("/api/v2/roles/{role_id:str}", summary="Update a role", responses=ERRORS)
-async def update_role(
-    role_id: RoleId, data: JSONBody[RoleUpdateRequest], services: ServicesDep, actor: ActorDep
-) -> dict[str, Any]:
-    if data.data.id != role_id:
-        raise Unprocessable("UUID's in the URL and request body do not match")
-    view = await services.db.transaction(_update_role, actor, role_id, data.data)
+    view = await services.db.transaction(
+        role_service.update_role, actor, actor.principal.org_public_id, role_id, fields
+    )
     return _role_document(view)
-
-
-async def _delete_role(tx: Tx, actor: Caller, role_id: str) -> None:
-    await role_service.delete_role(tx, actor, actor.principal.org_public_id, role_id)
 
 
 @delete("/api/v2/roles/{role_id:str}", summary="Delete role", status_code=204, responses=ERRORS)
 async def delete_role(role_id: RoleId, services: ServicesDep, actor: ActorDep) -> None:
-    await services.db.transaction(_delete_role, actor, role_id)
-
-
-async def _clone_role(tx: Tx, actor: Caller, role_id: str, name: str) -> RoleView:
-    principal = actor.principal
-    source = await role_service.get_role(tx.conn, principal, principal.org_public_id, role_id)
-    return await role_service.create_role(
-        tx,
-        actor,
-        principal.org_public_id,
-        name=name,
-        description=source.description,
-        capabilities=source.capabilities,
+    await services.db.transaction(
+        role_service.delete_role, actor, actor.principal.org_public_id, role_id
     )
 
 
@@ -236,7 +213,13 @@ async def _clone_role(tx: Tx, actor: Caller, role_id: str, name: str) -> RoleVie
 async def clone_role(
     role_id: RoleId, data: JSONBody[RoleCloneRequest], services: ServicesDep, actor: ActorDep
 ) -> dict[str, Any]:
-    view = await services.db.transaction(_clone_role, actor, role_id, data.data.attributes.name)
+    view = await services.db.transaction(
+        role_service.clone_role,
+        actor=actor,
+        org_ref=actor.principal.org_public_id,
+        role_ref=role_id,
+        name=data.data.attributes.name,
+    )
     return _role_document(view)
 
 
@@ -269,19 +252,6 @@ async def list_role_permissions(
     return {"data": permissions.resources(view.capabilities)}
 
 
-async def _change_permission(
-    tx: Tx, actor: Caller, role_id: str, permission_id: str, grant: bool
-) -> RoleView:
-    principal = actor.principal
-    capability = permissions.capability_of(permission_id, "data.id")
-    view = await role_service.get_role(tx.conn, principal, principal.org_public_id, role_id)
-    held = set(view.capabilities)
-    wanted = held | {capability} if grant else held - {capability}
-    return await role_service.update_role(
-        tx, actor, principal.org_public_id, role_id, {"capabilities": sorted(wanted)}
-    )
-
-
 @post(
     "/api/v2/roles/{role_id:str}/permissions",
     summary="Grant permission to a role",
@@ -294,7 +264,14 @@ async def add_permission_to_role(
     services: ServicesDep,
     actor: ActorDep,
 ) -> dict[str, Any]:
-    view = await services.db.transaction(_change_permission, actor, role_id, data.data.id, True)
+    view = await services.db.transaction(
+        role_service.change_capability,
+        actor=actor,
+        org_ref=actor.principal.org_public_id,
+        role_ref=role_id,
+        capability=permissions.capability_of(data.data.id, "data.id"),
+        grant=True,
+    )
     return {"data": permissions.resources(view.capabilities)}
 
 
@@ -310,7 +287,14 @@ async def remove_permission_from_role(
     services: ServicesDep,
     actor: ActorDep,
 ) -> dict[str, Any]:
-    view = await services.db.transaction(_change_permission, actor, role_id, data.data.id, False)
+    view = await services.db.transaction(
+        role_service.change_capability,
+        actor=actor,
+        org_ref=actor.principal.org_public_id,
+        role_ref=role_id,
+        capability=permissions.capability_of(data.data.id, "data.id"),
+        grant=False,
+    )
     return {"data": permissions.resources(view.capabilities)}
 
 
@@ -344,22 +328,22 @@ async def list_role_users(
         )
 
 
-async def _assign(tx: Tx, actor: Caller, role_id: str, user_id: str, grant: bool) -> Any:
-    principal = actor.principal
-    await role_service.assign(tx, actor, principal.org_public_id, role_id, user_id, grant=grant)
-    org = await own_org(tx.conn, principal, "users:read")
-    return await users_page(
-        tx.conn,
-        principal,
-        org,
-        size=100,
-        number=0,
-        sort="name",
-        sort_dir=None,
-        text=None,
-        status=None,
-        role=role_id,
-    )
+async def _role_users(services: ServicesDep, principal: Principal, role_id: str) -> Any:
+    """The role's users after a change (the first 100)."""
+    async with services.db.read() as conn:
+        org = await own_org(conn, principal, "users:read")
+        return await users_page(
+            conn,
+            principal,
+            org,
+            size=100,
+            number=0,
+            sort="name",
+            sort_dir=None,
+            text=None,
+            status=None,
+            role=role_id,
+        )
 
 
 @post(
@@ -372,9 +356,15 @@ async def _assign(tx: Tx, actor: Caller, role_id: str, user_id: str, grant: bool
 async def add_user_to_role(
     role_id: RoleId, data: JSONBody[UserRelationship], services: ServicesDep, actor: ActorDep
 ) -> dict[str, Any]:
-    page: dict[str, Any] = await services.db.transaction(
-        _assign, actor, role_id, data.data.id, True
+    await services.db.transaction(
+        role_service.assign,
+        actor,
+        actor.principal.org_public_id,
+        role_id,
+        data.data.id,
+        grant=True,
     )
+    page: dict[str, Any] = await _role_users(services, actor.principal, role_id)
     return page
 
 
@@ -388,9 +378,15 @@ async def add_user_to_role(
 async def remove_user_from_role(
     role_id: RoleId, data: JSONBody[UserRelationship], services: ServicesDep, actor: ActorDep
 ) -> dict[str, Any]:
-    page: dict[str, Any] = await services.db.transaction(
-        _assign, actor, role_id, data.data.id, False
+    await services.db.transaction(
+        role_service.assign,
+        actor,
+        actor.principal.org_public_id,
+        role_id,
+        data.data.id,
+        grant=False,
     )
+    page: dict[str, Any] = await _role_users(services, actor.principal, role_id)
     return page
 
 

@@ -12,16 +12,17 @@ from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.dialects.datadog import permissions, shapes
 from orgplane.api.dialects.datadog.errors import ERRORS
 from orgplane.api.dialects.datadog.v1 import datadog_base
-from orgplane.core.access.principal import Caller, Principal
+from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import reach
-from orgplane.core.errors import InvalidInput, NotFound, Unprocessable
+from orgplane.core.errors import InvalidInput, Unprocessable
 from orgplane.core.orgs import service as org_service
 from orgplane.core.people import directory
 from orgplane.core.people import invitations as invitation_service
 from orgplane.core.people import memberships as ms
+from orgplane.core.people import service as people
 from orgplane.core.people import users as user_service
 from orgplane.core.people.capabilities import expand
-from orgplane.db.engine import Reader, Tx
+from orgplane.db.engine import Reader
 
 UserId = Annotated[str, PathParameter(description="The user's id", max_length=64)]
 InvitationId = Annotated[str, PathParameter(description="The invitation's id", max_length=64)]
@@ -96,6 +97,12 @@ class InvitationsRequest(Struct):
 
 async def own_org(conn: Reader, principal: Principal, scope: str) -> Any:
     return await reach(conn, principal, principal.org_public_id, scope=scope)
+
+
+async def _own_uuid(services: ServicesDep, principal: Principal) -> str:
+    async with services.db.read() as conn:
+        uuid: str = (await own_org(conn, principal, "users:read")).uuid
+    return uuid
 
 
 # --- managed orgs --------------------------------------------------------------------------------
@@ -228,33 +235,27 @@ def _role_refs(relationships: UserRelationships | None) -> list[str]:
     return refs
 
 
-async def _create_user(tx: Tx, actor: Caller, body: UserCreateData) -> Any:
-    principal = actor.principal
-    org = await reach(
-        tx.conn, principal, principal.org_public_id, scope="users:write", lock="update"
-    )
-    profile: dict[str, Any] = {}
-    if body.attributes.name is not None:
-        profile.update(user_service.profile_from_full_name(body.attributes.name))
-    if body.attributes.title is not None:
-        profile["title"] = body.attributes.title
-    member, _ = await user_service.add_member(
-        tx,
-        actor,
-        org,
-        email=body.attributes.email,
-        profile=profile,
-        role_refs=_role_refs(body.relationships),
-    )
-    return member, org
-
-
 @post("/api/v2/users", summary="Create a user", status_code=201, responses=ERRORS)
 async def create_user(
     data: JSONBody[UserCreateRequest], services: ServicesDep, actor: ActorDep
 ) -> dict[str, Any]:
-    member, org = await services.db.transaction(_create_user, actor, data.data)
-    return user_document(member, org)
+    attributes = data.data.attributes
+    profile: dict[str, Any] = {}
+    if attributes.name is not None:
+        profile.update(user_service.profile_from_full_name(attributes.name))
+    if attributes.title is not None:
+        profile["title"] = attributes.title
+    # Datadog creates the user here and invites them with POST /api/v2/user_invitations.
+    invited = await services.db.transaction(
+        people.invite_member,
+        actor=actor,
+        org_ref=actor.principal.org_public_id,
+        email=attributes.email,
+        profile=profile,
+        roles=_role_refs(data.data.relationships),
+        invitation="never",
+    )
+    return user_document(invited.member, invited.org)
 
 
 @get("/api/v2/users/{user_id:str}", summary="Get user details", responses=ERRORS)
@@ -265,45 +266,29 @@ async def get_user(user_id: UserId, services: ServicesDep, principal: PrincipalD
     return user_document(member, org)
 
 
-async def _update_user(tx: Tx, actor: Caller, user_id: str, body: UserUpdateData) -> Any:
-    principal = actor.principal
-    org = await reach(tx.conn, principal, principal.org_public_id, scope="users:write")
-    attributes = body.attributes
-    current = await user_service.get_member(tx.conn, principal, org.public_id, user_id)
-    if not isinstance(attributes.email, UnsetType) and (
-        attributes.email.strip().lower() != current.row.email.lower()
-    ):
-        raise InvalidInput.for_field(
-            "data.attributes.email",
-            "cannot be changed here: orgplane confirms a new address by token "
-            f"(POST /orgs/{org.public_id}/users/{user_id}/email_change)",
-        )
-    profile: dict[str, Any] = {}
-    if not isinstance(attributes.name, UnsetType):
-        profile.update(user_service.profile_from_full_name(attributes.name))
-    if not isinstance(attributes.title, UnsetType):
-        profile["title"] = attributes.title or ""
-    member = await user_service.update_member(tx, actor, org.public_id, user_id, profile)
-    if not isinstance(attributes.disabled, UnsetType):
-        member = await user_service.set_status(
-            tx, actor, org.public_id, user_id, enable=not attributes.disabled
-        )
-    return member, org
-
-
 @patch("/api/v2/users/{user_id:str}", summary="Update a user", responses=ERRORS)
 async def update_user(
     user_id: UserId, data: JSONBody[UserUpdateRequest], services: ServicesDep, actor: ActorDep
 ) -> dict[str, Any]:
     if data.data.id != user_id:
         raise Unprocessable("UUID's in the URL and request body do not match")
-    member, org = await services.db.transaction(_update_user, actor, user_id, data.data)
-    return user_document(member, org)
-
-
-async def _disable_user(tx: Tx, actor: Caller, user_id: str) -> None:
-    principal = actor.principal
-    await user_service.set_status(tx, actor, principal.org_public_id, user_id, enable=False)
+    attributes = data.data.attributes
+    profile: dict[str, Any] = {}
+    if not isinstance(attributes.name, UnsetType):
+        profile.update(user_service.profile_from_full_name(attributes.name))
+    if not isinstance(attributes.title, UnsetType):
+        profile["title"] = attributes.title or ""
+    member = await services.db.transaction(
+        people.change_member,
+        actor=actor,
+        org_ref=actor.principal.org_public_id,
+        user_ref=user_id,
+        fields=profile,
+        active=None if isinstance(attributes.disabled, UnsetType) else not attributes.disabled,
+        email=None if isinstance(attributes.email, UnsetType) else attributes.email,
+        email_field="data.attributes.email",
+    )
+    return {"data": shapes.user(member, await _own_uuid(services, actor.principal))}
 
 
 @delete(
@@ -314,7 +299,9 @@ async def _disable_user(tx: Tx, actor: Caller, user_id: str) -> None:
     description="Disables the user (everywhere: a user is one identity); the membership stays.",
 )
 async def disable_user(user_id: UserId, services: ServicesDep, actor: ActorDep) -> None:
-    await services.db.transaction(_disable_user, actor, user_id)
+    await services.db.transaction(
+        user_service.set_status, actor, actor.principal.org_public_id, user_id, enable=False
+    )
 
 
 @get(
@@ -336,30 +323,6 @@ async def list_user_permissions(
 # --- invitations ---------------------------------------------------------------------------------
 
 
-async def _send_invitations(tx: Tx, actor: Caller, body: InvitationsRequest) -> list[Any]:
-    principal = actor.principal
-    org = await reach(
-        tx.conn, principal, principal.org_public_id, scope="users:write", lock="update"
-    )
-    issued = []
-    for i, item in enumerate(body.data):
-        ref = item.relationships.user.data
-        if ref.type != "users":
-            raise InvalidInput.for_field(
-                f"data[{i}].relationships.user.data.type", "must be 'users'"
-            )
-        try:
-            member = await ms.find_member(tx.conn, org, ref.id)
-        except NotFound:
-            raise InvalidInput.for_field(
-                f"data[{i}].relationships.user.data.id",
-                f"{ref.id!r} is not a user of organization {org.public_id!r}",
-            ) from None
-        held = (await ms.roles_of(tx.conn, org.id, [member.id]))[member.id]
-        issued.append(await invitation_service.issue(tx, actor, org, member.id, held))
-    return issued
-
-
 @post(
     "/api/v2/user_invitations",
     summary="Send invitation emails",
@@ -371,7 +334,20 @@ async def _send_invitations(tx: Tx, actor: Caller, body: InvitationsRequest) -> 
 async def send_invitations(
     data: JSONBody[InvitationsRequest], services: ServicesDep, actor: ActorDep
 ) -> dict[str, Any]:
-    issued = await services.db.transaction(_send_invitations, actor, data)
+    refs = []
+    for i, item in enumerate(data.data):
+        ref = item.relationships.user.data
+        if ref.type != "users":
+            raise InvalidInput.for_field(
+                f"data[{i}].relationships.user.data.type", "must be 'users'"
+            )
+        refs.append((ref.id, f"data[{i}].relationships.user.data.id"))
+    issued = await services.db.transaction(
+        people.issue_invitations,
+        actor=actor,
+        org_ref=actor.principal.org_public_id,
+        user_refs=refs,
+    )
     return {"data": [shapes.invitation(i.row, i.token) for i in issued]}
 
 

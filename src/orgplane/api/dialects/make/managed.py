@@ -12,11 +12,11 @@ from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.dialects.make import enums
 from orgplane.api.dialects.make.errors import ERRORS
 from orgplane.core.access.principal import Caller
-from orgplane.core.access.service import reach, reach_by_key
+from orgplane.core.access.service import reach_by_key
 from orgplane.core.credits import allocation as credits
 from orgplane.core.credits import ledger as ledger_queries
 from orgplane.core.orgs import service as org_service
-from orgplane.core.people import invitations as invitation_service
+from orgplane.core.people import service as people
 from orgplane.core.people import users as user_service
 from orgplane.core.usage import consumption
 from orgplane.db.engine import Tx
@@ -89,17 +89,15 @@ async def _owner(tx: Tx, actor: Caller, child: Any, email: str, name: str | None
     """Make the named person the child's owner: an existing user, or a new pending one invited
     to set a password."""
     # Naming an owner adds a member to the child: the same reach and scope as the users API.
-    await reach(tx.conn, actor.principal, child.public_id, scope="users:write")
-    member, created = await user_service.add_member(
+    invited = await people.invite_member(
         tx,
-        actor,
-        child,
+        actor=actor,
+        org_ref=child.public_id,
         email=email,
         profile=user_service.profile_from_full_name(name),
-        role_refs=[OWNER_ROLE],
+        roles=[OWNER_ROLE],
     )
-    if created:
-        await invitation_service.issue(tx, actor, child, member.row.id, member.roles)
+    member, created = invited.member, invited.created
     full_name = f"{member.row.first_name} {member.row.last_name}".strip()
     return {
         "userId": member.row.id,

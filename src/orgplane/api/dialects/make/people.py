@@ -17,13 +17,13 @@ from orgplane.api.dialects.make import enums
 from orgplane.api.dialects.make.errors import ERRORS
 from orgplane.api.dialects.make.managed import OrgKey
 from orgplane.api.dialects.make.scopes import granted
-from orgplane.core.access.principal import Caller
 from orgplane.core.access.service import reach_by_key, require_scope
 from orgplane.core.errors import InvalidInput, NotFound
 from orgplane.core.people import invitations as invitation_service
+from orgplane.core.people import service as people
 from orgplane.core.people import users as user_service
 from orgplane.core.people.capabilities import SYSTEM_ROLES, expand
-from orgplane.db.engine import Reader, Tx
+from orgplane.db.engine import Reader
 
 # Make's id of each system role (11 is the owner's, as in Make's own responses).
 ROLE_IDS = {"owner": 11, "administrator": 12, "standard": 13, "read-only": 14}
@@ -147,12 +147,6 @@ async def get_user_role(
     }
 
 
-async def _set_role(tx: Tx, actor: Caller, org_key: int, user_key: int, role: str) -> Any:
-    org = await reach_by_key(tx.conn, actor.principal, org_key, scope="users:write")
-    user_ref = await _user_ref(tx.conn, user_key)
-    return await user_service.update_member(tx, actor, org.public_id, user_ref, {"roles": [role]})
-
-
 @post(
     "/users/{userId:int}/user-organization-roles/{organizationId:int}",
     summary="Set a user's role in an organization",
@@ -167,29 +161,16 @@ async def set_user_role(
     actor: ActorDep,
 ) -> dict[str, Any]:
     role = role_key(data.usersRoleId)
-    member = await services.db.transaction(_set_role, actor, organizationId, userId, role)
+    member = await services.db.transaction(
+        people.change_member,
+        actor=actor,
+        org_ref=organizationId,
+        user_ref=userId,
+        fields={"roles": [role]},
+    )
     return {
         "userOrganizationRole": user_organization_role(member, organizationId, _invitation(member))
     }
-
-
-async def _invite(tx: Tx, actor: Caller, org_key: int, data: Invitation) -> tuple[Any, Any]:
-    principal = actor.principal
-    org = await reach_by_key(tx.conn, principal, org_key, scope="users:write")
-    if data.teamsId:
-        raise InvalidInput.for_field("teamsId", "orgplane has no teams; leave it out")
-    issued = await invitation_service.invite(
-        tx,
-        actor,
-        org.public_id,
-        email=data.email,
-        role_refs=[role_key(data.usersRoleId)],
-        profile=user_service.profile_from_full_name(data.name),
-    )
-    member = await user_service.get_member(
-        tx.conn, principal, org.public_id, issued.row.user_public_id
-    )
-    return member, issued
 
 
 @post(
@@ -201,7 +182,16 @@ async def _invite(tx: Tx, actor: Caller, org_key: int, data: Invitation) -> tupl
 async def invite_user(
     organizationId: OrgKey, data: JSONBody[Invitation], services: ServicesDep, actor: ActorDep
 ) -> dict[str, Any]:
-    member, issued = await services.db.transaction(_invite, actor, organizationId, data)
+    if data.teamsId:
+        raise InvalidInput.for_field("teamsId", "orgplane has no teams; leave it out")
+    member, issued = await services.db.transaction(
+        people.invite,
+        actor=actor,
+        org_ref=organizationId,
+        email=data.email,
+        roles=[role_key(data.usersRoleId)],
+        profile=user_service.profile_from_full_name(data.name),
+    )
     row = member.row
     return {
         "user": {

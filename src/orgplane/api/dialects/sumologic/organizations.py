@@ -32,8 +32,7 @@ from orgplane.core.errors import InvalidInput
 from orgplane.core.ids import sumo_org_id
 from orgplane.core.orgs import service as org_service
 from orgplane.core.orgs.validation import DEPLOYMENTS
-from orgplane.core.people import invitations as invitation_service
-from orgplane.core.people import users as user_service
+from orgplane.core.people import service as people
 from orgplane.db.engine import Reader, Tx
 from orgplane.models.orgs import PAID_PLANS
 
@@ -350,16 +349,15 @@ async def _create(
         max_depth=depth,
         allocations={METER: amount} if amount else None,
     )
-    member, created = await user_service.add_member(
+    await people.invite_member(
         tx,
-        actor,
-        child,
+        actor=actor,
+        org_ref=child.public_id,
         email=data.email,
         profile={"first_name": data.firstName, "last_name": data.lastName},
-        role_refs=["administrator"],
+        roles=["administrator"],
+        scope="orgs:write",
     )
-    if created:
-        await invitation_service.issue(tx, actor, child, member.row.id, member.roles)
     return child
 
 

@@ -27,7 +27,7 @@ from orgplane.core.access.service import reach
 from orgplane.core.errors import InvalidInput
 from orgplane.core.people import roles as role_service
 from orgplane.core.people import users as user_service
-from orgplane.db.engine import Reader, Tx
+from orgplane.db.engine import Reader
 
 RoleId = Annotated[str, PathParameter(description="The role's id", max_length=64)]
 UserId = Annotated[str, PathParameter(description="The user's id", max_length=64)]
@@ -220,33 +220,27 @@ async def _get(conn: Reader, principal: Principal, role_ref: str) -> _Role:
     return await _load(conn, principal, view, org)
 
 
-async def _set_holders(tx: Tx, actor: Caller, role_ref: str, wanted: list[str]) -> None:
-    org_ref = actor.principal.org_public_id
-    current = await _holders(tx.conn, actor.principal, org_ref, role_ref)
-    for user_ref in sorted(set(wanted) - set(current)):
-        await role_service.assign(tx, actor, org_ref, role_ref, user_ref, grant=True)
-    for user_ref in sorted(set(current) - set(wanted)):
-        await role_service.assign(tx, actor, org_ref, role_ref, user_ref, grant=False)
-
-
 async def _create(
-    tx: Tx, actor: Caller, data: CreateRoleDefinition | CreateRoleDefinitionV2
+    services: ServicesDep, actor: Caller, data: CreateRoleDefinition | CreateRoleDefinitionV2
 ) -> str:
     _no_filters(data)
-    view = await role_service.create_role(
-        tx,
+    view = await services.db.transaction(
+        role_service.create_role,
         actor,
         actor.principal.org_public_id,
         name=data.name,
         description=data.description,
         capabilities=caps.to_orgplane(data.capabilities, autofill=data.autofillDependencies),
+        holders=data.users,
     )
-    await _set_holders(tx, actor, view.id, data.users)
     return view.id
 
 
 async def _update(
-    tx: Tx, actor: Caller, role_ref: str, data: CreateRoleDefinition | CreateRoleDefinitionV2
+    services: ServicesDep,
+    actor: Caller,
+    role_ref: str,
+    data: CreateRoleDefinition | CreateRoleDefinitionV2,
 ) -> None:
     _no_filters(data)
     fields = {
@@ -254,17 +248,28 @@ async def _update(
         "description": data.description,
         "capabilities": caps.to_orgplane(data.capabilities, autofill=data.autofillDependencies),
     }
-    await role_service.update_role(tx, actor, actor.principal.org_public_id, role_ref, fields)
-    await _set_holders(tx, actor, role_ref, data.users)
+    await services.db.transaction(
+        role_service.update_role,
+        actor,
+        actor.principal.org_public_id,
+        role_ref,
+        fields,
+        holders=data.users,
+    )
 
 
-async def _assign(tx: Tx, actor: Caller, role_ref: str, user_ref: str, grant: bool) -> None:
-    org_ref = actor.principal.org_public_id
-    await role_service.assign(tx, actor, org_ref, role_ref, user_ref, grant=grant)
+async def _assign(
+    services: ServicesDep, actor: Caller, role_ref: str, user_ref: str, grant: bool
+) -> None:
+    await services.db.transaction(
+        role_service.assign, actor, actor.principal.org_public_id, role_ref, user_ref, grant=grant
+    )
 
 
-async def _delete(tx: Tx, actor: Caller, role_ref: str) -> None:
-    await role_service.delete_role(tx, actor, actor.principal.org_public_id, role_ref)
+async def _delete(services: ServicesDep, actor: Caller, role_ref: str) -> None:
+    await services.db.transaction(
+        role_service.delete_role, actor, actor.principal.org_public_id, role_ref
+    )
 
 
 async def _read(services: ServicesDep, principal: Principal, role_ref: str) -> _Role:
@@ -296,7 +301,7 @@ async def list_roles(
 async def create_role(
     data: JSONBody[CreateRoleDefinition], services: ServicesDep, actor: ActorDep
 ) -> RoleModel:
-    role_ref = await services.db.transaction(_create, actor, data)
+    role_ref = await _create(services, actor, data)
     return _v1(await _read(services, actor.principal, role_ref))
 
 
@@ -312,13 +317,13 @@ async def update_role(
     services: ServicesDep,
     actor: ActorDep,
 ) -> RoleModel:
-    await services.db.transaction(_update, actor, id, data)
+    await _update(services, actor, id, data)
     return _v1(await _read(services, actor.principal, id))
 
 
 @delete("/v1/roles/{id:str}", summary="Delete a role", status_code=204, responses=ERRORS)
 async def delete_role(id: RoleId, services: ServicesDep, actor: ActorDep) -> None:
-    await services.db.transaction(_delete, actor, id)
+    await _delete(services, actor, id)
 
 
 @put(
@@ -330,7 +335,7 @@ async def assign_role(
     services: ServicesDep,
     actor: ActorDep,
 ) -> RoleModel:
-    await services.db.transaction(_assign, actor, roleId, userId, True)
+    await _assign(services, actor, roleId, userId, True)
     return _v1(await _read(services, actor.principal, roleId))
 
 
@@ -346,7 +351,7 @@ async def remove_role(
     services: ServicesDep,
     actor: ActorDep,
 ) -> None:
-    await services.db.transaction(_assign, actor, roleId, userId, False)
+    await _assign(services, actor, roleId, userId, False)
 
 
 # --- v2 ----------------------------------------------------------------------------------------
@@ -370,7 +375,7 @@ async def list_roles_v2(
 async def create_role_v2(
     data: JSONBody[CreateRoleDefinitionV2], services: ServicesDep, actor: ActorDep
 ) -> RoleModelV2:
-    role_ref = await services.db.transaction(_create, actor, data)
+    role_ref = await _create(services, actor, data)
     return _v2(await _read(services, actor.principal, role_ref))
 
 
@@ -386,13 +391,13 @@ async def update_role_v2(
     services: ServicesDep,
     actor: ActorDep,
 ) -> RoleModelV2:
-    await services.db.transaction(_update, actor, id, data)
+    await _update(services, actor, id, data)
     return _v2(await _read(services, actor.principal, id))
 
 
 @delete("/v2/roles/{id:str}", summary="Delete a role (v2)", status_code=204, responses=ERRORS)
 async def delete_role_v2(id: RoleId, services: ServicesDep, actor: ActorDep) -> None:
-    await services.db.transaction(_delete, actor, id)
+    await _delete(services, actor, id)
 
 
 @put(
@@ -406,7 +411,7 @@ async def assign_role_v2(
     services: ServicesDep,
     actor: ActorDep,
 ) -> RoleModelV2:
-    await services.db.transaction(_assign, actor, roleId, userId, True)
+    await _assign(services, actor, roleId, userId, True)
     return _v2(await _read(services, actor.principal, roleId))
 
 
@@ -422,7 +427,7 @@ async def remove_role_v2(
     services: ServicesDep,
     actor: ActorDep,
 ) -> None:
-    await services.db.transaction(_assign, actor, roleId, userId, False)
+    await _assign(services, actor, roleId, userId, False)
 
 
 HANDLERS = [

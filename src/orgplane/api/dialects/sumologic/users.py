@@ -12,16 +12,13 @@ from typing import Annotated, Any, Literal
 from litestar import delete, get, post, put
 from litestar.params import FromQuery, JSONBody, PathParameter, QueryParameter
 from msgspec import UNSET, Meta, Struct, UnsetType
-from sqlalchemy.exc import IntegrityError
 
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.dialects.sumologic.errors import ERRORS
 from orgplane.core.access.principal import Caller
-from orgplane.core.access.service import reach
-from orgplane.core.errors import Conflict
 from orgplane.core.people import invitations as invitation_service
+from orgplane.core.people import service as people
 from orgplane.core.people import users as user_service
-from orgplane.db.engine import Tx
 
 UserId = Annotated[str, PathParameter(description="The user's id", max_length=64)]
 Limit = Annotated[int, QueryParameter(ge=1, le=1000, description="Page size (1-1000)")]
@@ -125,31 +122,20 @@ async def list_users(
     return ListUserModelsResponse([user_model(m) for m in page], next_token)
 
 
-async def _create(tx: Tx, actor: Caller, data: CreateUserDefinition) -> user_service.Member:
-    org = await reach(tx.conn, actor.principal, _own_org(actor), scope="users:write", lock="update")
-    member, created = await user_service.add_member(
-        tx,
-        actor,
-        org,
-        email=data.email,
-        profile={"first_name": data.firstName, "last_name": data.lastName},
-        role_refs=data.roleIds,
-    )
-    if created:
-        # Sumo Logic mails a welcome link; orgplane issues the invitation (no mail is sent).
-        await invitation_service.issue(tx, actor, org, member.row.id, member.roles)
-    return member
-
-
 @post("/v1/users", summary="Create a new user", status_code=200, responses=ERRORS)
 async def create_user(
     data: JSONBody[CreateUserDefinition], services: ServicesDep, actor: ActorDep
 ) -> UserModel:
-    try:
-        member = await services.db.transaction(_create, actor, data)
-    except IntegrityError:
-        raise Conflict("a concurrent change created the same user; retry") from None
-    return user_model(member)
+    # Sumo Logic mails a welcome link; orgplane issues the invitation (no mail is sent).
+    invited = await services.db.transaction(
+        people.invite_member,
+        actor=actor,
+        org_ref=_own_org(actor),
+        email=data.email,
+        profile={"first_name": data.firstName, "last_name": data.lastName},
+        roles=data.roleIds,
+    )
+    return user_model(invited.member)
 
 
 @get("/v1/users/{id:str}", summary="Get a user", responses=ERRORS)
@@ -159,21 +145,6 @@ async def get_user(id: UserId, services: ServicesDep, principal: PrincipalDep) -
     return user_model(member)
 
 
-async def _update(
-    tx: Tx, actor: Caller, user_ref: str, data: UpdateUserDefinition
-) -> user_service.Member:
-    fields: dict[str, Any] = {"first_name": data.firstName, "last_name": data.lastName}
-    if not isinstance(data.roleIds, UnsetType):
-        fields["roles"] = data.roleIds
-    org_ref = _own_org(actor)
-    member = await user_service.update_member(tx, actor, org_ref, user_ref, fields)
-    if not isinstance(data.isActive, UnsetType) and data.isActive != (
-        member.row.status != "disabled"
-    ):
-        member = await user_service.set_status(tx, actor, org_ref, user_ref, enable=data.isActive)
-    return member
-
-
 @put("/v1/users/{id:str}", summary="Update a user", responses=ERRORS)
 async def update_user(
     id: UserId,
@@ -181,7 +152,18 @@ async def update_user(
     services: ServicesDep,
     actor: ActorDep,
 ) -> UserModel:
-    return user_model(await services.db.transaction(_update, actor, id, data))
+    fields: dict[str, Any] = {"first_name": data.firstName, "last_name": data.lastName}
+    if not isinstance(data.roleIds, UnsetType):
+        fields["roles"] = data.roleIds
+    member = await services.db.transaction(
+        people.change_member,
+        actor=actor,
+        org_ref=_own_org(actor),
+        user_ref=id,
+        fields=fields,
+        active=None if isinstance(data.isActive, UnsetType) else data.isActive,
+    )
+    return user_model(member)
 
 
 @delete("/v1/users/{id:str}", summary="Delete a user", status_code=204, responses=ERRORS)
@@ -194,11 +176,9 @@ async def delete_user(
     ] = None,
     deleteContent: FromQuery[bool] = False,
 ) -> None:
-    removal = await services.db.transaction(
+    await services.db.transaction(
         user_service.remove_member, actor, _own_org(actor), id, transfer_to=transferTo
     )
-    for key_hash in removal.key_hashes:
-        services.keys.invalidate(key_hash)
 
 
 @post(
