@@ -160,15 +160,36 @@ async def create_root(tx: Tx, actor: Actor, *, name: str, **fields: Any) -> Any:
 
 async def create_child(
     tx: Tx,
-    actor: Actor,
-    parent_ref: str,
-    fields: dict[str, Any],
     *,
+    actor: Caller,
+    parent_ref: str | int,
+    fields: dict[str, Any],
     max_depth: int,
     allocations: dict[str, Any] | None = None,
 ) -> Any:
     """A new child; ``allocations`` ({meter: amount}) come from the parent's pool at once."""
-    principal = _principal(actor)
+    row, _ = await create_child_allocated(
+        tx,
+        actor=actor,
+        parent_ref=parent_ref,
+        fields=fields,
+        max_depth=max_depth,
+        allocations=allocations,
+    )
+    return row
+
+
+async def create_child_allocated(
+    tx: Tx,
+    *,
+    actor: Caller,
+    parent_ref: str | int,
+    fields: dict[str, Any],
+    max_depth: int,
+    allocations: dict[str, Any] | None = None,
+) -> tuple[Any, list[allocation.Allocation]]:
+    """``create_child``, with the allocations it made (the parent's balances after them)."""
+    principal = actor.principal
     values = clean_fields(fields)
     if "name" not in values:
         raise InvalidInput.for_field("name", "is required")
@@ -201,10 +222,11 @@ async def create_child(
         target_id=row.public_id,
         after=snapshot(row),
     )
+    given = []
     if allocations:
         require_scope(principal, "credits:write")
-        await allocation.allocate_initial(tx, actor, parent, row, allocations)
-    return row
+        given = await allocation.allocate_initial(tx, actor, parent, row, allocations)
+    return row, given
 
 
 async def update(
@@ -557,12 +579,6 @@ async def move(
     return await fetch(tx, row.id)
 
 
-def _principal(actor: Actor) -> Principal:
-    if actor.principal is None:
-        raise AssertionError("an API change needs a principal")
-    return actor.principal
-
-
 @dataclass(frozen=True)
 class Page:
     rows: list[Any]
@@ -720,6 +736,7 @@ __all__ = [
     "check_if_match",
     "clean_name",
     "create_child",
+    "create_child_allocated",
     "create_root",
     "delete",
     "delete_confirmed",

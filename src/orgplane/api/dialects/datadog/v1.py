@@ -15,15 +15,14 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.dialects.datadog import shapes
 from orgplane.api.dialects.datadog.errors import ERRORS
-from orgplane.core.access.principal import Caller, Principal
+from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import reach
-from orgplane.core.credentials import service as key_service
-from orgplane.core.errors import FieldError, Forbidden, InvalidInput
+from orgplane.core.errors import FieldError, InvalidInput
+from orgplane.core.orgs import managed
 from orgplane.core.orgs import service as org_service
 from orgplane.core.orgs import settings as org_settings
 from orgplane.core.orgs.saml import MAX_METADATA_BYTES
-from orgplane.core.people import users as user_service
-from orgplane.db.engine import Reader, Tx
+from orgplane.db.engine import Reader
 from orgplane.models.base import utcnow
 
 PublicId = Annotated[str, PathParameter(description="The org's public id", max_length=64)]
@@ -119,42 +118,13 @@ async def list_orgs(services: ServicesDep, principal: PrincipalDep) -> dict[str,
     return {"orgs": [shapes.v1_org(r) for r in rows]}
 
 
-async def _create_child(tx: Tx, actor: Caller, body: OrgCreateBody, max_depth: int) -> Any:
-    principal = actor.principal
+def _child_fields(body: OrgCreateBody) -> dict[str, Any]:
     fields: dict[str, Any] = {"name": body.name}
     if body.subscription is not None:
         fields["plan"] = body.subscription.type
     if body.billing is not None:
         fields["settings"] = {"billing": {"type": body.billing.type}}
-    try:
-        child = await org_service.create_child(
-            tx, actor, principal.org_public_id, fields, max_depth=max_depth
-        )
-    except InvalidInput as exc:
-        raise _in_datadog_words(exc) from None
-    member = None
-    if principal.user_id is not None:
-        # Datadog makes the user behind the application key an admin of the new org.
-        creator = await user_service.public_id_by_key(tx.conn, principal.user_id)
-        if creator is None:
-            raise Forbidden("the user behind this key no longer exists")
-        email = (
-            await user_service.get_member(tx.conn, principal, principal.org_public_id, creator)
-        ).row.email
-        org = await reach(tx.conn, principal, child.public_id, scope="users:write", lock="update")
-        member, _ = await user_service.add_member(
-            tx, actor, org, email=email, profile={}, role_refs=["administrator"]
-        )
-    # The key takes the caller's scopes and expiry (mint's defaults).
-    key = await key_service.mint(
-        tx,
-        actor=actor,
-        org_ref=child.public_id,
-        name=f"{body.name} (Datadog)",
-        kind="datadog",
-        user_ref=member.row.public_id if member is not None else None,
-    )
-    return child, key, member
+    return fields
 
 
 @post(
@@ -168,9 +138,23 @@ async def _create_child(tx: Tx, actor: Caller, body: OrgCreateBody, max_depth: i
 async def create_child_org(
     data: JSONBody[OrgCreateBody], services: ServicesDep, actor: ActorDep
 ) -> dict[str, Any]:
-    child, key, member = await services.db.transaction(
-        _create_child, actor, data, services.settings.max_tree_depth
-    )
+    try:
+        # Datadog makes the user behind the application key an administrator of the new org;
+        # the key takes the caller's scopes and expiry.
+        created = await services.db.transaction(
+            managed.create_managed,
+            actor=actor,
+            parent_ref=actor.principal.org_public_id,
+            fields=_child_fields(data),
+            max_depth=services.settings.max_tree_depth,
+            creator_role="administrator",
+            key=managed.NewKey(name=f"{data.name} (Datadog)", kind="datadog"),
+        )
+    except InvalidInput as exc:
+        raise _in_datadog_words(exc) from None
+    child, key = created.org, created.key
+    assert key is not None  # asked for above
+    member = created.owner.member if created.owner is not None else None
     created = key.row.created_at.strftime("%Y-%m-%d %H:%M:%S")
     owner = member.row.email if member is not None else actor.label
     out: dict[str, Any] = {

@@ -11,15 +11,14 @@ from msgspec import Meta, Struct
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.dialects.make import enums
 from orgplane.api.dialects.make.errors import ERRORS
-from orgplane.core.access.principal import Caller
 from orgplane.core.access.service import reach_by_key
 from orgplane.core.credits import allocation as credits
 from orgplane.core.credits import ledger as ledger_queries
+from orgplane.core.orgs import managed
 from orgplane.core.orgs import service as org_service
 from orgplane.core.people import service as people
 from orgplane.core.people import users as user_service
 from orgplane.core.usage import consumption
-from orgplane.db.engine import Tx
 
 METER = "operations"
 OWNER_ROLE = "owner"
@@ -85,57 +84,26 @@ async def list_managed(
     }
 
 
-async def _owner(tx: Tx, actor: Caller, child: Any, email: str, name: str | None) -> dict[str, Any]:
-    """Make the named person the child's owner: an existing user, or a new pending one invited
-    to set a password."""
-    # Naming an owner adds a member to the child: the same reach and scope as the users API.
-    invited = await people.invite_member(
-        tx,
-        actor=actor,
-        org_ref=child.public_id,
-        email=email,
-        profile=user_service.profile_from_full_name(name),
-        roles=[OWNER_ROLE],
-    )
-    member, created = invited.member, invited.created
+def _owner(invited: people.Invited | None) -> dict[str, Any]:
+    """Make's owner fields: the named person (an existing user, or a new pending one invited to
+    set a password), or nobody."""
+    if invited is None:
+        return {
+            "userId": None,
+            "userEmail": None,
+            "userName": None,
+            "userLanguage": None,
+            "userExisted": 0,
+        }
+    member = invited.member
     full_name = f"{member.row.first_name} {member.row.last_name}".strip()
     return {
         "userId": member.row.id,
         "userEmail": member.row.email,
         "userName": full_name or None,
         "userLanguage": "en",
-        "userExisted": 0 if created else 1,
+        "userExisted": 0 if invited.created else 1,
     }
-
-
-async def _create(
-    tx: Tx, actor: Caller, parent_key: int, data: ManagedOrganizationCreate, max_depth: int
-) -> dict[str, Any]:
-    parent = await reach_by_key(tx.conn, actor.principal, parent_key, scope="orgs:write")
-    fields = {
-        "name": data.organizationName,
-        "deployment": enums.deployment_of(data.regionId),
-        "country": enums.country_of(data.countryId),
-    }
-    child = await org_service.create_child(
-        tx,
-        actor,
-        parent.public_id,
-        fields,
-        max_depth=max_depth,
-        allocations={METER: data.operations},
-    )
-    owner: dict[str, Any] = {
-        "userId": None,
-        "userEmail": None,
-        "userName": None,
-        "userLanguage": None,
-        "userExisted": 0,
-    }
-    if data.userEmail is not None:
-        owner = await _owner(tx, actor, child, data.userEmail, data.userName)
-    _, available = (await ledger_queries.balances(tx, [parent.id], METER))[parent.id]
-    return {**owner, "childOrganizationId": child.id, "newParentOperations": available}
 
 
 @post(
@@ -151,10 +119,34 @@ async def create_managed(
     services: ServicesDep,
     actor: ActorDep,
 ) -> dict[str, Any]:
+    fields = {
+        "name": data.organizationName,
+        "deployment": enums.deployment_of(data.regionId),
+        "country": enums.country_of(data.countryId),
+    }
+    owner = None
+    if data.userEmail is not None:
+        owner = managed.Owner(
+            email=data.userEmail,
+            profile=user_service.profile_from_full_name(data.userName),
+            role=OWNER_ROLE,
+        )
     created = await services.db.transaction(
-        _create, actor, organizationId, data, services.settings.max_tree_depth
+        managed.create_managed,
+        actor=actor,
+        parent_ref=organizationId,
+        fields=fields,
+        max_depth=services.settings.max_tree_depth,
+        allocations={METER: data.operations},
+        owner=owner,
     )
-    return {**created, "domain": enums.zone_domain(request)}
+    (given,) = created.allocations
+    return {
+        **_owner(created.owner),
+        "childOrganizationId": created.org.id,
+        "newParentOperations": given.parent_balance.available,
+        "domain": enums.zone_domain(request),
+    }
 
 
 @patch(

@@ -20,13 +20,13 @@ from orgplane.api.dialects.make.managed import (
     PgLimit,
     PgOffset,
 )
-from orgplane.core.access.principal import Caller, Principal
-from orgplane.core.access.service import reach, reach_by_key
+from orgplane.core.access.principal import Principal
+from orgplane.core.access.service import reach_by_key, require_scope
 from orgplane.core.credits import ledger as ledger_queries
 from orgplane.core.errors import InvalidInput
 from orgplane.core.orgs import service as org_service
 from orgplane.core.usage import consumption, counters
-from orgplane.db.engine import Reader, Tx
+from orgplane.db.engine import Reader
 
 USAGE_DAYS = 30
 # Make's default columns of a listed organization.
@@ -131,20 +131,6 @@ async def list_organizations(
     }
 
 
-async def _create(tx: Tx, actor: Caller, data: OrganizationCreate, max_depth: int) -> Any:
-    # Scope first: a token that may not create learns nothing about the ids it sent.
-    await reach(tx.conn, actor.principal, actor.principal.org_public_id, scope="orgs:write")
-    fields = {
-        "name": data.name,
-        "deployment": enums.deployment_of(data.regionId),
-        "timezone": enums.timezone_of(data.timezoneId),
-        "country": enums.country_of(data.countryId),
-    }
-    return await org_service.create_child(
-        tx, actor, actor.principal.org_public_id, fields, max_depth=max_depth
-    )
-
-
 @post(
     "/organizations",
     summary="Create an organization (a child of the token's organization)",
@@ -157,7 +143,21 @@ async def create_organization(
     services: ServicesDep,
     actor: ActorDep,
 ) -> dict[str, Any]:
-    row = await services.db.transaction(_create, actor, data, services.settings.max_tree_depth)
+    # Scope first: a token that may not create learns nothing about the ids it sent.
+    require_scope(actor.principal, "orgs:write")
+    fields = {
+        "name": data.name,
+        "deployment": enums.deployment_of(data.regionId),
+        "timezone": enums.timezone_of(data.timezoneId),
+        "country": enums.country_of(data.countryId),
+    }
+    row = await services.db.transaction(
+        org_service.create_child,
+        actor=actor,
+        parent_ref=actor.principal.org_public_id,
+        fields=fields,
+        max_depth=services.settings.max_tree_depth,
+    )
     async with services.db.read() as conn:
         return {"organization": await detail(conn, row, request)}
 

@@ -23,17 +23,17 @@ from msgspec import UNSET, Meta, Struct, UnsetType, structs
 
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.dialects.sumologic.errors import ERRORS, NotSupported
-from orgplane.core.access.principal import Caller, Principal
+from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import org_not_found, reach, reach_by_key
 from orgplane.core.credentials import service as key_service
 from orgplane.core.credits import ledger as ledger_queries
 from orgplane.core.credits import service as credit_service
 from orgplane.core.errors import InvalidInput
 from orgplane.core.ids import sumo_org_id
+from orgplane.core.orgs import managed
 from orgplane.core.orgs import service as org_service
 from orgplane.core.orgs.validation import DEPLOYMENTS
-from orgplane.core.people import service as people
-from orgplane.db.engine import Reader, Tx
+from orgplane.db.engine import Reader
 from orgplane.models.orgs import PAID_PLANS
 
 METER = "credits"
@@ -321,46 +321,6 @@ async def list_organizations(
     return ListOrganizationResponse(data, page.next_cursor)
 
 
-async def _create(
-    tx: Tx, actor: Caller, header: str | None, data: OrganizationWithSubscriptionDetails, depth: int
-) -> Any:
-    parent = await own_org(tx.conn, actor.principal, header, "orgs:write")
-    settings = {
-        SETTINGS_KEY: {
-            "contact": {
-                "email": data.email,
-                "firstName": data.firstName,
-                "lastName": data.lastName,
-            },
-            "baselines": _baseline_fields(data.baselines or Baselines()),
-        }
-    }
-    amount = _credits(data.baselines)
-    child = await org_service.create_child(
-        tx,
-        actor,
-        parent.public_id,
-        {
-            "name": data.organizationName,
-            "deployment": data.deploymentId,
-            "plan": "trial" if data.trialPlanPeriod else parent.plan,
-            "settings": settings,
-        },
-        max_depth=depth,
-        allocations={METER: amount} if amount else None,
-    )
-    await people.invite_member(
-        tx,
-        actor=actor,
-        org_ref=child.public_id,
-        email=data.email,
-        profile={"first_name": data.firstName, "last_name": data.lastName},
-        roles=["administrator"],
-        scope="orgs:write",
-    )
-    return child
-
-
 @post(
     "/v1/organizations",
     summary="Create a child organization",
@@ -375,11 +335,41 @@ async def create_organization(
     actor: ActorDep,
     parentDeploymentId: ParentDeployment = None,
 ) -> ReadOrganizationResponse:
-    child = await services.db.transaction(
-        _create, actor, parentDeploymentId, data, services.settings.max_tree_depth
+    async with services.db.read() as conn:
+        parent = await own_org(conn, actor.principal, parentDeploymentId, "orgs:write")
+    settings = {
+        SETTINGS_KEY: {
+            "contact": {
+                "email": data.email,
+                "firstName": data.firstName,
+                "lastName": data.lastName,
+            },
+            "baselines": _baseline_fields(data.baselines or Baselines()),
+        }
+    }
+    amount = _credits(data.baselines)
+    created = await services.db.transaction(
+        managed.create_managed,
+        actor=actor,
+        parent_ref=parent.public_id,
+        fields={
+            "name": data.organizationName,
+            "deployment": data.deploymentId,
+            "plan": "trial" if data.trialPlanPeriod else parent.plan,
+            "settings": settings,
+        },
+        max_depth=services.settings.max_tree_depth,
+        allocations={METER: amount} if amount else None,
+        # The contact becomes the child's first administrator, invited.
+        owner=managed.Owner(
+            email=data.email,
+            profile={"first_name": data.firstName, "last_name": data.lastName},
+            role="administrator",
+            scope="orgs:write",
+        ),
     )
     async with services.db.read() as conn:
-        return (await render_rows(conn, [child]))[0]
+        return (await render_rows(conn, [created.org]))[0]
 
 
 @get("/v1/organizations/{orgId:str}", summary="Get an organization", responses=ERRORS)
@@ -539,24 +529,6 @@ async def parent_org(
     )
 
 
-async def _access_key(
-    tx: Tx, actor: Caller, header: str | None, ref: str, data: AccessKeyCreate
-) -> key_service.CreatedKey:
-    principal = actor.principal
-    await own_org(tx.conn, principal, header, "keys:write")
-    row = await reach_sumo(tx.conn, principal, ref, scope="keys:write")
-    # Without scopes, the new key may do what the creating key may (Sumo Logic's default), and
-    # it lives as long as the creating key (mint's defaults).
-    return await key_service.mint(
-        tx,
-        actor=actor,
-        org_ref=row.public_id,
-        name=data.label,
-        kind="sumologic",
-        scopes=data.scopes,
-    )
-
-
 @post(
     "/v1/organizations/{orgId:str}/accessKey",
     summary="Create an access key for a child organization",
@@ -573,7 +545,19 @@ async def create_access_key(
     actor: ActorDep,
     parentDeploymentId: ParentDeployment = None,
 ) -> AccessKey:
-    created = await services.db.transaction(_access_key, actor, parentDeploymentId, orgId, data)
+    async with services.db.read() as conn:
+        await own_org(conn, actor.principal, parentDeploymentId, "keys:write")
+        target = await reach_sumo(conn, actor.principal, orgId, scope="keys:write")
+    # Without scopes, the new key may do what the creating key may (Sumo Logic's default), and
+    # it lives as long as the creating key (mint's defaults).
+    created = await services.db.transaction(
+        key_service.mint,
+        actor=actor,
+        org_ref=target.public_id,
+        name=data.label,
+        kind="sumologic",
+        scopes=data.scopes,
+    )
     row = created.row
     return AccessKey(
         id=created.vendor["access_id"],
