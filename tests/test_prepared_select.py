@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from conftest import Harness
 from orgplane.core.access.service import ORG_COLUMNS, PARENT
-from orgplane.core.orgs import service as org_service
+from orgplane.core.orgs import queries as org_queries
 from orgplane.db.engine import PreparedSelect, Tx, all_rows, first
 from orgplane.models import orgs
 
@@ -66,8 +66,8 @@ async def test_lists_match_sqlalchemys_and_page_alike(h: Harness) -> None:
             await conn.execute(sa.select(orgs.c.id).where(orgs.c.public_id == h.root.org_id))
         ).scalar_one()
         params = {"parent_id": root_key, "limit": 10}
-        fast = await all_rows(conn, org_service._CHILDREN, params)
-        slow = (await conn.execute(org_service._CHILDREN.statement, params)).all()
+        fast = await all_rows(conn, org_queries.CHILDREN, params)
+        slow = (await conn.execute(org_queries.CHILDREN.statement, params)).all()
         assert [tuple(r) for r in fast] == [tuple(r) for r in slow] and len(fast) == 5
     seen, cursor = [], None
     while True:

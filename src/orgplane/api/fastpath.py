@@ -29,7 +29,7 @@ from orgplane.api.deps import SETTLED, Services, record_attempt
 from orgplane.api.native.schemas import org_out, org_page_out
 from orgplane.core.access.principal import RequestMeta
 from orgplane.core.access.service import authenticate, parse_authorization, reach
-from orgplane.core.orgs import service as org_service
+from orgplane.core.orgs import queries as org_queries
 from orgplane.core.orgs.service import etag
 from orgplane.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -115,7 +115,7 @@ class FastReads:
                     scope["path_template"] = ORG_ROUTE
                 else:
                     limit, cursor = page
-                    children = await org_service.list_children(
+                    children = await org_queries.list_children(
                         conn, principal, org_ref, limit=limit, cursor=cursor
                     )
                     body = _encoder.encode(org_page_out(children))

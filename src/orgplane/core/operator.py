@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from orgplane.core.access.principal import Actor
 from orgplane.core.access.service import org_not_found
 from orgplane.core.credits.service import Balance, apply_root_limit
-from orgplane.core.orgs.service import subtree_range
+from orgplane.core.orgs.repository import subtree_range
 from orgplane.db.engine import Reader, Tx
 from orgplane.models import orgs
 

@@ -24,6 +24,7 @@ from orgplane.api.native.schemas import (
 )
 from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import reach
+from orgplane.core.orgs import queries as org_queries
 from orgplane.core.orgs import service as org_service
 from orgplane.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -161,7 +162,7 @@ async def list_children(
     tag: TagFilter = None,
 ) -> OrgPage:
     async with services.db.read() as conn:
-        page = await org_service.list_children(
+        page = await org_queries.list_children(
             conn, principal, org_id, limit=limit, cursor=cursor, name=name, status=status, tag=tag
         )
     return org_page_out(page)
@@ -186,7 +187,7 @@ async def list_descendants(
     tag: TagFilter = None,
 ) -> OrgPage:
     async with services.db.read() as conn:
-        page = await org_service.list_descendants(
+        page = await org_queries.list_descendants(
             conn,
             principal,
             org_id,

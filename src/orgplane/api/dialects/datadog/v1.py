@@ -19,6 +19,7 @@ from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import reach
 from orgplane.core.errors import FieldError, InvalidInput
 from orgplane.core.orgs import managed
+from orgplane.core.orgs import queries as org_queries
 from orgplane.core.orgs import service as org_service
 from orgplane.core.orgs import settings as org_settings
 from orgplane.core.orgs.saml import MAX_METADATA_BYTES
@@ -101,7 +102,7 @@ async def _subtree(conn: Reader, principal: Principal) -> list[Any]:
     rows = [own]
     cursor = None
     while len(rows) < LIST_MAX:
-        page = await org_service.list_descendants(
+        page = await org_queries.list_descendants(
             conn, principal, own.public_id, limit=LIST_BATCH, cursor=cursor
         )
         rows.extend(page.rows)

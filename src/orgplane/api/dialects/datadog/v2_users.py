@@ -15,7 +15,7 @@ from orgplane.api.dialects.datadog.v1 import datadog_base
 from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import reach
 from orgplane.core.errors import InvalidInput, Unprocessable
-from orgplane.core.orgs import service as org_service
+from orgplane.core.orgs import queries as org_queries
 from orgplane.core.people import directory
 from orgplane.core.people import invitations as invitation_service
 from orgplane.core.people import memberships as ms
@@ -117,7 +117,7 @@ async def list_managed_orgs(
 ) -> dict[str, Any]:
     async with services.db.read() as conn:
         own = await own_org(conn, principal, "orgs:read")
-        page = await org_service.list_descendants(
+        page = await org_queries.list_descendants(
             conn, principal, own.public_id, limit=MANAGED_MAX, name=filter_name
         )
     base = datadog_base(request)

@@ -15,7 +15,7 @@ from orgplane.core.access.service import reach_by_key
 from orgplane.core.credits import allocation as credits
 from orgplane.core.credits import ledger as ledger_queries
 from orgplane.core.orgs import managed
-from orgplane.core.orgs import service as org_service
+from orgplane.core.orgs import queries as org_queries
 from orgplane.core.people import service as people
 from orgplane.core.people import users as user_service
 from orgplane.core.usage import consumption
@@ -61,7 +61,7 @@ async def list_managed(
 ) -> dict[str, Any]:
     async with services.db.read() as conn:
         parent = await reach_by_key(conn, principal, organizationId, scope="credits:read")
-        page = await org_service.list_children(
+        page = await org_queries.list_children(
             conn, principal, parent.public_id, limit=offset + limit
         )
         rows = page.rows[offset:]

@@ -24,6 +24,7 @@ from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import reach_by_key, require_scope
 from orgplane.core.credits import ledger as ledger_queries
 from orgplane.core.errors import InvalidInput
+from orgplane.core.orgs import queries as org_queries
 from orgplane.core.orgs import service as org_service
 from orgplane.core.usage import consumption, counters
 from orgplane.db.engine import Reader
@@ -116,7 +117,7 @@ async def list_organizations(
     columns: Columns = None,
 ) -> dict[str, Any]:
     async with services.db.read() as conn:
-        rows = await org_service.list_subtree(
+        rows = await org_queries.list_subtree(
             conn,
             principal,
             sort=SORTS[sort_by],

@@ -31,6 +31,7 @@ from orgplane.core.credits import service as credit_service
 from orgplane.core.errors import InvalidInput
 from orgplane.core.ids import sumo_org_id
 from orgplane.core.orgs import managed
+from orgplane.core.orgs import queries as org_queries
 from orgplane.core.orgs import service as org_service
 from orgplane.core.orgs.validation import DEPLOYMENTS
 from orgplane.db.engine import Reader
@@ -309,7 +310,7 @@ async def list_organizations(
 ) -> ListOrganizationResponse:
     async with services.db.read() as conn:
         parent = await own_org(conn, principal, parentDeploymentId, "orgs:read")
-        page = await org_service.list_children(
+        page = await org_queries.list_children(
             conn,
             principal,
             parent.public_id,
