@@ -14,22 +14,42 @@ user with an invitation).
 from __future__ import annotations
 
 import re
-from datetime import date
 from typing import Annotated, Any, Literal
 
 from litestar import Request, delete, get, post, put
 from litestar.params import FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
-from msgspec import UNSET, Meta, Struct, UnsetType, structs
 
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.dialects.sumologic.errors import ERRORS, NotSupported
+from orgplane.api.dialects.sumologic.shapes import (
+    PLAN_NAMES,
+    SETTINGS_KEY,
+    AccessKey,
+    AccessKeyCreate,
+    AllocatedCredits,
+    Baselines,
+    CseProvisioning,
+    DelinkRequest,
+    Deployment,
+    DeploymentCharge,
+    DetailedUsage,
+    ListOrganizationResponse,
+    OrganizationWithSubscriptionDetails,
+    ParentOrgInfo,
+    ParentUsage,
+    Provisioning,
+    ReadOrganizationResponse,
+    SubdomainLoginUrl,
+    baseline_fields,
+    credits_of,
+    render,
+)
 from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import org_not_found, reach, reach_by_key
 from orgplane.core.credentials import service as key_service
 from orgplane.core.credits import ledger as ledger_queries
 from orgplane.core.credits import service as credit_service
 from orgplane.core.errors import InvalidInput
-from orgplane.core.ids import sumo_org_id
 from orgplane.core.orgs import managed
 from orgplane.core.orgs import queries as org_queries
 from orgplane.core.orgs import service as org_service
@@ -38,9 +58,7 @@ from orgplane.db.engine import Reader
 from orgplane.models.orgs import PAID_PLANS
 
 METER = "credits"
-SETTINGS_KEY = "sumologic"
 _SUMO_ID = re.compile(r"^([a-z0-9]{2,6})-([0-9A-Fa-f]{16})$")
-PLAN_NAMES = {"trial": "Trial", "free": "Free", "pro": "Professional", "enterprise": "Enterprise"}
 STATUS_FILTERS = {"Active": "active", "Inactive": "deactivated", "All": None}
 
 OrgId = Annotated[
@@ -54,142 +72,6 @@ ParentDeployment = Annotated[
         description="The deployment of the caller's organization, e.g. `us2` (required)",
     ),
 ]
-Count = Annotated[int, Meta(ge=0, le=10**15)]
-
-
-class FeatureActivation(Struct):
-    cse: bool = False
-
-
-class Baselines(Struct, omit_defaults=False):
-    continuousIngest: Count = 0
-    frequentIngest: Count = 0
-    infrequentIngest: Count = 0
-    metrics: Count = 0
-    tracingIngest: Count = 0
-    cseIngest: Count = 0
-    featureActivation: FeatureActivation | None = None
-    totalCreditsAllocated: Count | UnsetType = UNSET
-
-
-class OrganizationWithSubscriptionDetails(Struct):
-    email: Annotated[str, Meta(min_length=3, max_length=255)]
-    organizationName: Annotated[
-        str, Meta(min_length=1, max_length=100, pattern=r"^([a-zA-Z0-9 +%\-@.,_()]+)$")
-    ]
-    firstName: Annotated[str, Meta(min_length=1, max_length=128)]
-    deploymentId: Annotated[str, Meta(min_length=2, max_length=6)]
-    lastName: Annotated[str, Meta(max_length=128)] = ""
-    trialPlanPeriod: Annotated[int, Meta(ge=1, le=60)] | None = None
-    baselines: Baselines | None = None
-
-
-class Plan(Struct):
-    planName: str
-
-
-class CreditsSubscription(Struct):
-    startDate: date
-    status: str
-    plan: Plan
-    credits: int
-    deploymentChargeCredits: int
-    allocatedCredits: int
-    baselines: Baselines
-
-
-class ReadOrganizationResponse(Struct):
-    orgId: str
-    organizationName: str
-    email: str
-    firstName: str
-    lastName: str
-    deploymentId: str
-    subscription: CreditsSubscription
-    isSSOSetup: bool = False
-
-
-class ListOrganizationResponse(Struct):
-    data: list[ReadOrganizationResponse]
-    next: str | None
-
-
-class Deployment(Struct):
-    deploymentId: str
-    serviceUrl: str
-    apiUrl: str
-
-
-class ParentUsage(Struct):
-    totalCapacity: float
-    totalCreditsUsed: float
-    creditsAllocated: float
-
-
-class AllocatedCredits(Struct):
-    creditsAllocated: float
-
-
-class DetailedUsage(Struct):
-    totalCapacity: float
-    totalCreditsUsed: float
-    deploymentChargeCreditsUsed: float
-    allocatedCreditsUsed: float
-    usages: list[dict[str, Any]]
-
-
-class DeploymentCharge(Struct):
-    deploymentId: str
-    deploymentCharge: float
-
-
-class ParentOrgInfo(Struct):
-    isEligibleForTrialOrgs: bool
-    isEligibleForDeploymentCharge: bool
-    deploymentCharges: list[DeploymentCharge]
-    planName: str
-
-
-class AccessKeyCreate(Struct):
-    label: Annotated[str, Meta(min_length=1, max_length=128)]
-    corsHeaders: Annotated[list[Annotated[str, Meta(max_length=256)]], Meta(max_length=20)] = []
-    scopes: Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=50)] | None = None
-
-
-class AccessKey(Struct):
-    id: str
-    label: str
-    corsHeaders: list[str]
-    disabled: bool
-    createdAt: Any
-    createdBy: str
-    modifiedAt: Any
-    lastUsed: Any
-    scopes: list[str]
-    effectiveScopes: list[str]
-    key: str
-
-
-class DelinkRequest(Struct):
-    orgIds: Annotated[
-        list[Annotated[str, Meta(max_length=23)]], Meta(min_length=1, max_length=1000)
-    ]
-
-
-class SubdomainLoginUrl(Struct):
-    subdomainLoginUrl: str
-
-
-class CseProvisioning(Struct):
-    isProvisioned: bool = False
-    isProvisioningToggleAllowed: bool = False
-
-
-class Provisioning(Struct):
-    cse: CseProvisioning
-
-
-# --- ids, the header, rendering ----------------------------------------------------------------
 
 
 def parse_org_id(value: str, field: str = "orgId") -> tuple[str, int]:
@@ -223,63 +105,11 @@ async def own_org(conn: Reader, principal: Principal, header: str | None, scope:
     return org
 
 
-def org_ref(row: Any) -> str:
-    return sumo_org_id(row.deployment, row.id)
-
-
-def _sumo_settings(row: Any) -> dict[str, Any]:
-    value = (row.settings or {}).get(SETTINGS_KEY)
-    return value if isinstance(value, dict) else {}
-
-
-def _baselines(row: Any, amount: int) -> Baselines:
-    stored = _sumo_settings(row).get("baselines") or {}
-    fields = {k: v for k, v in stored.items() if k in Baselines.__struct_fields__}
-    if isinstance(fields.get("featureActivation"), dict):
-        fields["featureActivation"] = FeatureActivation(**fields["featureActivation"])
-    return Baselines(**fields, totalCreditsAllocated=amount)
-
-
-def render(row: Any, amount: int, charge: int) -> ReadOrganizationResponse:
-    contact = _sumo_settings(row).get("contact") or {}
-    return ReadOrganizationResponse(
-        orgId=org_ref(row),
-        organizationName=row.name,
-        email=contact.get("email", ""),
-        firstName=contact.get("firstName", ""),
-        lastName=contact.get("lastName", ""),
-        deploymentId=row.deployment,
-        subscription=CreditsSubscription(
-            startDate=row.created_at.date(),
-            status="Active" if row.status == "active" and row.deleted_at is None else "Canceled",
-            plan=Plan(PLAN_NAMES.get(row.plan, row.plan)),
-            credits=amount + charge,
-            deploymentChargeCredits=charge,
-            allocatedCredits=amount,
-            baselines=_baselines(row, amount),
-        ),
-    )
-
-
 async def render_rows(conn: Reader, rows: list[Any]) -> list[ReadOrganizationResponse]:
     ids = [r.id for r in rows]
     amounts = await ledger_queries.balances(conn, ids, METER)
     charges = await ledger_queries.charges(conn, ids, METER)
     return [render(r, amounts.get(r.id, (0, 0))[0], charges.get(r.id, 0)) for r in rows]
-
-
-def _baseline_fields(baselines: Baselines) -> dict[str, Any]:
-    fields = structs.asdict(baselines)
-    fields.pop("totalCreditsAllocated", None)
-    if baselines.featureActivation is not None:
-        fields["featureActivation"] = structs.asdict(baselines.featureActivation)
-    return {k: v for k, v in fields.items() if v is not None}
-
-
-def _credits(baselines: Baselines | None) -> int | None:
-    if baselines is None or isinstance(baselines.totalCreditsAllocated, UnsetType):
-        return None
-    return baselines.totalCreditsAllocated
 
 
 # --- operations --------------------------------------------------------------------------------
@@ -345,10 +175,10 @@ async def create_organization(
                 "firstName": data.firstName,
                 "lastName": data.lastName,
             },
-            "baselines": _baseline_fields(data.baselines or Baselines()),
+            "baselines": baseline_fields(data.baselines or Baselines()),
         }
     }
-    amount = _credits(data.baselines)
+    amount = credits_of(data.baselines)
     created = await services.db.transaction(
         managed.create_managed,
         actor=actor,
@@ -409,8 +239,8 @@ async def update_organization(
         actor=actor,
         org_ref=target.id,
         meter=METER,
-        amount=_credits(data),
-        settings_section=(SETTINGS_KEY, {"baselines": _baseline_fields(data)}),
+        amount=credits_of(data),
+        settings_section=(SETTINGS_KEY, {"baselines": baseline_fields(data)}),
     )
     async with services.db.read() as conn:
         return (await render_rows(conn, [row]))[0]

@@ -24,10 +24,10 @@ from orgplane.api.dialects.sumologic.organizations import (
     METER,
     ParentDeployment,
     detailed_usage,
-    org_ref,
     own_org,
     reach_sumo,
 )
+from orgplane.api.dialects.sumologic.shapes import org_ref
 from orgplane.core.access.principal import Principal
 from orgplane.core.errors import InvalidInput
 from orgplane.core.usage import consumption
