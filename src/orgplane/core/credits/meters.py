@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from orgplane.core.access.principal import Actor, Principal
+from orgplane.core.access.principal import Caller, Principal
 from orgplane.core.access.service import require_scope
 from orgplane.core.audit import service as audit
 from orgplane.core.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
@@ -101,9 +101,8 @@ def describe(row: Any) -> dict[str, Any]:
     }
 
 
-async def create(tx: Tx, actor: Actor, fields: dict[str, Any]) -> Any:
+async def create(tx: Tx, actor: Caller, fields: dict[str, Any]) -> Any:
     principal = actor.principal
-    assert principal is not None
     await _installation_admin(tx, principal)
     values = _clean(fields)
     if (await tx.execute(sa.select(meters.c.name).where(meters.c.name == values["name"]))).first():
@@ -123,9 +122,8 @@ async def create(tx: Tx, actor: Actor, fields: dict[str, Any]) -> Any:
     return row
 
 
-async def update(tx: Tx, actor: Actor, name: str, changes: dict[str, Any]) -> Any:
+async def update(tx: Tx, actor: Caller, name: str, changes: dict[str, Any]) -> Any:
     principal = actor.principal
-    assert principal is not None
     await _installation_admin(tx, principal)
     unknown = sorted(set(changes) - MUTABLE)
     if unknown:

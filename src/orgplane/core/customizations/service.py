@@ -12,7 +12,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError
 
-from orgplane.core.access.principal import Actor
+from orgplane.core.access.principal import Caller
 from orgplane.core.access.service import reach
 from orgplane.core.errors import FieldError, InvalidInput
 from orgplane.core.orgs import service as org_service
@@ -66,9 +66,8 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 async def replace(
-    tx: Tx, actor: Actor, org_ref: str, document: Any, *, if_match: str | None = None
+    tx: Tx, actor: Caller, org_ref: str, document: Any, *, if_match: str | None = None
 ) -> Any:
-    assert actor.principal is not None
     # Reach and scope first: a caller who may not write here learns nothing from validation.
     row = await reach(
         tx.conn,
@@ -84,9 +83,8 @@ async def replace(
 
 
 async def patch(
-    tx: Tx, actor: Actor, org_ref: str, changes: Any, *, if_match: str | None = None
+    tx: Tx, actor: Caller, org_ref: str, changes: Any, *, if_match: str | None = None
 ) -> Any:
-    assert actor.principal is not None
     row = await reach(
         tx.conn,
         actor.principal,

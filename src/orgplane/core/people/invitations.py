@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from orgplane.core.access.principal import Actor, Principal
+from orgplane.core.access.principal import Actor, Caller, Principal
 from orgplane.core.access.service import reach
 from orgplane.core.audit import service as audit
 from orgplane.core.errors import Conflict, Gone, InvalidInput, NotFound
@@ -47,11 +47,6 @@ def state(row: Any) -> str:
     if row.expires_at <= utcnow():
         return "expired"
     return "pending"
-
-
-def _principal(actor: Actor) -> Principal:
-    assert actor.principal is not None
-    return actor.principal
 
 
 def new_token() -> tuple[str, str]:
@@ -145,9 +140,9 @@ async def get_invitation(
     return await _in_org(conn, org, invitation_ref), org.public_id
 
 
-async def resend(tx: Tx, actor: Actor, org_ref: str, invitation_ref: str) -> Issued:
+async def resend(tx: Tx, actor: Caller, org_ref: str, invitation_ref: str) -> Issued:
     """A new token and a new 7-day window; the old token stops working."""
-    org = await reach(tx.conn, _principal(actor), org_ref, scope="users:write")
+    org = await reach(tx.conn, actor.principal, org_ref, scope="users:write")
     row = await _in_org(tx.conn, org, invitation_ref, lock=True)
     if row.accepted_at is not None or row.revoked_at is not None:
         raise Conflict(f"invitation {invitation_ref!r} is {state(row)}; it cannot be resent")
@@ -173,11 +168,11 @@ async def resend(tx: Tx, actor: Actor, org_ref: str, invitation_ref: str) -> Iss
     return Issued(after, token, org.public_id)
 
 
-async def resend_for_member(tx: Tx, actor: Actor, org_ref: str, user_ref: str) -> Issued:
+async def resend_for_member(tx: Tx, actor: Caller, org_ref: str, user_ref: str) -> Issued:
     """Resend the member's latest open invitation to the org (a user who has not signed up yet);
     409 when there is none, e.g. the user already accepted it."""
-    org = await reach(tx.conn, _principal(actor), org_ref, scope="users:write")
-    member = await user_service.get_member(tx.conn, _principal(actor), org_ref, user_ref)
+    org = await reach(tx.conn, actor.principal, org_ref, scope="users:write")
+    member = await user_service.get_member(tx.conn, actor.principal, org_ref, user_ref)
     row = (
         await tx.execute(
             sa.select(invitations.c.public_id)
@@ -199,9 +194,9 @@ async def resend_for_member(tx: Tx, actor: Actor, org_ref: str, user_ref: str) -
     return await resend(tx, actor, org_ref, row.public_id)
 
 
-async def revoke(tx: Tx, actor: Actor, org_ref: str, invitation_ref: str) -> None:
+async def revoke(tx: Tx, actor: Caller, org_ref: str, invitation_ref: str) -> None:
     """Void the token. The membership stays (pending) until the user is removed."""
-    org = await reach(tx.conn, _principal(actor), org_ref, scope="users:write")
+    org = await reach(tx.conn, actor.principal, org_ref, scope="users:write")
     row = await _in_org(tx.conn, org, invitation_ref, lock=True)
     if row.accepted_at is not None:
         raise Conflict(f"invitation {invitation_ref!r} was already accepted")

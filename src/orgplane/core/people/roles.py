@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from orgplane.core.access.principal import Actor, Principal
+from orgplane.core.access.principal import Caller, Principal
 from orgplane.core.access.service import reach
 from orgplane.core.audit import service as audit
 from orgplane.core.errors import Conflict, FieldError, InvalidInput, NotFound
@@ -67,11 +67,6 @@ def clean_description(value: Any) -> str:
     if len(value) > DESCRIPTION_MAX:
         raise InvalidInput.for_field("description", f"must be at most {DESCRIPTION_MAX} characters")
     return value.strip()
-
-
-def _principal(actor: Actor) -> Principal:
-    assert actor.principal is not None
-    return actor.principal
 
 
 async def _holders(conn: Reader, org_id: int, refs: list[str]) -> dict[str, int]:
@@ -159,7 +154,7 @@ async def _name_free(conn: Reader, org: Any, name: str, except_id: int | None = 
 
 async def create_role(
     tx: Tx,
-    actor: Actor,
+    actor: Caller,
     org_ref: str,
     *,
     name: Any,
@@ -169,7 +164,7 @@ async def create_role(
 ) -> RoleView:
     """A new role of the org; ``holders`` (user ids) are given it at once (SCIM's group
     members, Sumo Logic's ``users``)."""
-    principal = _principal(actor)
+    principal = actor.principal
     org = await reach(tx.conn, principal, org_ref, scope="users:write", lock="update")
     name = clean_name(name)
     description = clean_description(description)
@@ -224,7 +219,7 @@ def _not_editable(role_ref: str) -> Conflict:
 
 async def update_role(
     tx: Tx,
-    actor: Actor,
+    actor: Caller,
     org_ref: str,
     role_ref: str,
     fields: dict[str, Any],
@@ -238,13 +233,13 @@ async def update_role(
     if fields:  # a system role's holders change, the role itself does not
         await _update_role(tx, actor, org_ref, role_ref, fields)
     await set_holders(tx, actor, org_ref, role_ref, holders)
-    return await get_role(tx.conn, _principal(actor), org_ref, role_ref)
+    return await get_role(tx.conn, actor.principal, org_ref, role_ref)
 
 
 async def _update_role(
-    tx: Tx, actor: Actor, org_ref: str, role_ref: str, fields: dict[str, Any]
+    tx: Tx, actor: Caller, org_ref: str, role_ref: str, fields: dict[str, Any]
 ) -> RoleView:
-    principal = _principal(actor)
+    principal = actor.principal
     org = await reach(tx.conn, principal, org_ref, scope="users:write", lock="update")
     if role_ref in SYSTEM_ROLES:
         raise _not_editable(role_ref)
@@ -286,8 +281,8 @@ async def _update_role(
     return _custom_view(after, count)
 
 
-async def delete_role(tx: Tx, actor: Actor, org_ref: str, role_ref: str) -> None:
-    principal = _principal(actor)
+async def delete_role(tx: Tx, actor: Caller, org_ref: str, role_ref: str) -> None:
+    principal = actor.principal
     org = await reach(tx.conn, principal, org_ref, scope="users:write", lock="update")
     if role_ref in SYSTEM_ROLES:
         raise _not_editable(role_ref)
@@ -313,10 +308,10 @@ async def delete_role(tx: Tx, actor: Actor, org_ref: str, role_ref: str) -> None
 
 
 async def assign(
-    tx: Tx, actor: Actor, org_ref: str, role_ref: str, user_ref: str, *, grant: bool
+    tx: Tx, actor: Caller, org_ref: str, role_ref: str, user_ref: str, *, grant: bool
 ) -> None:
     """Give (``grant``) or take away one role from one member; repeating either is a no-op."""
-    principal = _principal(actor)
+    principal = actor.principal
     org = await reach(tx.conn, principal, org_ref, scope="users:write", lock="update")
     if role_ref not in SYSTEM_ROLES:
         await _custom(tx.conn, org, role_ref)
@@ -354,11 +349,11 @@ async def assign(
 
 
 async def set_holders(
-    tx: Tx, actor: Actor, org_ref: str, role_ref: str, user_refs: Iterable[str]
+    tx: Tx, actor: Caller, org_ref: str, role_ref: str, user_refs: Iterable[str]
 ) -> None:
     """Give the role to exactly these members (each grant and removal audited as by
     ``assign``, and checked: a grant within the actor's own capabilities, a guardian left)."""
-    org = await reach(tx.conn, _principal(actor), org_ref, scope="users:write", lock="update")
+    org = await reach(tx.conn, actor.principal, org_ref, scope="users:write", lock="update")
     current = set(
         (
             await tx.execute(
@@ -375,10 +370,10 @@ async def set_holders(
         await assign(tx, actor, org_ref, role_ref, user_ref, grant=False)
 
 
-async def clone_role(tx: Tx, *, actor: Actor, org_ref: str, role_ref: str, name: Any) -> RoleView:
+async def clone_role(tx: Tx, *, actor: Caller, org_ref: str, role_ref: str, name: Any) -> RoleView:
     """A new role of the org with this name and the description and capabilities of
     ``role_ref`` (a system role or one of the org's own)."""
-    source = await get_role(tx.conn, _principal(actor), org_ref, role_ref)
+    source = await get_role(tx.conn, actor.principal, org_ref, role_ref)
     return await create_role(
         tx,
         actor,
@@ -390,10 +385,10 @@ async def clone_role(tx: Tx, *, actor: Actor, org_ref: str, role_ref: str, name:
 
 
 async def change_capability(
-    tx: Tx, *, actor: Actor, org_ref: str, role_ref: str, capability: str, grant: bool
+    tx: Tx, *, actor: Caller, org_ref: str, role_ref: str, capability: str, grant: bool
 ) -> RoleView:
     """Add (``grant``) or take away one capability of one of the org's roles."""
-    org = await reach(tx.conn, _principal(actor), org_ref, scope="users:write", lock="update")
+    org = await reach(tx.conn, actor.principal, org_ref, scope="users:write", lock="update")
     if role_ref in SYSTEM_ROLES:
         raise _not_editable(role_ref)
     held = set((await _custom(tx.conn, org, role_ref)).capabilities)

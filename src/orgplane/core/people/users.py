@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
 
-from orgplane.core.access.principal import Actor, Principal
+from orgplane.core.access.principal import Actor, Caller, Principal
 from orgplane.core.access.service import reach
 from orgplane.core.audit import service as audit
 from orgplane.core.errors import Conflict, InvalidInput, NotFound
@@ -43,11 +43,6 @@ SORTS = {
     "first_name": sa.func.lower(users.c.first_name),
     "last_name": sa.func.lower(users.c.last_name),
 }
-
-
-def _principal(actor: Actor) -> Principal:
-    assert actor.principal is not None
-    return actor.principal
 
 
 def clean_email(value: Any, field: str = "email") -> tuple[str, str]:
@@ -122,7 +117,7 @@ async def _member(conn: Reader, org: Any, user_ref: str) -> Member:
 
 async def add_member(
     tx: Tx,
-    actor: Actor,
+    actor: Caller,
     org: Any,
     *,
     email: Any,
@@ -133,7 +128,7 @@ async def add_member(
 
     Returns the member and whether the identity was created. Caller has checked reach.
     """
-    principal = _principal(actor)
+    principal = actor.principal
     email, normalized = clean_email(email)
     cleaned = clean_profile(profile)
     resolved = await ms.resolve_roles(tx.conn, org, role_refs)
@@ -274,11 +269,11 @@ async def list_members(
 
 
 async def update_member(
-    tx: Tx, actor: Actor, org_ref: str, user_ref: str, fields: dict[str, Any]
+    tx: Tx, actor: Caller, org_ref: str, user_ref: str, fields: dict[str, Any]
 ) -> Member:
     """Change the user's profile (every org they belong to must be in reach) and/or their
     roles in this org (replacing them)."""
-    principal = _principal(actor)
+    principal = actor.principal
     org = await reach(tx.conn, principal, org_ref, scope="users:write", lock="update")
     before = await _member(tx.conn, org, user_ref)
     profile = clean_profile(fields)
@@ -324,10 +319,10 @@ async def update_member(
     return after
 
 
-async def set_status(tx: Tx, actor: Actor, org_ref: str, user_ref: str, *, enable: bool) -> Member:
+async def set_status(tx: Tx, actor: Caller, org_ref: str, user_ref: str, *, enable: bool) -> Member:
     """Disable or enable the identity (everywhere: it is one person). Enabling returns the user
     to ``active`` if they have a password, else to ``pending``."""
-    principal = _principal(actor)
+    principal = actor.principal
     org = await reach(tx.conn, principal, org_ref, scope="users:write", lock="update")
     before = await _member(tx.conn, org, user_ref)
     held = await ms.ensure_identity_reached(tx.conn, principal, before.row.id)
@@ -401,12 +396,12 @@ class Removal:
 
 
 async def remove_member(
-    tx: Tx, actor: Actor, org_ref: str, user_ref: str, *, transfer_to: str | None = None
+    tx: Tx, actor: Caller, org_ref: str, user_ref: str, *, transfer_to: str | None = None
 ) -> Removal:
     """Remove the membership. API keys of this org bound to the user pass to ``transfer_to``
     (a member of the org) or are revoked; the user's open invitations to the org are revoked.
     The identity stays (the audit trail names it) even when it has no membership left."""
-    principal = _principal(actor)
+    principal = actor.principal
     org = await reach(tx.conn, principal, org_ref, scope="users:write", lock="update")
     member = await _member(tx.conn, org, user_ref)
     heir = None
@@ -475,39 +470,39 @@ async def remove_member(
 
 
 async def _managed_identity(
-    tx: Tx, actor: Actor, org_ref: str, user_ref: str
+    tx: Tx, actor: Caller, org_ref: str, user_ref: str
 ) -> tuple[Any, Member]:
     """The org and a member of it whose identity the actor may manage (it reaches all their
     orgs)."""
-    principal = _principal(actor)
+    principal = actor.principal
     org = await reach(tx.conn, principal, org_ref, scope="users:write", lock="update")
     member = await _member(tx.conn, org, user_ref)
     await ms.ensure_identity_reached(tx.conn, principal, member.row.id)
     return org, member
 
 
-async def unlock(tx: Tx, actor: Actor, org_ref: str, user_ref: str) -> Member:
+async def unlock(tx: Tx, actor: Caller, org_ref: str, user_ref: str) -> Member:
     """Clear a sign-in lock (audited by ``auth.unlock_user`` when there was one)."""
     org, member = await _managed_identity(tx, actor, org_ref, user_ref)
     await auth.unlock_user(tx, actor, member.row)
     return await _member(tx.conn, org, user_ref)
 
 
-async def start_password_reset(tx: Tx, actor: Actor, org_ref: str, user_ref: str) -> str:
+async def start_password_reset(tx: Tx, actor: Caller, org_ref: str, user_ref: str) -> str:
     """A single-use reset token for the member (to hand over; no password is ever returned)."""
     _, member = await _managed_identity(tx, actor, org_ref, user_ref)
     return await auth.issue_password_reset(tx, actor, member.row)
 
 
 async def start_email_change(
-    tx: Tx, actor: Actor, org_ref: str, user_ref: str, new_email: str
+    tx: Tx, actor: Caller, org_ref: str, user_ref: str, new_email: str
 ) -> str:
     """A token that, confirmed, moves the member's identity to ``new_email``."""
     _, member = await _managed_identity(tx, actor, org_ref, user_ref)
     return await auth.request_email_change(tx, actor, member.row, new_email, field="new_email")
 
 
-async def disable_mfa(tx: Tx, actor: Actor, org_ref: str, user_ref: str, email: Any) -> Member:
+async def disable_mfa(tx: Tx, actor: Caller, org_ref: str, user_ref: str, email: Any) -> Member:
     """Turn off the member's second factor. ``email`` must be the member's (a guard against
     acting on the wrong user); the change and the request are audited even when the user had
     none to turn off."""
