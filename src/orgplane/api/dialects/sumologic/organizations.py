@@ -105,6 +105,16 @@ async def own_org(conn: Reader, principal: Principal, header: str | None, scope:
     return org
 
 
+async def _target(
+    services: ServicesDep, principal: Principal, header: str | None, ref: str, scope: str
+) -> Any:
+    """The child a write names, read before its one core call (which reads it again under its
+    locks): the header must name the key's deployment, the id an org in reach."""
+    async with services.db.read() as conn:
+        await own_org(conn, principal, header, scope)
+        return await reach_sumo(conn, principal, ref, scope=scope)
+
+
 async def render_rows(conn: Reader, rows: list[Any]) -> list[ReadOrganizationResponse]:
     ids = [r.id for r in rows]
     amounts = await ledger_queries.balances(conn, ids, METER)
@@ -231,9 +241,7 @@ async def update_organization(
     actor: ActorDep,
     parentDeploymentId: ParentDeployment = None,
 ) -> ReadOrganizationResponse:
-    async with services.db.read() as conn:
-        await own_org(conn, actor.principal, parentDeploymentId, "credits:write")
-        target = await reach_sumo(conn, actor.principal, orgId, scope="credits:write")
+    target = await _target(services, actor.principal, parentDeploymentId, orgId, "credits:write")
     row = await services.db.transaction(
         org_service.update_subscription,
         actor=actor,
@@ -260,9 +268,7 @@ async def deactivate_organization(
     actor: ActorDep,
     parentDeploymentId: ParentDeployment = None,
 ) -> ReadOrganizationResponse:
-    async with services.db.read() as conn:
-        await own_org(conn, actor.principal, parentDeploymentId, "orgs:write")
-        target = await reach_sumo(conn, actor.principal, orgId, scope="orgs:write")
+    target = await _target(services, actor.principal, parentDeploymentId, orgId, "orgs:write")
     row = await services.db.transaction(
         org_service.set_status, actor=actor, org_ref=target.id, status="deactivated"
     )
@@ -376,9 +382,7 @@ async def create_access_key(
     actor: ActorDep,
     parentDeploymentId: ParentDeployment = None,
 ) -> AccessKey:
-    async with services.db.read() as conn:
-        await own_org(conn, actor.principal, parentDeploymentId, "keys:write")
-        target = await reach_sumo(conn, actor.principal, orgId, scope="keys:write")
+    target = await _target(services, actor.principal, parentDeploymentId, orgId, "keys:write")
     # Without scopes, the new key may do what the creating key may (Sumo Logic's default), and
     # it lives as long as the creating key (mint's defaults).
     created = await services.db.transaction(
