@@ -10,15 +10,13 @@ from datadog_api_client.v1.api.organizations_api import OrganizationsApi as Orgs
 from datadog_api_client.v2.api.organizations_api import OrganizationsApi as OrgsV2
 from datadog_api_client.v2.api.users_api import UsersApi
 
-from conftest import Harness, LiveServer
 from orgplane.core.ids import sumo_org_id
-from test_datadog_orgs import datadog_key, dd
-from test_make_dialect import BASE as MAKE
-from test_make_dialect import make_key, org_key, token
-from test_sumologic_orgs import HEADERS as SUMO_HEADERS
-from test_sumologic_users import relaxed, sdk
-
-__all__ = ["relaxed"]
+from support.datadog import datadog_key, dd
+from support.harness import Harness, LiveServer
+from support.make import BASE as MAKE
+from support.make import make_key, org_key, token
+from support.sumologic import HEADERS as SUMO_HEADERS
+from support.sumologic import sdk
 
 
 async def native(h: Harness, path: str) -> Any:

@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Harness, start_harness, stop_harness
 from orgplane.api.fastpath import ORG_ROUTE, FastReads
 from orgplane.api.observability import ObservabilityMiddleware
 from orgplane.models import access_log
-from test_users import make_user
+from support.harness import Harness, start_harness, stop_harness
+from support.people import make_user
 
 # Headers that differ between two answers to the same request, whoever answers.
 VOLATILE = {"x-request-id", "ratelimit-remaining", "ratelimit-reset"}

@@ -13,8 +13,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from conftest import Harness
 from orgplane.models import audit_log, orgs
+from support.harness import Harness
 
 ENTRY = tuple[str, str, Any, Any]
 

@@ -17,11 +17,11 @@ import redis
 from litestar.routes import HTTPRoute
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Harness, make_settings, start_harness, stop_harness
 from orgplane.api.deps import Services
 from orgplane.api.ratelimit import RateLimiter
 from orgplane.app import build_services, create_app
 from orgplane.core.access import scopes
+from support.harness import Harness, make_settings, start_harness, stop_harness
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 _GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")

@@ -15,10 +15,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from conftest import Harness
 from orgplane.api.dialects.sumologic import limits as sumo_limits
 from orgplane.core.ids import sumo_org_id
 from orgplane.models import audit_log, orgs
+from support.harness import Harness
 
 SUMO_HEADERS = {"parentDeploymentId": "us1"}
 # What an entry says about the change itself (the rest names the caller, request and chain).

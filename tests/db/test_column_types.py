@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from conftest import Harness
 from orgplane.db.engine import Tx
 from orgplane.models import orgs
+from support.harness import Harness
 
 MOMENTS = [
     datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC),

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import Harness
 from orgplane.core.errors import Conflict
 from orgplane.db.engine import Database, Tx, reads_postgres
 from orgplane.db.grouped import GROUP_MAX
+from support.harness import Harness
 
 _probe_metadata = sa.MetaData()
 probe = sa.Table(

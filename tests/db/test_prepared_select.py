@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import Harness
 from orgplane.core.access.service import ORG_COLUMNS, PARENT
 from orgplane.core.orgs import service as org_service
 from orgplane.db.engine import PreparedSelect, Tx, all_rows, first
 from orgplane.models import orgs
+from support.harness import Harness
 
 STATEMENT = (
     sa.select(*ORG_COLUMNS)

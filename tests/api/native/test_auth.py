@@ -15,98 +15,20 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 
-from conftest import Harness
 from orgplane.core.access.principal import Actor
-from orgplane.core.ids import new_public_id
 from orgplane.core.people import auth
 from orgplane.models import (
     access_log,
     audit_log,
     membership_roles,
-    memberships,
     metadata,
-    orgs,
     user_tokens,
     users,
 )
 from orgplane.models.base import utcnow
-
-PASSWORD = "correct horse battery staple"
-WRONG = "not the right password"
-UA = "auth-tests/1.0"
-_cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-
-
-async def _org_pk(h: Harness, public_id: str) -> Any:
-    async with h.services.db.read() as conn:
-        return (
-            await conn.execute(
-                sa.select(orgs.c.id, orgs.c.root_id).where(orgs.c.public_id == public_id)
-            )
-        ).one()
-
-
-async def _user(
-    h: Harness,
-    email: str,
-    roles: dict[str, list[str]],
-    *,
-    status: str = "active",
-    password: str | None = PASSWORD,
-    password_hash: str | None = None,
-) -> int:
-    """A user with memberships {org public id: [role keys]}, oldest first."""
-    org_rows = [await _org_pk(h, o) for o in roles]
-
-    async def run(tx: Any) -> int:
-        now = utcnow()
-        user_pk = (
-            await tx.execute(
-                sa.insert(users)
-                .values(
-                    public_id=new_public_id("u"),
-                    email=email,
-                    email_normalized=email.lower(),
-                    status=status,
-                    password_hash=password_hash
-                    or (_cheap.hash(password) if password is not None else None),
-                    created_at=now,
-                    modified_at=now,
-                )
-                .returning(users.c.id)
-            )
-        ).scalar_one()
-        for i, (org, keys) in enumerate(zip(org_rows, roles.values(), strict=True)):
-            await tx.execute(
-                sa.insert(memberships).values(
-                    user_id=user_pk,
-                    org_id=org.id,
-                    root_id=org.root_id,
-                    created_at=now + timedelta(seconds=i),
-                )
-            )
-            for key in keys:
-                await tx.execute(
-                    sa.insert(membership_roles).values(user_id=user_pk, org_id=org.id, role=key)
-                )
-        return int(user_pk)
-
-    return await h.services.db.transaction(run)
-
-
-async def _login(h: Harness, email: str, password: str, **extra: Any) -> Any:
-    return await h.client.post(
-        "/auth/login",
-        json={"email": email, "password": password, **extra},
-        headers={"User-Agent": UA},
-    )
-
-
-async def _user_row(h: Harness, user_pk: int) -> Any:
-    async with h.services.db.read() as conn:
-        return (await conn.execute(sa.select(users).where(users.c.id == user_pk))).one()
+from support.auth import PASSWORD, UA, WRONG, bearer, insert_user, org_pk, sign_in, user_row
+from support.harness import Harness
 
 
 async def _set(h: Harness, table: Any, where: Any, **values: Any) -> None:
@@ -137,16 +59,14 @@ async def _audited(h: Harness, action: str) -> list[Any]:
         )
 
 
-def _bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 async def test_a_session_acts_with_the_users_capabilities_and_ends_at_once(h: Harness) -> None:
     root = h.root.org_id
     child = (await h.create_org(root, "Child"))["id"]
-    user_pk = await _user(h, "Reader@Example.com", {root: ["read-only"], child: ["administrator"]})
+    user_pk = await insert_user(
+        h, "Reader@Example.com", {root: ["read-only"], child: ["administrator"]}
+    )
 
-    response = await _login(h, "  reader@EXAMPLE.com ", PASSWORD)
+    response = await sign_in(h, "  reader@EXAMPLE.com ", PASSWORD)
     assert response.status_code == 200, response.text
     body = response.json()
     token = body["token"]
@@ -156,26 +76,26 @@ async def test_a_session_acts_with_the_users_capabilities_and_ends_at_once(h: Ha
     assert body["user"]["email"] == "Reader@Example.com"
 
     # Read-only in root: reads pass, writes are refused by the capability check.
-    assert (await h.client.get(f"/orgs/{root}", headers=_bearer(token))).status_code == 200
-    patch = await h.client.patch(f"/orgs/{root}", json={"description": "x"}, headers=_bearer(token))
+    assert (await h.client.get(f"/orgs/{root}", headers=bearer(token))).status_code == 200
+    patch = await h.client.patch(f"/orgs/{root}", json={"description": "x"}, headers=bearer(token))
     assert patch.status_code == 403, patch.text
-    me = (await h.client.get("/me", headers=_bearer(token))).json()
+    me = (await h.client.get("/me", headers=bearer(token))).json()
     assert me["org_id"] == root
 
     # The cheap test hash was upgraded to the application's parameters on success.
-    row = await _user_row(h, user_pk)
+    row = await user_row(h, user_pk)
     assert not auth.needs_rehash(row.password_hash) and auth.verify_password(
         row.password_hash, PASSWORD
     )
     assert row.last_login_at is not None
 
     # A session in the child (administrator there) may write there, but not reach the root.
-    child_token = (await _login(h, "reader@example.com", PASSWORD, org_id=child)).json()["token"]
+    child_token = (await sign_in(h, "reader@example.com", PASSWORD, org_id=child)).json()["token"]
     ok = await h.client.patch(
-        f"/orgs/{child}", json={"description": "x"}, headers=_bearer(child_token)
+        f"/orgs/{child}", json={"description": "x"}, headers=bearer(child_token)
     )
     assert ok.status_code == 200, ok.text
-    assert (await h.client.get(f"/orgs/{root}", headers=_bearer(child_token))).status_code == 404
+    assert (await h.client.get(f"/orgs/{root}", headers=bearer(child_token))).status_code == 404
 
     # A role change takes effect on the next request.
     await _set(
@@ -185,16 +105,16 @@ async def test_a_session_acts_with_the_users_capabilities_and_ends_at_once(h: Ha
         role="read-only",
     )
     again = await h.client.patch(
-        f"/orgs/{child}", json={"description": "y"}, headers=_bearer(child_token)
+        f"/orgs/{child}", json={"description": "y"}, headers=bearer(child_token)
     )
     assert again.status_code == 403
 
-    out = await h.client.post("/auth/logout", headers=_bearer(token))
+    out = await h.client.post("/auth/logout", headers=bearer(token))
     assert out.status_code == 204, out.text
-    assert (await h.client.get(f"/orgs/{root}", headers=_bearer(token))).status_code == 401
-    assert (await h.client.post("/auth/logout", headers=_bearer(token))).status_code == 401
+    assert (await h.client.get(f"/orgs/{root}", headers=bearer(token))).status_code == 401
+    assert (await h.client.post("/auth/logout", headers=bearer(token))).status_code == 401
     # The other session is untouched; an API key cannot "log out".
-    assert (await h.client.get(f"/orgs/{child}", headers=_bearer(child_token))).status_code == 200
+    assert (await h.client.get(f"/orgs/{child}", headers=bearer(child_token))).status_code == 200
     key_out = await h.client.post("/auth/logout", headers=h.auth())
     assert key_out.status_code == 400 and key_out.json()["errors"][0]["field"] == "authorization"
     assert (await h.client.post("/auth/logout")).status_code == 401
@@ -202,18 +122,20 @@ async def test_a_session_acts_with_the_users_capabilities_and_ends_at_once(h: Ha
     # An expired session is refused (the key cache is dropped, as its short TTL would).
     await _set(h, user_tokens, user_tokens.c.user_id == user_pk, expires_at=utcnow())
     h.services.keys.clear()
-    assert (await h.client.get(f"/orgs/{child}", headers=_bearer(child_token))).status_code == 401
+    assert (await h.client.get(f"/orgs/{child}", headers=bearer(child_token))).status_code == 401
 
 
 async def test_every_refusal_is_the_same_401(h: Harness) -> None:
     root = h.root.org_id
     other = (await h.create_org(root, "Other"))["id"]
-    await _user(h, "ok@example.com", {root: ["standard"]})
-    await _user(h, "pending@example.com", {root: ["standard"]}, status="pending", password=None)
-    await _user(h, "disabled@example.com", {root: ["standard"]}, status="disabled")
-    locked = await _user(h, "locked@example.com", {root: ["standard"]})
+    await insert_user(h, "ok@example.com", {root: ["standard"]})
+    await insert_user(
+        h, "pending@example.com", {root: ["standard"]}, status="pending", password=None
+    )
+    await insert_user(h, "disabled@example.com", {root: ["standard"]}, status="disabled")
+    locked = await insert_user(h, "locked@example.com", {root: ["standard"]})
     await _set(h, users, users.c.id == locked, locked_at=utcnow())
-    await _user(h, "orphan@example.com", {})
+    await insert_user(h, "orphan@example.com", {})
 
     refusals = [
         ("ok@example.com", WRONG),
@@ -225,7 +147,7 @@ async def test_every_refusal_is_the_same_401(h: Harness) -> None:
     ]
     bodies = []
     for email, password in refusals:
-        response = await _login(h, email, password)
+        response = await sign_in(h, email, password)
         assert response.status_code == 401, (email, response.text)
         body = response.json()
         bodies.append((body["title"], body["detail"]))
@@ -233,7 +155,7 @@ async def test_every_refusal_is_the_same_401(h: Harness) -> None:
     assert "password" in bodies[0][1]
 
     # A correct password with an org the user is not in: a 400 naming org_id.
-    wrong_org = await _login(h, "ok@example.com", PASSWORD, org_id=other)
+    wrong_org = await sign_in(h, "ok@example.com", PASSWORD, org_id=other)
     assert wrong_org.status_code == 400
     assert wrong_org.json()["errors"][0]["field"] == "org_id"
     # Bad input names the field, never a 500.
@@ -252,68 +174,66 @@ async def test_every_refusal_is_the_same_401(h: Harness) -> None:
 
 async def test_five_failures_in_fifteen_minutes_lock_the_account(h: Harness) -> None:
     root = h.root.org_id
-    user_pk = await _user(h, "target@example.com", {root: ["administrator"]})
+    user_pk = await insert_user(h, "target@example.com", {root: ["administrator"]})
     for _ in range(4):
-        assert (await _login(h, "target@example.com", WRONG)).status_code == 401
-    assert (await _user_row(h, user_pk)).locked_at is None
-    assert (await _login(h, "target@example.com", WRONG)).status_code == 401
-    row = await _user_row(h, user_pk)
+        assert (await sign_in(h, "target@example.com", WRONG)).status_code == 401
+    assert (await user_row(h, user_pk)).locked_at is None
+    assert (await sign_in(h, "target@example.com", WRONG)).status_code == 401
+    row = await user_row(h, user_pk)
     assert row.locked_at is not None and row.failed_logins == 5
 
-    refused = await _login(h, "target@example.com", PASSWORD)
+    refused = await sign_in(h, "target@example.com", PASSWORD)
     assert refused.status_code == 401 and refused.json()["detail"] == auth.LOGIN_REFUSED
     locks = await _audited(h, "user.locked")
-    assert [(a.target_id, a.org_id) for a in locks] == [
-        (row.public_id, (await _org_pk(h, root)).id)
-    ]
+    assert [(a.target_id, a.org_id) for a in locks] == [(row.public_id, (await org_pk(h, root)).id)]
     details = [e.detail for e in await _logged(h, "LOGIN")]
     assert details == ["bad password"] * 4 + ["bad password; account locked", "account locked"]
 
     assert await h.services.db.transaction(auth.unlock_user, Actor.system("admin"), user_pk)
     assert len(await _audited(h, "user.unlocked")) == 1
-    assert (await _login(h, "target@example.com", PASSWORD)).status_code == 200
-    assert (await _user_row(h, user_pk)).failed_logins == 0
+    assert (await sign_in(h, "target@example.com", PASSWORD)).status_code == 200
+    assert (await user_row(h, user_pk)).failed_logins == 0
     # Unlocking an unlocked user changes nothing and audits nothing.
     assert not await h.services.db.transaction(auth.unlock_user, Actor.system("admin"), user_pk)
     assert len(await _audited(h, "user.unlocked")) == 1
 
 
 async def test_failures_spread_over_more_than_fifteen_minutes_do_not_lock(h: Harness) -> None:
-    user_pk = await _user(h, "slow@example.com", {h.root.org_id: ["standard"]})
+    user_pk = await insert_user(h, "slow@example.com", {h.root.org_id: ["standard"]})
     for _ in range(4):
-        await _login(h, "slow@example.com", WRONG)
+        await sign_in(h, "slow@example.com", WRONG)
     await _set(h, users, users.c.id == user_pk, failed_since=utcnow() - timedelta(minutes=16))
-    await _login(h, "slow@example.com", WRONG)
-    row = await _user_row(h, user_pk)
+    await sign_in(h, "slow@example.com", WRONG)
+    row = await user_row(h, user_pk)
     assert row.locked_at is None and row.failed_logins == 1
     # A success clears the count.
-    assert (await _login(h, "slow@example.com", PASSWORD)).status_code == 200
-    row = await _user_row(h, user_pk)
+    assert (await sign_in(h, "slow@example.com", PASSWORD)).status_code == 200
+    row = await user_row(h, user_pk)
     assert row.failed_logins == 0 and row.failed_since is None
 
 
 async def test_concurrent_failures_are_counted_exactly(h: Harness) -> None:
-    user_pk = await _user(h, "race@example.com", {h.root.org_id: ["standard"]})
-    results = await asyncio.gather(*(_login(h, "race@example.com", WRONG) for _ in range(8)))
+    user_pk = await insert_user(h, "race@example.com", {h.root.org_id: ["standard"]})
+    results = await asyncio.gather(*(sign_in(h, "race@example.com", WRONG) for _ in range(8)))
     assert [r.status_code for r in results] == [401] * 8
-    row = await _user_row(h, user_pk)
+    row = await user_row(h, user_pk)
     assert row.failed_logins == 8 and row.locked_at is not None
     assert len(await _audited(h, "user.locked")) == 1
 
 
 async def test_an_unknown_email_takes_as_long_as_a_known_one(h: Harness) -> None:
     # The application's real parameters here: the point is the argon2 work on both paths.
-    await _user(
+    await insert_user(
         h,
         "timed@example.com",
         {h.root.org_id: ["standard"]},
         password_hash=auth.hash_password(PASSWORD),
     )
-    await _login(h, "warm@example.com", WRONG)  # builds the dummy hash once
+    await sign_in(h, "warm@example.com", WRONG)  # builds the dummy hash once
 
     async def timed(email: str) -> float:
         start = time.perf_counter()
-        assert (await _login(h, email, WRONG)).status_code == 401
+        assert (await sign_in(h, email, WRONG)).status_code == 401
         return time.perf_counter() - start
 
     known, unknown = [], []
@@ -328,14 +248,14 @@ async def test_an_unknown_email_takes_as_long_as_a_known_one(h: Harness) -> None
 async def test_every_attempt_is_in_the_access_log_without_secrets(h: Harness) -> None:
     root = h.root.org_id
     child = (await h.create_org(root, "Child"))["id"]
-    user_pk = await _user(h, "two@example.com", {root: ["standard"], child: ["read-only"]})
-    root_pk, child_pk = (await _org_pk(h, root)).id, (await _org_pk(h, child)).id
+    user_pk = await insert_user(h, "two@example.com", {root: ["standard"], child: ["read-only"]})
+    root_pk, child_pk = (await org_pk(h, root)).id, (await org_pk(h, child)).id
 
-    await _login(h, "two@example.com", WRONG)
-    await _login(h, "ghost@example.com", WRONG)
-    token = (await _login(h, "two@example.com", PASSWORD, org_id=child)).json()["token"]
-    await h.client.post("/auth/logout", headers={**_bearer(token), "User-Agent": UA})
-    await h.client.post("/auth/logout", headers=_bearer("ops_" + "x" * 38))
+    await sign_in(h, "two@example.com", WRONG)
+    await sign_in(h, "ghost@example.com", WRONG)
+    token = (await sign_in(h, "two@example.com", PASSWORD, org_id=child)).json()["token"]
+    await h.client.post("/auth/logout", headers={**bearer(token), "User-Agent": UA})
+    await h.client.post("/auth/logout", headers=bearer("ops_" + "x" * 38))
 
     logins = await _logged(h, "LOGIN")
     summary = [(e.status, e.org_id, e.user_id, e.detail) for e in logins]
@@ -351,9 +271,9 @@ async def test_every_attempt_is_in_the_access_log_without_secrets(h: Harness) ->
     assert [(e.status, e.org_id) for e in logouts] == [("SUCCESS", child_pk), ("FAILURE", None)]
     assert logouts[0].key_id == logins[3].key_id and logouts[0].key_id.startswith("ses_")
     # Requests made with the session are logged as such.
-    await _login(h, "two@example.com", PASSWORD)
-    session = (await _login(h, "two@example.com", PASSWORD)).json()["token"]
-    await h.client.get(f"/orgs/{root}", headers=_bearer(session))
+    await sign_in(h, "two@example.com", PASSWORD)
+    session = (await sign_in(h, "two@example.com", PASSWORD)).json()["token"]
+    await h.client.get(f"/orgs/{root}", headers=bearer(session))
     uses = await _logged(h, "SESSION_AUTH")
     assert [(e.status, e.user_id, e.org_id) for e in uses] == [("SUCCESS", user_pk, root_pk)]
 
@@ -373,9 +293,9 @@ async def test_every_attempt_is_in_the_access_log_without_secrets(h: Harness) ->
 
 async def test_password_reset_is_single_use_expires_and_ends_sessions(h: Harness) -> None:
     root = h.root.org_id
-    user_pk = await _user(h, "forgot@example.com", {root: ["standard"]})
-    session = (await _login(h, "forgot@example.com", PASSWORD)).json()["token"]
-    assert (await h.client.get(f"/orgs/{root}", headers=_bearer(session))).status_code == 200
+    user_pk = await insert_user(h, "forgot@example.com", {root: ["standard"]})
+    session = (await sign_in(h, "forgot@example.com", PASSWORD)).json()["token"]
+    assert (await h.client.get(f"/orgs/{root}", headers=bearer(session))).status_code == 200
     await _set(h, users, users.c.id == user_pk, failed_logins=3, failed_since=utcnow())
 
     token = await h.services.db.transaction(auth.issue_password_reset, Actor.system(), user_pk)
@@ -394,9 +314,9 @@ async def test_password_reset_is_single_use_expires_and_ends_sessions(h: Harness
 
     done = await h.client.post("/auth/password/reset", json={"token": token, "password": new})
     assert done.status_code == 204, done.text
-    assert (await h.client.get(f"/orgs/{root}", headers=_bearer(session))).status_code == 401
-    assert (await _login(h, "forgot@example.com", PASSWORD)).status_code == 401
-    assert (await _login(h, "forgot@example.com", new)).status_code == 200
+    assert (await h.client.get(f"/orgs/{root}", headers=bearer(session))).status_code == 401
+    assert (await sign_in(h, "forgot@example.com", PASSWORD)).status_code == 401
+    assert (await sign_in(h, "forgot@example.com", new)).status_code == 200
     again = await h.client.post("/auth/password/reset", json={"token": token, "password": new})
     assert again.status_code == 400
     changed = await _audited(h, "user.password_changed")
@@ -418,13 +338,13 @@ async def test_password_reset_is_single_use_expires_and_ends_sessions(h: Harness
         "/auth/password/reset", json={"token": second, "password": PASSWORD}
     )
     assert expired.status_code == 400
-    assert auth.verify_password((await _user_row(h, user_pk)).password_hash, new)
+    assert auth.verify_password((await user_row(h, user_pk)).password_hash, new)
 
 
 async def test_email_change_is_confirmed_once(h: Harness) -> None:
     root = h.root.org_id
-    user_pk = await _user(h, "old@example.com", {root: ["standard"]})
-    await _user(h, "taken@example.com", {root: ["standard"]})
+    user_pk = await insert_user(h, "old@example.com", {root: ["standard"]})
+    await insert_user(h, "taken@example.com", {root: ["standard"]})
     system = Actor.system()
 
     async def request(email: str) -> str:
@@ -448,10 +368,10 @@ async def test_email_change_is_confirmed_once(h: Harness) -> None:
     done = await h.client.post("/auth/email/confirm", json={"token": token})
     assert done.status_code == 200, done.text
     assert done.json()["email"] == "New@Example.com"
-    row = await _user_row(h, user_pk)
+    row = await user_row(h, user_pk)
     assert (row.email, row.email_normalized) == ("New@Example.com", "new@example.com")
-    assert (await _login(h, "new@example.com", PASSWORD)).status_code == 200
-    assert (await _login(h, "old@example.com", PASSWORD)).status_code == 401
+    assert (await sign_in(h, "new@example.com", PASSWORD)).status_code == 200
+    assert (await sign_in(h, "old@example.com", PASSWORD)).status_code == 401
     assert (await h.client.post("/auth/email/confirm", json={"token": token})).status_code == 400
     changed = await _audited(h, "user.email_changed")
     assert [(c.before, c.after) for c in changed] == [
@@ -463,7 +383,7 @@ async def test_email_change_is_confirmed_once(h: Harness) -> None:
     await _set(h, user_tokens, user_tokens.c.kind == "email_change", expires_at=utcnow())
     assert (await h.client.post("/auth/email/confirm", json={"token": late})).status_code == 400
     raced = await request("raced@example.com")
-    await _user(h, "raced@example.com", {root: ["standard"]})
+    await insert_user(h, "raced@example.com", {root: ["standard"]})
     conflict = await h.client.post("/auth/email/confirm", json={"token": raced})
     assert conflict.status_code == 409
-    assert (await _user_row(h, user_pk)).email == "New@Example.com"
+    assert (await user_row(h, user_pk)).email == "New@Example.com"

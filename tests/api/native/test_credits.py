@@ -25,7 +25,6 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from conftest import Harness
 from orgplane.core.audit import service as audit_service
 from orgplane.core.bootstrap import create_root_with_admin_key
 from orgplane.core.credits.ledger import Disagreement, verify
@@ -33,29 +32,14 @@ from orgplane.core.ids import new_native_key
 from orgplane.core.usage.counters import local_today, period_start
 from orgplane.models import audit_log, ledger, meters, org_limits, orgs, usage_daily
 from orgplane.models.base import utcnow
+from support.harness import Harness
+from support.problems import problem
 
 NONEXISTENT = "zzzzzzzzzzzz"
-PROBLEM = "application/problem+json"
 OPS = "operations"
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def problem(
-    response: httpx.Response, status: int, field: str | None = None, code: str | None = None
-) -> dict[str, Any]:
-    """Assert an RFC 9457 problem document with ``status`` (naming ``field``, of type ``code``)."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM), response.headers
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert isinstance(body["detail"], str) and body["detail"]
-    if field is not None:
-        assert field in [e["field"] for e in body.get("errors", [])], body
-    if code is not None:
-        assert body["type"] == f"https://orgplane.dev/problems/{code}", body
-    return body
 
 
 async def put_limit(

@@ -9,24 +9,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import re
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 
-from conftest import Harness, make_settings
 from orgplane.app import build_services, create_app
 from orgplane.core.bootstrap import create_root_with_admin_key
 from orgplane.core.ids import hash_secret
 from orgplane.models import audit_log, credentials, orgs
+from support.cli import run_cli
+from support.harness import Harness, make_settings
 
 
 def _iso(value: datetime) -> str:
@@ -462,31 +459,6 @@ async def test_last_used_at_is_recorded_after_use(h):
 # --- the CLI ------------------------------------------------------------------------------
 
 
-@dataclass
-class CliResult:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-async def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> CliResult:
-    """Run ``orgplane`` in a subprocess, away from any ORGPLANE_ variable or .env of ours."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("ORGPLANE_")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "orgplane.cli",
-        *args,
-        cwd=cwd,
-        env={**clean, **(env or {})},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return CliResult(process.returncode, out.decode(), err.decode())
-
-
 @asynccontextmanager
 async def _client_on(url: str) -> AsyncIterator[httpx.AsyncClient]:
     """The app on an existing database (no bootstrap), with no key cache."""
@@ -516,16 +488,16 @@ async def _count_roots(url: str) -> int:
 async def test_cli_bootstrap_keys_and_tree(tmp_path):
     url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
     db = ["--database-url", url]
-    result = await _cli("migrate", *db, cwd=tmp_path)
+    result = await run_cli("migrate", *db, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
 
-    result = await _cli("bootstrap", "--json", *db, cwd=tmp_path)
+    result = await run_cli("bootstrap", "--json", *db, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     boot = json.loads(result.stdout)
     assert set(boot) == {"org_id", "api_key"}
     assert boot["api_key"].startswith("opk_")
     # Again: nothing new.
-    again = await _cli("bootstrap", "--json", *db, cwd=tmp_path)
+    again = await run_cli("bootstrap", "--json", *db, cwd=tmp_path)
     assert again.returncode == 0 and json.loads(again.stdout)["org_id"] is None
     assert await _count_roots(url) == 1
 
@@ -549,8 +521,8 @@ async def test_cli_bootstrap_keys_and_tree(tmp_path):
         assert (await client.delete(f"/orgs/{gone}", headers=admin)).status_code == 200
 
         whole, under_b = await asyncio.gather(
-            _cli("orgs", "tree", *db, cwd=tmp_path),
-            _cli("orgs", "tree", b, "--deleted", *db, cwd=tmp_path),
+            run_cli("orgs", "tree", *db, cwd=tmp_path),
+            run_cli("orgs", "tree", b, "--deleted", *db, cwd=tmp_path),
         )
         assert whole.returncode == 0, whole.stderr
         assert whole.stdout.splitlines() == [
@@ -563,7 +535,7 @@ async def test_cli_bootstrap_keys_and_tree(tmp_path):
 
         # keys create: a working key with exactly the scopes asked for. In a zone far from UTC,
         # a naive --expires still means UTC, as the help says.
-        result = await _cli(
+        result = await run_cli(
             "keys", "create", a, "--name", "deploy", "--scope", "orgs:read",
             "--expires", "2099-01-01T00:00:00", "--json", *db,
             cwd=tmp_path, env={"TZ": "Asia/Tokyo"},
@@ -580,17 +552,17 @@ async def test_cli_bootstrap_keys_and_tree(tmp_path):
         assert made_row["scopes"] == ["orgs:read"] and made_row["name"] == "deploy"
         assert _parse(made_row["expires_at"]) == datetime(2099, 1, 1, tzinfo=UTC)
 
-        result = await _cli("keys", "list", a, *db, cwd=tmp_path)
+        result = await run_cli("keys", "list", a, *db, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         (line,) = result.stdout.splitlines()
         assert made["key_id"] in line and "active" in line and "orgs:read" in line
         assert "deploy" in line and made["api_key"][:8] in line
         assert made["api_key"][8:] not in result.stdout
 
-        result = await _cli("keys", "revoke", made["key_id"], *db, cwd=tmp_path)
+        result = await run_cli("keys", "revoke", made["key_id"], *db, cwd=tmp_path)
         assert result.returncode == 0 and result.stdout.strip() == f"revoked {made['key_id']}"
         assert (await client.get(f"/orgs/{a1}", headers=key)).status_code == 401
-        listing = await _cli("keys", "list", a, *db, cwd=tmp_path)
+        listing = await run_cli("keys", "list", a, *db, cwd=tmp_path)
         assert "revoked" in listing.stdout and "active" not in listing.stdout
 
         # The CLI's changes are audited like any other.
@@ -603,7 +575,7 @@ async def test_cli_bootstrap_keys_and_tree(tmp_path):
 
     # Errors are one clear line and a non-zero exit, never a traceback.
     failures = [("keys", "create", "nope123"), ("keys", "create", a, "--scope", "bogus")]
-    results = await asyncio.gather(*(_cli(*args, *db, cwd=tmp_path) for args in failures))
+    results = await asyncio.gather(*(run_cli(*args, *db, cwd=tmp_path) for args in failures))
     for args, result in zip(failures, results, strict=True):
         assert result.returncode != 0, args
         assert result.stderr.startswith("error:"), (args, result.stderr)

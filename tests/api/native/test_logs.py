@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from conftest import Harness
 from orgplane.core.access.principal import Actor
 from orgplane.core.audit import queries
 from orgplane.core.audit import service as audit
@@ -35,6 +34,7 @@ from orgplane.models import (
     orgs,
 )
 from orgplane.models import credentials as credentials_table
+from support.harness import Harness
 
 UA = "orgplane-tests/1.0"
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from conftest import Harness
 from orgplane.core.bootstrap import create_root_with_admin_key
 from orgplane.core.ids import new_native_key
 from orgplane.models import audit_log, meters, orgs
-from test_credits import problem
+from support.harness import Harness
+from support.problems import problem
 
 PROBLEM = "application/problem+json"
 BUILT_IN = {

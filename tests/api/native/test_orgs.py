@@ -15,11 +15,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from conftest import Harness, start_harness, stop_harness
 from orgplane.core.audit import service as audit_service
 from orgplane.core.bootstrap import create_root_with_admin_key
 from orgplane.core.ids import new_native_key
 from orgplane.models import audit_log, orgs
+from support.harness import Harness, start_harness, stop_harness
 
 NONEXISTENT = "zzzzzzzzzzzz"
 PROBLEM = "application/problem+json"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from orgplane.core.people.capabilities import CATALOG
-from test_users import actions, make_user, user_key
+from support.people import actions, make_user, user_key
 
 
 async def test_capability_catalog(h):

@@ -25,7 +25,7 @@ from orgplane.models import (
     usage_events,
 )
 from orgplane.models.base import utcnow
-from tree_invariants import check_subtree_usage
+from support.tree_invariants import check_subtree_usage
 
 
 def _ts(when: datetime) -> str:

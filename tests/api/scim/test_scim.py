@@ -12,7 +12,7 @@ from scim2_client import BaseSyncSCIMClient
 from scim2_models import Mutability, Resource, Schema, ScimProvider
 from scim2_tester import Status, check_server
 
-from conftest import Harness
+from support.harness import Harness
 
 SCIM = "application/scim+json"
 

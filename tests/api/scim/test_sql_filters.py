@@ -9,8 +9,8 @@ from typing import Any
 
 from scim2_models import Context, ScimFilter, User
 
-from conftest import Harness
 from orgplane.core.people import repository
+from support.harness import Harness
 
 HEADERS = {"Content-Type": "application/scim+json"}
 FIRST = ["Ada", "ada", "Bo", "Chen", "Dee", "", "Émile", "Al_x", "Bo%"]

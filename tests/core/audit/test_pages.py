@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import Harness
 from orgplane.core.access.principal import Actor
 from orgplane.core.audit import queries
 from orgplane.core.audit import service as audit
 from orgplane.core.bootstrap import create_root_with_admin_key
 from orgplane.db.engine import Tx
 from orgplane.models import audit_log, orgs
+from support.harness import Harness
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 ACTORS = ("system:alice", "system:bob", "key:carol", "user:dan")

@@ -19,15 +19,13 @@ from datadog_api_client.v1.api.organizations_api import OrganizationsApi as Orgs
 from datadog_api_client.v1.model.organization_create_body import OrganizationCreateBody
 from sumologic import SumoLogic
 
-from conftest import Harness, LiveServer, start_harness, stop_harness
 from orgplane.core.access import scopes as scope_catalog
 from orgplane.core.ids import hash_secret, sumo_org_id
 from orgplane.models import audit_log, orgs
-from test_datadog_orgs import dd
-from test_keys import _cli
-from test_sumologic_users import BASE, relaxed
-
-__all__ = ["relaxed"]
+from support.cli import run_cli
+from support.datadog import dd
+from support.harness import Harness, LiveServer, start_harness, stop_harness
+from support.sumologic import BASE
 
 
 def _iso(value: datetime) -> str:
@@ -224,7 +222,7 @@ async def test_the_cli_and_the_api_audit_a_key_alike(h: Harness, tmp_path: Any) 
     api = await _key(
         h, child, name="deploy", scopes=["orgs:read", "usage:write"], expires_at=_iso(expiry)
     )
-    result = await _cli(
+    result = await run_cli(
         "keys", "create", child, "--name", "deploy", "--scope", "orgs:read",
         "--scope", "usage:write", "--expires", "2099-01-01T00:00:00", "--json", *db,
         cwd=tmp_path,
@@ -234,11 +232,11 @@ async def test_the_cli_and_the_api_audit_a_key_alike(h: Harness, tmp_path: Any) 
 
     response = await h.client.delete(f"/orgs/{child}/api_keys/{api['id']}", headers=h.auth())
     assert response.status_code == 204
-    result = await _cli("keys", "revoke", cli_key, *db, cwd=tmp_path)
+    result = await run_cli("keys", "revoke", cli_key, *db, cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.strip() == f"revoked {cli_key}"
-    again = await _cli("keys", "revoke", cli_key, *db, cwd=tmp_path)
+    again = await run_cli("keys", "revoke", cli_key, *db, cwd=tmp_path)
     assert again.returncode == 0 and again.stdout.strip() == f"{cli_key} was already revoked"
-    missing = await _cli("keys", "revoke", "key_doesnotexist", *db, cwd=tmp_path)
+    missing = await run_cli("keys", "revoke", "key_doesnotexist", *db, cwd=tmp_path)
     assert missing.returncode == 1
     assert missing.stderr.strip() == "error: API key 'key_doesnotexist' not found"
 

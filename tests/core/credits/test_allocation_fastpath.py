@@ -18,8 +18,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import Harness
-from ledger_invariants import deadlocks
 from orgplane.core.access.principal import Caller, RequestMeta
 from orgplane.core.access.service import authenticate
 from orgplane.core.audit import service as audit
@@ -28,6 +26,8 @@ from orgplane.core.credits.ledger import verify
 from orgplane.db.engine import PreparedSelect, Tx
 from orgplane.models import audit_log, ledger, meters, org_limits, orgs
 from orgplane.models.base import utcnow
+from support.harness import Harness
+from support.ledger_invariants import deadlocks
 
 OPS = "operations"
 

@@ -24,10 +24,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from conftest import start_harness, stop_harness
-from ledger_invariants import Bal, check_invariants, deadlocks, load
 from orgplane.core.credits.ledger import verify
 from orgplane.models.base import utcnow
+from support.harness import start_harness, stop_harness
+from support.ledger_invariants import Bal, check_invariants, deadlocks, load
 
 POOL = 32  # with as many again in overflow: every task can hold a connection at once
 STEPS = {"credits": 1, "operations": 10_000, "transfer": 1}

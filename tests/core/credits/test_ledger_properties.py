@@ -42,10 +42,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from conftest import start_harness, stop_harness
-from ledger_invariants import Bal, Stored, check_invariants, load, round_up
 from orgplane.models.base import utcnow
-from tree_invariants import TreeModel, check_audit
+from support.harness import start_harness, stop_harness
+from support.ledger_invariants import Bal, Stored, check_invariants, load, round_up
+from support.tree_invariants import TreeModel, check_audit
 
 MAX_DEPTH = 4  # small, so that creates and moves run into the cap
 

@@ -16,12 +16,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from conftest import Harness
-from ledger_invariants import round_up
 from orgplane.core.credits.ledger import verify
 from orgplane.core.usage.counters import consumed_this_period
 from orgplane.models import org_limits, orgs
 from orgplane.models.base import utcnow
+from support.harness import Harness
+from support.ledger_invariants import round_up
 
 ROUNDS = 15
 STEP = 10_000  # the operations meter's step

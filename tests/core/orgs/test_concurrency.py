@@ -14,9 +14,9 @@ import asyncio
 import itertools
 from typing import Any
 
-from conftest import start_harness, stop_harness
-from ledger_invariants import deadlocks
-from tree_invariants import audit_entries, check_audit, check_structure, load_tree
+from support.harness import start_harness, stop_harness
+from support.ledger_invariants import deadlocks
+from support.tree_invariants import audit_entries, check_audit, check_structure, load_tree
 
 MAX_DEPTH = 6
 POOL = 15  # with as many again in overflow: every task can hold a connection at once

@@ -17,9 +17,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from conftest import Harness, start_harness, stop_harness
 from orgplane.core.ids import sumo_org_id
 from orgplane.models import orgs
+from support.harness import Harness, start_harness, stop_harness
 
 
 @pytest.fixture

@@ -28,8 +28,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from conftest import _run_in_thread, start_harness, stop_harness
-from tree_invariants import TreeModel, check_audit, check_structure, load_tree
+from support.harness import run_in_thread, start_harness, stop_harness
+from support.tree_invariants import TreeModel, check_audit, check_structure, load_tree
 
 MAX_DEPTH = 4  # small, so that generated sequences run into the cap often
 
@@ -343,4 +343,4 @@ def test_invalid_moves_are_refused_and_change_nothing(fresh_database: Any) -> No
         finally:
             await stop_harness(h)
 
-    _run_in_thread(lambda: asyncio.run(scenario()))
+    run_in_thread(lambda: asyncio.run(scenario()))

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from conftest import Harness
 from orgplane.core.ids import hash_secret
+from support.harness import Harness
 
 PASSWORD = "correct horse battery staple"
 

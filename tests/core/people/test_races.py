@@ -16,8 +16,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from conftest import Harness
 from orgplane.models import credentials, invitations, membership_roles, memberships, users
+from support.harness import Harness
 
 ITERATIONS = 30
 PASSWORD = "correct horse battery staple"

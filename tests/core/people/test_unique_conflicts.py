@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import Harness
 from orgplane.api.dialects.sumologic import limits
 from orgplane.models import orgs
+from support.harness import Harness
 
 ITERATIONS = 20
 

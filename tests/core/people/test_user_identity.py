@@ -7,38 +7,38 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from conftest import Harness
 from orgplane.models import credentials, users
-from test_auth import PASSWORD, WRONG, _bearer, _login, _user, _user_row
+from support.auth import PASSWORD, WRONG, bearer, insert_user, sign_in, user_row
+from support.harness import Harness
 
 
 async def _public_id(h: Harness, user_pk: int) -> str:
-    return str((await _user_row(h, user_pk)).public_id)
+    return str((await user_row(h, user_pk)).public_id)
 
 
 async def test_an_admin_unlocks_a_locked_member(h: Harness) -> None:
     root = h.root.org_id
-    user_pk = await _user(h, "locked@example.com", {root: ["standard"]})
+    user_pk = await insert_user(h, "locked@example.com", {root: ["standard"]})
     uid = await _public_id(h, user_pk)
     for _ in range(5):
-        assert (await _login(h, "locked@example.com", WRONG)).status_code == 401
-    assert (await _user_row(h, user_pk)).locked_at is not None
-    assert (await _login(h, "locked@example.com", PASSWORD)).status_code == 401
+        assert (await sign_in(h, "locked@example.com", WRONG)).status_code == 401
+    assert (await user_row(h, user_pk)).locked_at is not None
+    assert (await sign_in(h, "locked@example.com", PASSWORD)).status_code == 401
 
     no_scope = await h.create_key(root, ["users:read"])
     refused = await h.client.post(f"/orgs/{root}/users/{uid}/unlock", headers=h.auth(no_scope))
     assert refused.status_code == 403
     response = await h.client.post(f"/orgs/{root}/users/{uid}/unlock", headers=h.auth())
     assert response.status_code == 200, response.text
-    assert (await _user_row(h, user_pk)).locked_at is None
-    assert (await _login(h, "locked@example.com", PASSWORD)).status_code == 200
+    assert (await user_row(h, user_pk)).locked_at is None
+    assert (await sign_in(h, "locked@example.com", PASSWORD)).status_code == 200
     audit = await h.client.get(f"/orgs/{root}/audit?action=user.unlocked", headers=h.auth())
     assert len(audit.json()["data"]) >= 1
 
 
 async def test_a_reset_token_is_issued_once_and_sets_a_new_password(h: Harness) -> None:
     root = h.root.org_id
-    user_pk = await _user(h, "forgetful@example.com", {root: ["read-only"]})
+    user_pk = await insert_user(h, "forgetful@example.com", {root: ["read-only"]})
     uid = await _public_id(h, user_pk)
     response = await h.client.post(f"/orgs/{root}/users/{uid}/password/reset", headers=h.auth())
     assert response.status_code == 201, response.text
@@ -49,7 +49,7 @@ async def test_a_reset_token_is_issued_once_and_sets_a_new_password(h: Harness) 
         "/auth/password/reset", json={"token": token, "password": new_password}
     )
     assert done.status_code in (200, 204), done.text
-    assert (await _login(h, "forgetful@example.com", new_password)).status_code == 200
+    assert (await sign_in(h, "forgetful@example.com", new_password)).status_code == 200
     again = await h.client.post(
         "/auth/password/reset", json={"token": token, "password": "yet another passphrase"}
     )
@@ -58,8 +58,8 @@ async def test_a_reset_token_is_issued_once_and_sets_a_new_password(h: Harness) 
 
 async def test_an_email_change_is_requested_for_a_member_and_confirmed(h: Harness) -> None:
     root = h.root.org_id
-    user_pk = await _user(h, "old@example.com", {root: ["standard"]})
-    await _user(h, "taken@example.com", {root: ["standard"]})
+    user_pk = await insert_user(h, "old@example.com", {root: ["standard"]})
+    await insert_user(h, "taken@example.com", {root: ["standard"]})
     uid = await _public_id(h, user_pk)
     url = f"/orgs/{root}/users/{uid}/email/request_change"
     taken = await h.client.post(url, json={"new_email": "TAKEN@example.com"}, headers=h.auth())
@@ -71,15 +71,15 @@ async def test_an_email_change_is_requested_for_a_member_and_confirmed(h: Harnes
     assert response.status_code == 201, response.text
     confirmed = await h.client.post("/auth/email/confirm", json={"token": response.json()["token"]})
     assert confirmed.status_code in (200, 204), confirmed.text
-    assert (await _user_row(h, user_pk)).email_normalized == "new@example.com"
-    assert (await _login(h, "new@example.com", PASSWORD)).status_code == 200
+    assert (await user_row(h, user_pk)).email_normalized == "new@example.com"
+    assert (await sign_in(h, "new@example.com", PASSWORD)).status_code == 200
 
 
 async def test_identity_endpoints_stay_inside_reach(h: Harness) -> None:
     root = h.root.org_id
     child = (await h.create_org(root, "Child"))["id"]
     sibling = (await h.create_org(root, "Sibling"))["id"]
-    user_pk = await _user(h, "member@example.com", {sibling: ["standard"]})
+    user_pk = await insert_user(h, "member@example.com", {sibling: ["standard"]})
     uid = await _public_id(h, user_pk)
     child_key = await h.create_key(child, ["*"])
     for path in ("unlock", "password/reset"):
@@ -98,15 +98,15 @@ async def test_identity_endpoints_stay_inside_reach(h: Harness) -> None:
 
 async def test_a_signed_in_user_creates_a_key_bound_to_themselves(h: Harness) -> None:
     root = h.root.org_id
-    await _user(h, "admin@example.com", {root: ["administrator"]})
-    login = await _login(h, "admin@example.com", PASSWORD)
+    await insert_user(h, "admin@example.com", {root: ["administrator"]})
+    login = await sign_in(h, "admin@example.com", PASSWORD)
     assert login.status_code == 200, login.text
     session = login.json()["token"]
     # No expiry: a session's own 12 hours do not cap the keys its user creates.
     response = await h.client.post(
         f"/orgs/{root}/api_keys",
         json={"name": "automation", "scopes": ["orgs:read"]},
-        headers=_bearer(session),
+        headers=bearer(session),
     )
     assert response.status_code == 201, response.text
     created: dict[str, Any] = response.json()
@@ -134,9 +134,9 @@ async def _key(h: Harness, org: str, by: dict[str, str], **fields: Any) -> Any:
 
 async def test_keys_bind_only_to_members_and_never_to_more_power(h: Harness) -> None:
     root = h.root.org_id
-    admin_pk = await _user(h, "boss@example.com", {root: ["administrator"]})
-    keeper_pk = await _user(h, "keeper@example.com", {root: ["read-only"]})
-    outsider_pk = await _user(h, "outsider@example.com", {})
+    admin_pk = await insert_user(h, "boss@example.com", {root: ["administrator"]})
+    keeper_pk = await insert_user(h, "keeper@example.com", {root: ["read-only"]})
+    outsider_pk = await insert_user(h, "outsider@example.com", {})
     admin, keeper, outsider = [await _public_id(h, pk) for pk in (admin_pk, keeper_pk, outsider_pk)]
 
     # Only members of the key's org can be named.
@@ -154,11 +154,11 @@ async def test_keys_bind_only_to_members_and_never_to_more_power(h: Harness) -> 
 
     # An administrator's session mints keys bound to itself by default, and may bind one to a
     # member who holds no more than it does, but not mint an unbound one for someone stronger.
-    session = (await _login(h, "boss@example.com", PASSWORD)).json()["token"]
-    own = await _key(h, root, _bearer(session), scopes=["orgs:read"])
+    session = (await sign_in(h, "boss@example.com", PASSWORD)).json()["token"]
+    own = await _key(h, root, bearer(session), scopes=["orgs:read"])
     assert own.status_code == 201, own.text
     assert own.json()["user_id"] == admin
-    weaker = await _key(h, root, _bearer(session), user_id=keeper, scopes=["orgs:read"])
+    weaker = await _key(h, root, bearer(session), user_id=keeper, scopes=["orgs:read"])
     assert weaker.status_code == 201, weaker.text
 
     # A member who may manage keys but little else cannot bind a key to the administrator.
@@ -168,24 +168,24 @@ async def test_keys_bind_only_to_members_and_never_to_more_power(h: Harness) -> 
         headers=h.auth(),
     )
     assert role.status_code == 201, role.text
-    await _user(h, "keys@example.com", {root: [role.json()["id"]]})
-    keys_session = (await _login(h, "keys@example.com", PASSWORD)).json()["token"]
-    mine = await _key(h, root, _bearer(keys_session), scopes=["orgs:read"])
+    await insert_user(h, "keys@example.com", {root: [role.json()["id"]]})
+    keys_session = (await sign_in(h, "keys@example.com", PASSWORD)).json()["token"]
+    mine = await _key(h, root, bearer(keys_session), scopes=["orgs:read"])
     assert mine.status_code == 201, mine.text
-    stronger = await _key(h, root, _bearer(keys_session), user_id=admin, scopes=["orgs:read"])
+    stronger = await _key(h, root, bearer(keys_session), user_id=admin, scopes=["orgs:read"])
     assert stronger.status_code == 403
     assert "manageApiKeys" not in stronger.json()["detail"]
 
 
 async def test_sign_in_attempts_are_limited_per_address(db_url: str) -> None:
-    from conftest import start_harness, stop_harness
+    from support.harness import start_harness, stop_harness
 
     h = await start_harness(db_url, rate_limit_sign_in_per_ip="3/minute")
     try:
-        await _user(h, "guess@example.com", {h.root.org_id: ["standard"]})
-        statuses = [(await _login(h, "guess@example.com", WRONG)).status_code for _ in range(3)]
+        await insert_user(h, "guess@example.com", {h.root.org_id: ["standard"]})
+        statuses = [(await sign_in(h, "guess@example.com", WRONG)).status_code for _ in range(3)]
         assert statuses == [401, 401, 401]
-        limited = await _login(h, "guess@example.com", PASSWORD)
+        limited = await sign_in(h, "guess@example.com", PASSWORD)
         assert limited.status_code == 429
         assert int(limited.headers["retry-after"]) >= 1
         assert limited.headers["ratelimit-limit"] == "3"

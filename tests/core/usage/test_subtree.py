@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from orgplane.models import orgs, usage_daily
 from orgplane.models.base import utcnow
-from tree_invariants import check_subtree_usage
+from support.tree_invariants import check_subtree_usage
 
 _sent = iter(range(10**9))
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from datadog_api_client import ApiClient, Configuration
 from datadog_api_client.exceptions import (
     ApiException,
     ForbiddenException,
@@ -35,8 +34,9 @@ from datadog_api_client.v1.model.organization_settings_saml_strict_mode import (
 from datadog_api_client.v1.model.organization_subscription import OrganizationSubscription
 from datadog_api_client.v2.api.organizations_api import OrganizationsApi as OrgsV2
 
-from conftest import Harness, LiveServer, start_harness, stop_harness
 from orgplane.core.people.capabilities import CATALOG
+from support.datadog import datadog_key, dd
+from support.harness import Harness, LiveServer, start_harness, stop_harness
 
 IDP_METADATA = b"""<?xml version="1.0"?>
 <md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata"
@@ -56,26 +56,6 @@ XML_BOMB = b"""<?xml version="1.0"?>
 <!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
 <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
 <md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" entityID="&lol3;"/>"""
-
-
-async def datadog_key(
-    h: Harness, org: str, scopes: list[str], key: str | None = None, **fields: Any
-):
-    response = await h.client.post(
-        f"/orgs/{org}/api_keys",
-        json={"name": "datadog", "scopes": scopes, "kind": "datadog", **fields},
-        headers=h.auth(key),
-    )
-    assert response.status_code == 201, response.text
-    body = response.json()
-    return body["api_key"], body["application_key"]
-
-
-def dd(live: LiveServer, keys: tuple[str, str] | None, **options: Any) -> ApiClient:
-    configuration = Configuration(host=f"{live.url}/datadog", **options)
-    if keys is not None:
-        configuration.api_key["apiKeyAuth"], configuration.api_key["appKeyAuth"] = keys
-    return ApiClient(configuration)
 
 
 async def native_org(h: Harness, public_id: str) -> dict[str, Any]:

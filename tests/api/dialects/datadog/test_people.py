@@ -49,8 +49,8 @@ from datadog_api_client.v2.model.user_update_data import UserUpdateData
 from datadog_api_client.v2.model.user_update_request import UserUpdateRequest
 from datadog_api_client.v2.model.users_type import UsersType
 
-from conftest import Harness, LiveServer
 from orgplane.api.dialects.datadog.permissions import BY_CAPABILITY
+from support.harness import Harness, LiveServer
 
 PASSWORD = "correct horse battery staple"
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pycountry
 
-from conftest import Harness, start_harness, stop_harness
 from orgplane.core.bootstrap import create_root_with_admin_key
-from test_make_dialect import BASE, make_error, make_key, org_key, token
+from support.harness import Harness, start_harness, stop_harness
+from support.make import BASE, make_error, make_key, org_key, token
 
 PRAGUE = {"name": "Praha", "regionId": 5, "countryId": 203}
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import Harness
 from orgplane.core.bootstrap import create_root_with_admin_key
-from test_make_dialect import BASE, make_error, make_key, org_key, token
+from support.harness import Harness
+from support.make import BASE, make_error, make_key, org_key, token
 
 
 async def native_users(h: Harness, org: str) -> dict[str, dict[str, Any]]:

@@ -12,13 +12,10 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from conftest import Harness, LiveServer
 from orgplane.core.ids import sumo_org_id
 from orgplane.models import orgs
-from test_sumologic_users import BASE, basic, raises, relaxed, sdk, sumo_error, sumo_key
-
-__all__ = ["relaxed"]
-HEADERS = {"parentDeploymentId": "us1"}
+from support.harness import Harness, LiveServer
+from support.sumologic import BASE, HEADERS, basic, raises, sdk, sumo_error, sumo_key
 
 
 async def native_credits(h: Harness, org: str) -> dict[str, Any]:
