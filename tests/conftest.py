@@ -4,6 +4,9 @@ Each database is migrated once per session with the real Alembic migrations; bet
 tables are emptied (PostgreSQL) or the migrated file is copied afresh (SQLite), so every test
 starts from the same state. Without a reachable PostgreSQL those runs are skipped with a loud
 message, unless ORGPLANE_REQUIRE_POSTGRES=1 (CI), which makes them fail instead.
+
+The harness's types and functions (``Harness``, ``start_harness``...) are in support/harness.py;
+the helpers tests share are in support/.
 """
 
 from __future__ import annotations
@@ -13,32 +16,26 @@ import itertools
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 import uvicorn
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from orgplane.api.deps import Services
-from orgplane.app import bind, build_services, create_app
-from orgplane.config import Settings
-from orgplane.core.bootstrap import Bootstrapped, bootstrap
+from orgplane.api.dialects.sumologic import limits as sumologic_limits
 from orgplane.db.migrate import upgrade
 from orgplane.models import metadata, meters
+from support.harness import Harness, LiveServer, run_in_thread, start_harness, stop_harness
 
 POSTGRES_URL = os.environ.get(
     "ORGPLANE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
 REQUIRE_POSTGRES = os.environ.get("ORGPLANE_REQUIRE_POSTGRES") == "1"
 _postgres_state: dict[str, Any] = {}
-T = TypeVar("T")
 
 
 def _postgres_reachable() -> str | None:
@@ -54,18 +51,12 @@ def _postgres_reachable() -> str | None:
                 await engine.dispose()
 
         try:
-            _run_in_thread(lambda: asyncio.run(asyncio.wait_for(probe(), timeout=5)))
+            run_in_thread(lambda: asyncio.run(asyncio.wait_for(probe(), timeout=5)))
             _postgres_state["error"] = None
         except Exception as exc:
             _postgres_state["error"] = f"{type(exc).__name__}: {exc}"
     error: str | None = _postgres_state["error"]
     return error
-
-
-def _run_in_thread(fn: Any) -> Any:
-    """Session set-up runs while the test loop may be running; give it a loop of its own."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(fn).result()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -137,12 +128,12 @@ def postgres_migrated() -> Iterator[str]:
                     raise
                 await asyncio.sleep(0.25 * (attempt + 1))
 
-    _run_in_thread(lambda: asyncio.run(create()))
+    run_in_thread(lambda: asyncio.run(create()))
     try:
         upgrade(url)
         yield url
     finally:
-        _run_in_thread(lambda: asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')))
+        run_in_thread(lambda: asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')))
 
 
 # Tables the migrations fill with data every test needs.
@@ -185,90 +176,6 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-def make_settings(db_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": db_url,
-        "environment": "test",
-        "rate_limit_per_key": "100000/minute",
-        "rate_limit_per_org": "100000/minute",
-        "rate_limit_sign_in_per_ip": "100000/minute",
-        "log_level": "warning",
-        **overrides,
-    }
-    return Settings(**values)
-
-
-@dataclass
-class Harness:
-    """A running app on one database, its services, and the bootstrapped root."""
-
-    app: Any
-    services: Services
-    client: httpx.AsyncClient
-    root: Bootstrapped
-
-    def auth(self, key: str | None = None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {key or self.root.api_key}"}
-
-    async def create_org(
-        self, parent: str, name: str, key: str | None = None, **fields: Any
-    ) -> dict[str, Any]:
-        response = await self.client.post(
-            f"/orgs/{parent}/children", json={"name": name, **fields}, headers=self.auth(key)
-        )
-        assert response.status_code == 201, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    async def create_key(
-        self, org: str, scopes: list[str], key: str | None = None, **fields: Any
-    ) -> str:
-        response = await self.client.post(
-            f"/orgs/{org}/api_keys",
-            json={"name": "test", "scopes": scopes, **fields},
-            headers=self.auth(key),
-        )
-        assert response.status_code == 201, response.text
-        secret: str = response.json()["api_key"]
-        return secret
-
-
-# Litestar applications by settings, reused across tests: building one models every handler's
-# signature (~0.3 s), several minutes over the suite. A test holding one (two harnesses with the
-# same settings at once) gets a fresh one for the second.
-_apps: dict[str, Any] = {}
-_apps_in_use: set[int] = set()
-
-
-def _harness_app(services: Services) -> Any:
-    key = services.settings.model_dump_json()
-    litestar = _apps.get(key)
-    if litestar is None or id(litestar) in _apps_in_use:
-        litestar = create_app(services.settings, services).litestar
-        _apps.setdefault(key, litestar)
-    _apps_in_use.add(id(litestar))
-    return bind(litestar, services)
-
-
-async def start_harness(db_url: str, **overrides: Any) -> Harness:
-    services = build_services(make_settings(db_url, **overrides))
-    app = _harness_app(services)
-    services.access_log.start()
-    root = await bootstrap(services.db, name="Root")
-    assert root is not None
-    client = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://orgplane.test"
-    )
-    return Harness(app=app, services=services, client=client, root=root)
-
-
-async def stop_harness(harness: Harness) -> None:
-    _apps_in_use.discard(id(harness.app.litestar))
-    await harness.client.aclose()
-    await harness.services.access_log.stop()
-    await harness.services.db.dispose()
-
-
 @pytest.fixture
 async def h(db_url: str) -> AsyncIterator[Harness]:
     harness = await start_harness(db_url)
@@ -276,20 +183,6 @@ async def h(db_url: str) -> AsyncIterator[Harness]:
         yield harness
     finally:
         await stop_harness(harness)
-
-
-@dataclass
-class LiveServer:
-    """The harness's app on a real socket, for the vendors' own (blocking) client libraries.
-
-    The server runs on the test's event loop; ``call`` runs a client call in a thread so the
-    loop keeps serving while the client waits.
-    """
-
-    url: str
-
-    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 @pytest.fixture
@@ -334,3 +227,10 @@ def fresh_database(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
         return url
 
     return postgres_truncated
+
+
+@pytest.fixture
+def relaxed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lift Sumo Logic's 4 requests per second for tests that make many calls in a row (the
+    limit itself is tested on its own in tests/api/dialects/sumologic/test_users.py)."""
+    monkeypatch.setattr(sumologic_limits, "RATE", "10000/second")

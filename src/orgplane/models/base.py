@@ -64,7 +64,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         if dialect.driver == "asyncpg":
             # asyncpg reads a timestamptz as an aware datetime whose tzinfo is datetime.UTC
             # itself, whatever the session's time zone: nothing to do, and a page of 100 orgs
-            # is spared 300 calls (tests/test_column_types.py checks the zone object).
+            # is spared 300 calls (tests/db/test_column_types.py checks the zone object).
             return None
         return _utc
 
