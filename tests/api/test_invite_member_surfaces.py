@@ -13,30 +13,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from orgplane.models import audit_log, orgs
+from orgplane.models import audit_log
 from support.harness import Harness
+from support.keys import dialect_key
+from support.make import org_key
 
 ENTRY = tuple[str, str, Any, Any]
-
-
-async def _org_key(h: Harness, public_id: str) -> int:
-    async with h.services.db.read() as conn:
-        key = (
-            await conn.execute(sa.select(orgs.c.id).where(orgs.c.public_id == public_id))
-        ).scalar()
-    assert isinstance(key, int)
-    return key
-
-
-async def _key(h: Harness, org: str, kind: str) -> dict[str, Any]:
-    response = await h.client.post(
-        f"/orgs/{org}/api_keys",
-        json={"name": kind, "scopes": ["*"], "kind": kind},
-        headers=h.auth(),
-    )
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def _blank(value: Any, email: str) -> Any:
@@ -102,7 +84,7 @@ async def test_invite_member_writes_the_same_audit_entries_through_every_surface
         assert response.status_code == 201, response.text
 
     async def sumo_user(org: str, email: str) -> None:
-        key = await _key(h, org, "sumologic")
+        key = await dialect_key(h, org, "sumologic")
         response = await h.client.post(
             "/sumologic/api/v1/users",
             json={"firstName": name[0], "lastName": name[1], "email": email, "roleIds": []},
@@ -111,7 +93,7 @@ async def test_invite_member_writes_the_same_audit_entries_through_every_surface
         assert response.status_code == 200, response.text
 
     async def datadog_user(org: str, email: str) -> None:
-        key = await _key(h, org, "datadog")
+        key = await dialect_key(h, org, "datadog")
         response = await h.client.post(
             "/datadog/api/v2/users",
             json={
@@ -122,7 +104,7 @@ async def test_invite_member_writes_the_same_audit_entries_through_every_surface
         assert response.status_code == 201, response.text
 
     async def sumo_org_contact(org: str, email: str) -> None:
-        key = await _key(h, org, "sumologic")
+        key = await dialect_key(h, org, "sumologic")
         response = await h.client.post(
             "/sumologic/api/v1/organizations",
             json={
@@ -144,9 +126,9 @@ async def test_invite_member_writes_the_same_audit_entries_through_every_surface
             headers=h.auth(),
         )
         assert response.status_code == 200, response.text
-        secret = (await _key(h, org, "make"))["api_key"]
+        secret = (await dialect_key(h, org, "make"))["api_key"]
         response = await h.client.post(
-            f"/make/api/v2/organizations/{await _org_key(h, org)}/managed-organizations",
+            f"/make/api/v2/organizations/{await org_key(h, org)}/managed-organizations",
             json={
                 "organizationName": f"Make {email.split('@')[0]}",
                 "operations": 0,

@@ -17,8 +17,10 @@ import sqlalchemy as sa
 
 from orgplane.api.dialects.sumologic import limits as sumo_limits
 from orgplane.core.ids import sumo_org_id
-from orgplane.models import audit_log, orgs
+from orgplane.models import audit_log
 from support.harness import Harness
+from support.keys import dialect_key
+from support.make import org_key
 
 SUMO_HEADERS = {"parentDeploymentId": "us1"}
 # What an entry says about the change itself (the rest names the caller, request and chain).
@@ -31,17 +33,6 @@ def relaxed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sumo_limits, "RATE", "10000/second")
 
 
-async def _key(h: Harness, kind: str) -> dict[str, Any]:
-    response = await h.client.post(
-        f"/orgs/{h.root.org_id}/api_keys",
-        json={"name": kind, "scopes": ["*"], "kind": kind},
-        headers=h.auth(),
-    )
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 async def _limits(h: Harness) -> None:
     for meter in ("operations", "credits"):
         response = await h.client.put(
@@ -50,15 +41,6 @@ async def _limits(h: Harness) -> None:
             headers=h.auth(),
         )
         assert response.status_code == 200, response.text
-
-
-async def _org_key(h: Harness, public_id: str) -> int:
-    async with h.services.db.read() as conn:
-        return int(
-            (
-                await conn.execute(sa.select(orgs.c.id).where(orgs.c.public_id == public_id))
-            ).scalar_one()
-        )
 
 
 async def _entries_since(h: Harness, seq: int) -> list[Any]:
@@ -110,8 +92,8 @@ async def _native_allocate(meter: str, h: Harness, parent: str, child: str) -> h
 async def _make_allocate(h: Harness, parent: str, child: str) -> httpx.Response:
     token = KEYS["make"]["token"]
     return await h.client.patch(
-        f"/make/api/v2/organizations/{await _org_key(h, parent)}/managed-organizations/"
-        f"{await _org_key(h, child)}",
+        f"/make/api/v2/organizations/{await org_key(h, parent)}/managed-organizations/"
+        f"{await org_key(h, child)}",
         json={"operations": 50_000},
         headers={"Authorization": f"Token {token}"},
     )
@@ -131,7 +113,7 @@ async def _sumologic_baselines(h: Harness, parent: str, child: str) -> None:
 async def _sumologic_put(h: Harness, child: str, credits: int) -> httpx.Response:
     key = KEYS["sumologic"]
     return await h.client.put(
-        f"/sumologic/api/v1/organizations/{sumo_org_id('us1', await _org_key(h, child))}",
+        f"/sumologic/api/v1/organizations/{sumo_org_id('us1', await org_key(h, child))}",
         json={"totalCreditsAllocated": credits},
         auth=httpx.BasicAuth(key["access_id"], key["access_key"]),
         headers=SUMO_HEADERS,
@@ -145,7 +127,7 @@ async def _native_deactivate(h: Harness, parent: str, child: str) -> httpx.Respo
 async def _sumologic_deactivate(h: Harness, parent: str, child: str) -> httpx.Response:
     key = KEYS["sumologic"]
     return await h.client.delete(
-        f"/sumologic/api/v1/organizations/{sumo_org_id('us1', await _org_key(h, child))}",
+        f"/sumologic/api/v1/organizations/{sumo_org_id('us1', await org_key(h, child))}",
         auth=httpx.BasicAuth(key["access_id"], key["access_key"]),
         headers=SUMO_HEADERS,
     )
@@ -175,7 +157,7 @@ PREPARE: dict[Act, Callable[[Harness, str, str], Awaitable[None]]] = {
 async def test_the_same_action_writes_the_same_audit_entries(h: Harness, action: str) -> None:
     await _limits(h)
     for kind in ("make", "sumologic"):
-        KEYS[kind] = await _key(h, kind)
+        KEYS[kind] = await dialect_key(h, h.root.org_id, kind)
     native, others = ACTIONS[action]
     seen = []
     for i, act in enumerate([native, *others]):

@@ -11,15 +11,14 @@ refused at once although the cache would have kept it five minutes.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from orgplane.core.ids import sumo_org_id
-from orgplane.models import orgs
 from support.harness import Harness, start_harness, stop_harness
+from support.keys import dialect_key
+from support.make import org_key
 
 
 @pytest.fixture
@@ -31,25 +30,6 @@ async def cached(db_url: str) -> AsyncIterator[Harness]:
         await stop_harness(harness)
 
 
-async def _dialect_key(h: Harness, kind: str) -> dict[str, Any]:
-    response = await h.client.post(
-        f"/orgs/{h.root.org_id}/api_keys",
-        json={"name": kind, "scopes": ["*"], "kind": kind},
-        headers=h.auth(),
-    )
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def _org_key(h: Harness, public_id: str) -> int:
-    async with h.services.db.read() as conn:
-        key = (
-            await conn.execute(sa.select(orgs.c.id).where(orgs.c.public_id == public_id))
-        ).scalar_one()
-    return int(key)
-
-
 async def _native_deactivate(h: Harness, child: str) -> httpx.Response:
     return await h.client.patch(f"/orgs/{child}", json={"status": "deactivated"}, headers=h.auth())
 
@@ -59,25 +39,25 @@ async def _native_delete(h: Harness, child: str) -> httpx.Response:
 
 
 async def _make_delete(h: Harness, child: str) -> httpx.Response:
-    token = (await _dialect_key(h, "make"))["token"]
+    token = (await dialect_key(h, h.root.org_id, "make"))["token"]
     return await h.client.delete(
-        f"/make/api/v2/organizations/{await _org_key(h, child)}",
+        f"/make/api/v2/organizations/{await org_key(h, child)}",
         params={"confirmed": "true"},
         headers={"Authorization": f"Token {token}"},
     )
 
 
 async def _sumologic_deactivate(h: Harness, child: str) -> httpx.Response:
-    key = await _dialect_key(h, "sumologic")
+    key = await dialect_key(h, h.root.org_id, "sumologic")
     return await h.client.delete(
-        f"/sumologic/api/v1/organizations/{sumo_org_id('us1', await _org_key(h, child))}",
+        f"/sumologic/api/v1/organizations/{sumo_org_id('us1', await org_key(h, child))}",
         auth=httpx.BasicAuth(key["access_id"], key["access_key"]),
         headers={"parentDeploymentId": "us1"},
     )
 
 
 async def _datadog_downgrade(h: Harness, child: str) -> httpx.Response:
-    key = await _dialect_key(h, "datadog")
+    key = await dialect_key(h, h.root.org_id, "datadog")
     return await h.client.post(
         f"/datadog/api/v1/org/{child}/downgrade",
         headers={"DD-API-KEY": key["api_key"], "DD-APPLICATION-KEY": key["application_key"]},

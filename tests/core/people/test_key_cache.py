@@ -10,6 +10,7 @@ from typing import Any
 
 from orgplane.core.ids import hash_secret
 from support.harness import Harness
+from support.keys import dialect_key
 
 PASSWORD = "correct horse battery staple"
 
@@ -26,17 +27,6 @@ async def _active_user(h: Harness, org: str, email: str, roles: list[str]) -> st
     return user_id
 
 
-async def _dialect_key(h: Harness, org: str, kind: str) -> dict[str, Any]:
-    response = await h.client.post(
-        f"/orgs/{org}/api_keys",
-        json={"name": kind, "scopes": ["users:write"], "kind": kind},
-        headers=h.auth(),
-    )
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 async def _get_org(h: Harness, org: str, secret: str) -> int:
     response = await h.client.get(f"/orgs/{org}", headers=h.auth(secret))
     return response.status_code
@@ -51,8 +41,8 @@ async def test_a_bound_key_stops_at_once_when_its_user_is_removed_or_disabled(
     root = h.root.org_id
     org = (await h.create_org(root, "Team"))["id"]
     scim_key = await h.create_key(org, ["users:write"])
-    sumo = await _dialect_key(h, org, "sumologic")
-    dd = await _dialect_key(h, org, "datadog")
+    sumo = await dialect_key(h, org, "sumologic", ["users:write"])
+    dd = await dialect_key(h, org, "datadog", ["users:write"])
     dd_headers = {"DD-API-KEY": dd["api_key"], "DD-APPLICATION-KEY": dd["application_key"]}
     sumo_auth = (sumo["access_id"], sumo["access_key"])
 
@@ -114,7 +104,7 @@ async def test_a_key_handed_over_on_removal_acts_as_its_new_holder_at_once(h: Ha
     acting as the removed user (and be refused) until the cache entry expired."""
     root = h.root.org_id
     org = (await h.create_org(root, "Team"))["id"]
-    sumo = await _dialect_key(h, org, "sumologic")
+    sumo = await dialect_key(h, org, "sumologic", ["users:write"])
     removals: dict[str, Callable[[str, str], Awaitable[Any]]] = {
         "native": lambda u, heir: h.client.delete(
             f"/orgs/{org}/users/{u}", params={"transfer_to": heir}, headers=h.auth()

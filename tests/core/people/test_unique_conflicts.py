@@ -17,27 +17,17 @@ import sqlalchemy as sa
 from orgplane.api.dialects.sumologic import limits
 from orgplane.models import orgs
 from support.harness import Harness
+from support.keys import dialect_key
 
 ITERATIONS = 20
-
-
-async def _key(h: Harness, org: str, kind: str) -> dict[str, Any]:
-    response = await h.client.post(
-        f"/orgs/{org}/api_keys",
-        json={"name": kind, "scopes": ["*"], "kind": kind},
-        headers=h.auth(),
-    )
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 async def test_datadog_creates_of_the_same_new_user_never_500(h: Harness) -> None:
     """In one org the org row's lock serialises the two (201 and 409); in two orgs both may
     insert the same new identity, and the loser's unique violation is a 409."""
     root = h.root.org_id
-    one = await _key(h, root, "datadog")
-    other = await _key(h, (await h.create_org(root, "Other"))["id"], "datadog")
+    one = await dialect_key(h, root, "datadog")
+    other = await dialect_key(h, (await h.create_org(root, "Other"))["id"], "datadog")
     for i in range(ITERATIONS):
         body = {"data": {"type": "users", "attributes": {"email": f"dup{i}@example.com"}}}
         answers = await asyncio.gather(
@@ -68,8 +58,8 @@ async def test_two_orgs_created_with_the_same_new_contact_never_500(
         f"/orgs/{root}/limits/operations", json={"amount": 10_000_000}, headers=h.auth()
     )
     assert response.status_code == 200, response.text
-    sumo = await _key(h, root, "sumologic")
-    make = (await _key(h, root, "make"))["api_key"]
+    sumo = await dialect_key(h, root, "sumologic")
+    make = (await dialect_key(h, root, "make"))["api_key"]
     async with h.services.db.read() as conn:
         root_key = (
             await conn.execute(sa.select(orgs.c.id).where(orgs.c.public_id == root))
