@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from email_validator import EmailNotValidError, validate_email
@@ -29,9 +28,9 @@ from orgplane.core.ids import (
     new_prefixed_token,
     prefixed_token_well_formed,
 )
+from orgplane.core.people import auth_repository as repo
 from orgplane.core.people.repository import unique
 from orgplane.db.engine import Reader, Tx
-from orgplane.models import memberships, orgs, user_tokens, users
 from orgplane.models.base import utcnow
 
 PASSWORD_MIN = 12
@@ -111,17 +110,6 @@ def _self_actor(meta: RequestMeta, user_public_id: str) -> Actor:
     return Actor(meta=meta, label_override=f"user:{user_public_id}")
 
 
-async def _member_orgs(conn: Reader | Any, user_pk: int) -> list[Any]:
-    """The user's memberships' orgs, oldest membership first (the default session org)."""
-    rows = await conn.execute(
-        sa.select(orgs.c.id, orgs.c.public_id, orgs.c.name, orgs.c.root_id, orgs.c.status)
-        .select_from(memberships.join(orgs, orgs.c.id == memberships.c.org_id))
-        .where(memberships.c.user_id == user_pk, orgs.c.deleted_at.is_(None))
-        .order_by(memberships.c.created_at, memberships.c.org_id)
-    )
-    return list(rows.all())
-
-
 def _audit_user(
     tx: Tx,
     actor: Actor,
@@ -146,31 +134,6 @@ def _audit_user(
         )
 
 
-async def _revoke_sessions(tx: Tx, user_pk: int, now: datetime) -> list[str]:
-    """End every live session of the user; the hashes, to drop from the key cache."""
-    hashes = (
-        await tx.execute(
-            sa.select(user_tokens.c.token_hash).where(
-                user_tokens.c.user_id == user_pk,
-                user_tokens.c.kind == "session",
-                user_tokens.c.used_at.is_(None),
-            )
-        )
-    ).scalars()
-    revoked = list(hashes)
-    if revoked:
-        await tx.execute(
-            sa.update(user_tokens)
-            .where(
-                user_tokens.c.user_id == user_pk,
-                user_tokens.c.kind == "session",
-                user_tokens.c.used_at.is_(None),
-            )
-            .values(used_at=now)
-        )
-    return revoked
-
-
 # --- login ------------------------------------------------------------------------------------
 
 
@@ -192,18 +155,6 @@ class LoginOutcome:
     bad_org: bool = False
 
 
-_USER_FOR_LOGIN = sa.select(
-    users.c.id,
-    users.c.public_id,
-    users.c.email,
-    users.c.first_name,
-    users.c.last_name,
-    users.c.status,
-    users.c.locked_at,
-    users.c.password_hash,
-).where(users.c.email_normalized == sa.bindparam("email"))
-
-
 async def login(
     db: Any, meta: RequestMeta, email: str, password: str, org_ref: str | None
 ) -> LoginOutcome:
@@ -213,7 +164,7 @@ async def login(
     no transaction is held open for the duration of a hash.
     """
     async with db.read() as conn:
-        user = (await conn.execute(_USER_FOR_LOGIN, {"email": normalize_email(email)})).first()
+        user = await repo.user_for_login(conn, normalize_email(email))
     password_hash = user.password_hash if user is not None else None
     matched = await asyncio.to_thread(_verify_or_dummy, password_hash, password)
     if user is None:
@@ -231,7 +182,7 @@ async def _finish_login(
     tx: Tx, meta: RequestMeta, user: Any, matched: bool, rehashed: str | None, org_ref: str | None
 ) -> LoginOutcome:
     now = utcnow()
-    member_orgs = await _member_orgs(tx, user.id)
+    member_orgs = await repo.member_orgs(tx, user.id)
     common = {
         "user_pk": user.id,
         "user_public_id": user.public_id,
@@ -242,13 +193,7 @@ async def _finish_login(
         detail = await _count_failure(tx, meta, user, member_orgs, now)
         return LoginOutcome(False, detail, **common)
     # Re-read under the row lock: a concurrent failure may have just locked the account.
-    current = (
-        await tx.execute(
-            sa.select(users.c.status, users.c.locked_at)
-            .where(users.c.id == user.id)
-            .with_for_update()
-        )
-    ).one()
+    current = await repo.lock_user_state(tx, user.id)
     if current.locked_at is not None:
         return LoginOutcome(False, "account locked", **common)
     if current.status != "active":
@@ -265,23 +210,12 @@ async def _finish_login(
     values: dict[str, Any] = {"failed_logins": 0, "failed_since": None, "last_login_at": now}
     if rehashed is not None:
         values["password_hash"] = rehashed
-    await tx.execute(sa.update(users).where(users.c.id == user.id).values(**values))
+    await repo.set_user_columns(tx, user.id, values)
     token = new_prefixed_token(SESSION_TOKEN_PREFIX)
     expires_at = now + SESSION_TTL
-    session_pk = (
-        await tx.execute(
-            sa.insert(user_tokens)
-            .values(
-                token_hash=hash_secret(token),
-                kind="session",
-                user_id=user.id,
-                org_id=org.id,
-                created_at=now,
-                expires_at=expires_at,
-            )
-            .returning(user_tokens.c.id)
-        )
-    ).scalar_one()
+    session_pk = await repo.insert_session(
+        tx, token_hash=hash_secret(token), user_id=user.id, org_id=org.id, expires_at=expires_at
+    )
     return LoginOutcome(
         True, "ok", token=token, expires_at=expires_at, session_pk=session_pk, org=org, **common
     )
@@ -295,29 +229,12 @@ async def _count_failure(
     The window is fixed from the first failure: 5 failures within 15 minutes of it lock the
     account; a failure after the window starts a new count.
     """
-    window_start = now - FAILURE_WINDOW
-    stale = sa.or_(users.c.failed_since.is_(None), users.c.failed_since < window_start)
-    counted = (
-        await tx.execute(
-            sa.update(users)
-            .where(users.c.id == user.id)
-            .values(
-                failed_logins=sa.case((stale, 1), else_=users.c.failed_logins + 1),
-                failed_since=sa.case((stale, now), else_=users.c.failed_since),
-            )
-            .returning(users.c.failed_logins, users.c.locked_at)
-        )
-    ).one()
+    counted = await repo.count_failure(tx, user.id, now=now, window_start=now - FAILURE_WINDOW)
     if counted.locked_at is not None:
         return "account locked"
     if counted.failed_logins < MAX_FAILURES:
         return "bad password"
-    locked = await tx.execute(
-        sa.update(users)
-        .where(users.c.id == user.id, users.c.locked_at.is_(None))
-        .values(locked_at=now, modified_at=now, version=users.c.version + 1)
-    )
-    if locked.rowcount:
+    if await repo.lock_account(tx, user.id, now):
         _audit_user(
             tx,
             _self_actor(meta, user.public_id),
@@ -333,13 +250,7 @@ async def _count_failure(
 async def logout(tx: Tx, session_pk: int) -> bool:
     """End one session (its cache entry is dropped after commit); False when it had already
     ended."""
-    ended = await tx.execute(
-        sa.update(user_tokens)
-        .where(user_tokens.c.id == session_pk, user_tokens.c.used_at.is_(None))
-        .values(used_at=utcnow())
-        .returning(user_tokens.c.token_hash)
-    )
-    hashes = list(ended.scalars())
+    hashes = await repo.end_session(tx, session_pk)
     tx.forget_keys(hashes)
     return bool(hashes)
 
@@ -353,26 +264,19 @@ async def unlock_user(tx: Tx, actor: Actor, user: Any) -> bool:
     The caller has checked that the actor may manage this user. False when it was not locked.
     """
     user_pk = _user_pk(user)
-    row = (
-        await tx.execute(
-            sa.select(users.c.public_id, users.c.locked_at)
-            .where(users.c.id == user_pk)
-            .with_for_update()
-        )
-    ).one()
-    now = utcnow()
+    row = await repo.lock_user_state(tx, user_pk)
     values: dict[str, Any] = {"failed_logins": 0, "failed_since": None}
     if row.locked_at is not None:
-        values.update(locked_at=None, modified_at=now, version=users.c.version + 1)
+        values["locked_at"] = None
     if actor.principal is not None:
         values["modified_by"] = actor.label
-    await tx.execute(sa.update(users).where(users.c.id == user_pk).values(**values))
+    await repo.set_user_columns(tx, user_pk, values, new_version=row.locked_at is not None)
     if row.locked_at is None:
         return False
     _audit_user(
         tx,
         actor,
-        await _member_orgs(tx, user_pk),
+        await repo.member_orgs(tx, user_pk),
         row.public_id,
         "user.unlocked",
         before={"locked": True},
@@ -388,27 +292,10 @@ async def _issue(
     tx: Tx, user_pk: int, kind: str, prefix: str, ttl: timedelta, data: Any = None
 ) -> str:
     """A new one-time token; any earlier unused one of the same kind stops working."""
-    now = utcnow()
-    await tx.execute(
-        sa.update(user_tokens)
-        .where(
-            user_tokens.c.user_id == user_pk,
-            user_tokens.c.kind == kind,
-            user_tokens.c.used_at.is_(None),
-        )
-        .values(used_at=now)
-    )
+    await repo.end_tokens(tx, user_pk, kind)
     token = new_prefixed_token(prefix)
-    await tx.execute(
-        sa.insert(user_tokens).values(
-            token_hash=hash_secret(token),
-            kind=kind,
-            user_id=user_pk,
-            org_id=None,
-            data=data,
-            created_at=now,
-            expires_at=now + ttl,
-        )
+    await repo.insert_token(
+        tx, token_hash=hash_secret(token), kind=kind, user_id=user_pk, data=data, ttl=ttl
     )
     return token
 
@@ -416,14 +303,12 @@ async def _issue(
 async def issue_password_reset(tx: Tx, actor: Actor, user: Any) -> str:
     """A password-reset token (valid 1 h, single use), returned once; never a password."""
     user_pk = _user_pk(user)
-    public_id = (
-        await tx.execute(sa.select(users.c.public_id).where(users.c.id == user_pk))
-    ).scalar_one()
+    public_id = await repo.public_id(tx, user_pk)
     token = await _issue(tx, user_pk, "password_reset", RESET_TOKEN_PREFIX, RESET_TTL)
     _audit_user(
         tx,
         actor,
-        await _member_orgs(tx, user_pk),
+        await repo.member_orgs(tx, user_pk),
         public_id,
         "user.password_reset_issued",
         after={"expires_in_seconds": int(RESET_TTL.total_seconds())},
@@ -445,36 +330,25 @@ def check_email(email: str, field: str) -> str:
     return email
 
 
-async def _email_taken(conn: Any, email: str, user_pk: int) -> bool:
-    other = await conn.execute(
-        sa.select(users.c.id).where(
-            users.c.email_normalized == normalize_email(email), users.c.id != user_pk
-        )
-    )
-    return other.first() is not None
-
-
 async def request_email_change(
     tx: Tx, actor: Actor, user: Any, new_email: str, field: str = "new_email"
 ) -> str:
     """A token that, confirmed within 24 h, changes the user's email to ``new_email``."""
     user_pk = _user_pk(user)
     new_email = check_email(new_email, field)
-    if await _email_taken(tx, new_email, user_pk):
+    if await repo.email_taken(tx, normalize_email(new_email), user_pk):
         raise Conflict(
             f"{field}: another user has this email address",
             errors=[FieldError(field, "another user has this email address")],
         )
-    public_id = (
-        await tx.execute(sa.select(users.c.public_id).where(users.c.id == user_pk))
-    ).scalar_one()
+    public_id = await repo.public_id(tx, user_pk)
     token = await _issue(
         tx, user_pk, "email_change", EMAIL_TOKEN_PREFIX, EMAIL_CHANGE_TTL, {"email": new_email}
     )
     _audit_user(
         tx,
         actor,
-        await _member_orgs(tx, user_pk),
+        await repo.member_orgs(tx, user_pk),
         public_id,
         "user.email_change_requested",
         after={"email": new_email},
@@ -490,12 +364,7 @@ async def _redeem(conn: Any, token: str, kind: str, prefix: str, *, lock: bool) 
     """The live token row of this kind, or a 400 naming ``token``."""
     if not isinstance(token, str) or not prefixed_token_well_formed(prefix, token):
         raise _token_invalid()
-    statement = sa.select(user_tokens).where(
-        user_tokens.c.token_hash == hash_secret(token), user_tokens.c.kind == kind
-    )
-    if lock:
-        statement = statement.with_for_update()
-    row = (await conn.execute(statement)).first()
+    row = await repo.token(conn, hash_secret(token), kind, lock=lock)
     if row is None or row.used_at is not None or row.expires_at <= utcnow():
         raise _token_invalid()
     return row
@@ -512,29 +381,25 @@ async def complete_password_reset(
     """Set the password from a reset token (single use); ends the user's sessions (dropped
     from the key cache after commit). Returns the ended sessions' hashes."""
     row = await _redeem(tx, token, "password_reset", RESET_TOKEN_PREFIX, lock=True)
-    now = utcnow()
-    await tx.execute(sa.update(user_tokens).where(user_tokens.c.id == row.id).values(used_at=now))
-    public_id = (
-        await tx.execute(sa.select(users.c.public_id).where(users.c.id == row.user_id))
-    ).scalar_one()
-    await tx.execute(
-        sa.update(users)
-        .where(users.c.id == row.user_id)
-        .values(
-            password_hash=new_hash,
-            failed_logins=0,
-            failed_since=None,
-            modified_at=now,
-            modified_by=f"user:{public_id}",
-            version=users.c.version + 1,
-        )
+    await repo.use_token(tx, row.id)
+    public_id = await repo.public_id(tx, row.user_id)
+    await repo.set_user_columns(
+        tx,
+        row.user_id,
+        {
+            "password_hash": new_hash,
+            "failed_logins": 0,
+            "failed_since": None,
+            "modified_by": f"user:{public_id}",
+        },
+        new_version=True,
     )
-    ended = await _revoke_sessions(tx, row.user_id, now)
+    ended = await repo.end_sessions(tx, row.user_id)
     tx.forget_keys(ended)
     _audit_user(
         tx,
         _self_actor(meta, public_id),
-        await _member_orgs(tx, row.user_id),
+        await repo.member_orgs(tx, row.user_id),
         public_id,
         "user.password_changed",
         after={"via": "password_reset", "sessions_ended": len(ended)},
@@ -546,31 +411,25 @@ async def confirm_email_change(tx: Tx, meta: RequestMeta, token: str) -> Any:
     """Apply a confirmed email change (single use); 409 if the address was taken meanwhile."""
     row = await _redeem(tx, token, "email_change", EMAIL_TOKEN_PREFIX, lock=True)
     new_email = str((row.data or {}).get("email", ""))
-    user = (
-        await tx.execute(
-            sa.select(users.c.public_id, users.c.email).where(users.c.id == row.user_id)
-        )
-    ).one()
-    if await _email_taken(tx, new_email, row.user_id):
+    user = await repo.identity(tx, row.user_id)
+    if await repo.email_taken(tx, normalize_email(new_email), row.user_id):
         raise Conflict("token: another user has taken this email address meanwhile")
-    now = utcnow()
-    await tx.execute(sa.update(user_tokens).where(user_tokens.c.id == row.id).values(used_at=now))
+    await repo.use_token(tx, row.id)
     with unique("token: another user has taken this email address meanwhile"):
-        await tx.execute(
-            sa.update(users)
-            .where(users.c.id == row.user_id)
-            .values(
-                email=new_email,
-                email_normalized=normalize_email(new_email),
-                modified_at=now,
-                modified_by=f"user:{user.public_id}",
-                version=users.c.version + 1,
-            )
+        await repo.set_user_columns(
+            tx,
+            row.user_id,
+            {
+                "email": new_email,
+                "email_normalized": normalize_email(new_email),
+                "modified_by": f"user:{user.public_id}",
+            },
+            new_version=True,
         )
     _audit_user(
         tx,
         _self_actor(meta, user.public_id),
-        await _member_orgs(tx, row.user_id),
+        await repo.member_orgs(tx, row.user_id),
         user.public_id,
         "user.email_changed",
         before={"email": user.email},

@@ -11,23 +11,20 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import sqlalchemy as sa
-
 from orgplane.core.access.principal import Actor, Caller, Principal
 from orgplane.core.access.service import reach
 from orgplane.core.audit import service as audit
 from orgplane.core.errors import Conflict, Gone, InvalidInput, NotFound
-from orgplane.core.ids import hash_secret, new_public_id
+from orgplane.core.ids import hash_secret
 from orgplane.core.pagination import decode_cursor, encode_cursor
+from orgplane.core.people import memberships as ms
+from orgplane.core.people import repository
 from orgplane.core.people import users as user_service
 from orgplane.db.engine import Reader, Tx
-from orgplane.models import invitations, membership_roles, orgs, users
 from orgplane.models.base import utcnow
 
 VALID_FOR = timedelta(days=7)
 TOKEN_PREFIX = "opi_"
-
-INVITATION_COLUMNS = (*invitations.c, users.c.public_id.label("user_public_id"), users.c.email)
 
 
 @dataclass(frozen=True)
@@ -54,38 +51,19 @@ def new_token() -> tuple[str, str]:
     return token, hash_secret(token)
 
 
-async def _fetch(conn: Reader | Tx, invitation_id: int) -> Any:
-    return (
-        await conn.execute(
-            sa.select(*INVITATION_COLUMNS)
-            .select_from(invitations.join(users, users.c.id == invitations.c.user_id))
-            .where(invitations.c.id == invitation_id)
-        )
-    ).one()
-
-
 async def issue(tx: Tx, actor: Actor, org: Any, user_id: int, role_refs: list[str]) -> Issued:
     """A fresh invitation for a member already added (the caller added them)."""
     token, token_hash = new_token()
-    now = utcnow()
-    invitation_id = (
-        await tx.execute(
-            sa.insert(invitations)
-            .values(
-                public_id=new_public_id("inv_"),
-                token_hash=token_hash,
-                org_id=org.id,
-                root_id=org.root_id,
-                user_id=user_id,
-                roles=sorted(role_refs),
-                invited_by=actor.label,
-                created_at=now,
-                expires_at=now + VALID_FOR,
-            )
-            .returning(invitations.c.id)
-        )
-    ).scalar_one()
-    row = await _fetch(tx, invitation_id)
+    invitation_id = await repository.insert_invitation(
+        tx,
+        org=org,
+        user_id=user_id,
+        roles=sorted(role_refs),
+        token_hash=token_hash,
+        by=actor.label,
+        expires_at=utcnow() + VALID_FOR,
+    )
+    row = await repository.invitation(tx, invitation_id)
     audit.record(
         tx,
         actor,
@@ -102,14 +80,7 @@ async def issue(tx: Tx, actor: Actor, org: Any, user_id: int, role_refs: list[st
 async def _in_org(conn: Reader, org: Any, invitation_ref: str, *, lock: bool = False) -> Any:
     """The invitation, or 404; ``lock`` holds its row until commit (a change that depends on
     its state: a concurrent accept must wait, then see the change)."""
-    statement = (
-        sa.select(*INVITATION_COLUMNS)
-        .select_from(invitations.join(users, users.c.id == invitations.c.user_id))
-        .where(invitations.c.org_id == org.id, invitations.c.public_id == invitation_ref)
-    )
-    if lock:
-        statement = statement.with_for_update(of=invitations)
-    row = (await conn.execute(statement)).first()
+    row = await repository.invitation_in_org(conn, org.id, invitation_ref, lock=lock)
     if row is None:
         raise NotFound(f"invitation {invitation_ref!r} not found in organization {org.public_id!r}")
     return row
@@ -120,14 +91,9 @@ async def list_invitations(
 ) -> tuple[list[Any], str, str | None]:
     org = await reach(conn, principal, org_ref, scope="users:read")
     after = decode_cursor(cursor, int)
-    statement = (
-        sa.select(*INVITATION_COLUMNS)
-        .select_from(invitations.join(users, users.c.id == invitations.c.user_id))
-        .where(invitations.c.org_id == org.id)
+    rows = await repository.invitations_page(
+        conn, org.id, after=after[0] if after else None, limit=limit + 1
     )
-    if after is not None:
-        statement = statement.where(invitations.c.id > after[0])
-    rows = list((await conn.execute(statement.order_by(invitations.c.id).limit(limit + 1))).all())
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, org.public_id, encode_cursor(rows[-1].id) if more else None
@@ -147,13 +113,8 @@ async def resend(tx: Tx, actor: Caller, org_ref: str, invitation_ref: str) -> Is
     if row.accepted_at is not None or row.revoked_at is not None:
         raise Conflict(f"invitation {invitation_ref!r} is {state(row)}; it cannot be resent")
     token, token_hash = new_token()
-    now = utcnow()
-    await tx.execute(
-        sa.update(invitations)
-        .where(invitations.c.id == row.id)
-        .values(token_hash=token_hash, expires_at=now + VALID_FOR)
-    )
-    after = await _fetch(tx, row.id)
+    await repository.renew_invitation(tx, row.id, token_hash, utcnow() + VALID_FOR)
+    after = await repository.invitation(tx, row.id)
     audit.record(
         tx,
         actor,
@@ -173,25 +134,13 @@ async def resend_for_member(tx: Tx, actor: Caller, org_ref: str, user_ref: str) 
     409 when there is none, e.g. the user already accepted it."""
     org = await reach(tx.conn, actor.principal, org_ref, scope="users:write")
     member = await user_service.get_member(tx.conn, actor.principal, org_ref, user_ref)
-    row = (
-        await tx.execute(
-            sa.select(invitations.c.public_id)
-            .where(
-                invitations.c.org_id == org.id,
-                invitations.c.user_id == member.row.id,
-                invitations.c.accepted_at.is_(None),
-                invitations.c.revoked_at.is_(None),
-            )
-            .order_by(invitations.c.id.desc())
-            .limit(1)
-        )
-    ).first()
-    if row is None:
+    open_ref = await repository.latest_open_invitation(tx, org.id, member.row.id)
+    if open_ref is None:
         raise Conflict(
             f"user {user_ref!r} has no open invitation to organization {org.public_id!r} "
             "(they already signed up, or it was revoked)"
         )
-    return await resend(tx, actor, org_ref, row.public_id)
+    return await resend(tx, actor, org_ref, open_ref)
 
 
 async def revoke(tx: Tx, actor: Caller, org_ref: str, invitation_ref: str) -> None:
@@ -202,9 +151,7 @@ async def revoke(tx: Tx, actor: Caller, org_ref: str, invitation_ref: str) -> No
         raise Conflict(f"invitation {invitation_ref!r} was already accepted")
     if row.revoked_at is not None:
         return
-    await tx.execute(
-        sa.update(invitations).where(invitations.c.id == row.id).values(revoked_at=utcnow())
-    )
+    await repository.revoke_invitation(tx, row.id)
     audit.record(
         tx,
         actor,
@@ -230,19 +177,8 @@ async def accept(tx: Tx, meta: Any, token: str, password_hash: str | None) -> Ac
     one keeps it and must not send one) and make the user active.
 
     Unknown token → 404; revoked or expired → 410; already accepted → 409."""
-    row = (
-        await tx.execute(
-            sa.select(*INVITATION_COLUMNS, orgs.c.public_id.label("org_public_id"))
-            .select_from(
-                invitations.join(users, users.c.id == invitations.c.user_id).join(
-                    orgs, orgs.c.id == invitations.c.org_id
-                )
-            )
-            .where(invitations.c.token_hash == hash_secret(token))
-            # Held until commit: a revoke or resend of this invitation waits, then sees it.
-            .with_for_update(of=invitations)
-        )
-    ).first()
+    # Held until commit: a revoke or resend of this invitation waits, then sees it.
+    row = await repository.invitation_by_token(tx, hash_secret(token), lock=True)
     if row is None:
         raise NotFound("no such invitation: the link is wrong or was replaced by a newer one")
     status = state(row)
@@ -251,9 +187,7 @@ async def accept(tx: Tx, meta: Any, token: str, password_hash: str | None) -> Ac
     if status in ("revoked", "expired"):
         raise Gone(f"this invitation is {status}; ask for a new one")
     # Locked before the status is checked: a concurrent disable cannot be overwritten.
-    user = (
-        await tx.execute(sa.select(users).where(users.c.id == row.user_id).with_for_update())
-    ).one()
+    user = await repository.lock_user(tx, row.user_id)
     if user.status == "disabled":
         raise Conflict("this account is disabled")
     values: dict[str, Any] = {}
@@ -265,39 +199,15 @@ async def accept(tx: Tx, meta: Any, token: str, password_hash: str | None) -> Ac
         raise InvalidInput.for_field(
             "password", "this account already has a password; leave it out (or reset it)"
         )
-    now = utcnow()
     actor = Actor(meta=meta, label_override=f"user:{user.public_id}")
     if user.status != "active":
         values["status"] = "active"
     if values:
-        await tx.execute(
-            sa.update(users)
-            .where(users.c.id == user.id)
-            .values(
-                **values,
-                modified_at=now,
-                modified_by=actor.label,
-                version=users.c.version + 1,
-            )
-        )
+        await repository.write_user(tx, user.id, values, by=actor.label)
     # Guarded on accepted_at: of two concurrent accepts, only one updates the row.
-    done = await tx.execute(
-        sa.update(invitations)
-        .where(invitations.c.id == row.id, invitations.c.accepted_at.is_(None))
-        .values(accepted_at=now)
-    )
-    if done.rowcount != 1:
+    if not await repository.mark_accepted(tx, row.id):
         raise Conflict("this invitation was already accepted; sign in instead")
-    held = list(
-        (
-            await tx.execute(
-                sa.select(membership_roles.c.role).where(
-                    membership_roles.c.org_id == row.org_id,
-                    membership_roles.c.user_id == user.id,
-                )
-            )
-        ).scalars()
-    )
+    held = (await ms.roles_of(tx, row.org_id, [user.id]))[user.id]
     audit.record(
         tx,
         actor,

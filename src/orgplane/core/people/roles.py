@@ -7,20 +7,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-
 from orgplane.core.access.principal import Caller, Principal
 from orgplane.core.access.service import reach
 from orgplane.core.audit import service as audit
 from orgplane.core.errors import Conflict, FieldError, InvalidInput, NotFound
-from orgplane.core.ids import new_public_id
 from orgplane.core.orgs.validation import DESCRIPTION_MAX, clean_name
 from orgplane.core.people import memberships as ms
+from orgplane.core.people import repository
 from orgplane.core.people.capabilities import CATALOG, IMPLIES, SYSTEM_ROLES
 from orgplane.core.people.repository import unique
 from orgplane.db.engine import Reader, Tx
-from orgplane.models import membership_roles, roles, users
-from orgplane.models.base import utcnow
 
 MAX_CUSTOM_ROLES = 200
 CONCURRENT_ROLE = "a concurrent change created a role with the same name; retry"
@@ -69,15 +65,6 @@ def clean_description(value: Any) -> str:
     return value.strip()
 
 
-async def _holders(conn: Reader, org_id: int, refs: list[str]) -> dict[str, int]:
-    rows = await conn.execute(
-        sa.select(membership_roles.c.role, sa.func.count())
-        .where(membership_roles.c.org_id == org_id, membership_roles.c.role.in_(refs))
-        .group_by(membership_roles.c.role)
-    )
-    return {row[0]: row[1] for row in rows}
-
-
 def _system_view(key: str, users: int) -> RoleView:
     name, capabilities = SYSTEM_ROLES[key]
     return RoleView(key, name, f"The {name} system role", sorted(capabilities), True, users)
@@ -107,23 +94,17 @@ def _describe(row: Any) -> dict[str, Any]:
 async def list_roles(conn: Reader, principal: Principal, org_ref: str) -> list[RoleView]:
     """System roles first (in catalog order), then the org's own by name."""
     org = await reach(conn, principal, org_ref, scope="users:read")
-    rows = list(
-        await conn.execute(
-            sa.select(roles).where(roles.c.org_id == org.id).order_by(roles.c.name_normalized)
-        )
+    rows = await repository.custom_roles(conn, org.id)
+    counts = await repository.holder_counts(
+        conn, org.id, [*SYSTEM_ROLES, *(r.public_id for r in rows)]
     )
-    counts = await _holders(conn, org.id, [*SYSTEM_ROLES, *(r.public_id for r in rows)])
     return [_system_view(k, counts.get(k, 0)) for k in SYSTEM_ROLES] + [
         _custom_view(r, counts.get(r.public_id, 0)) for r in rows
     ]
 
 
 async def _custom(conn: Reader, org: Any, role_ref: str) -> Any:
-    row = (
-        await conn.execute(
-            sa.select(roles).where(roles.c.org_id == org.id, roles.c.public_id == role_ref)
-        )
-    ).first()
+    row = await repository.custom_role(conn, org.id, role_ref)
     if row is None:
         raise NotFound(f"role {role_ref!r} not found in organization {org.public_id!r}")
     return row
@@ -131,19 +112,14 @@ async def _custom(conn: Reader, org: Any, role_ref: str) -> Any:
 
 async def get_role(conn: Reader, principal: Principal, org_ref: str, role_ref: str) -> RoleView:
     org = await reach(conn, principal, org_ref, scope="users:read")
-    count = (await _holders(conn, org.id, [role_ref])).get(role_ref, 0)
+    count = (await repository.holder_counts(conn, org.id, [role_ref])).get(role_ref, 0)
     if role_ref in SYSTEM_ROLES:
         return _system_view(role_ref, count)
     return _custom_view(await _custom(conn, org, role_ref), count)
 
 
 async def _name_free(conn: Reader, org: Any, name: str, except_id: int | None = None) -> None:
-    statement = sa.select(roles.c.public_id).where(
-        roles.c.org_id == org.id, roles.c.name_normalized == name.lower()
-    )
-    if except_id is not None:
-        statement = statement.where(roles.c.id != except_id)
-    taken = (await conn.execute(statement)).first()
+    taken = await repository.role_named(conn, org.id, name.lower(), except_id=except_id)
     system_names = {n.lower() for n, _ in SYSTEM_ROLES.values()} | set(SYSTEM_ROLES)
     if taken is not None or name.lower() in system_names:
         raise Conflict(
@@ -171,31 +147,12 @@ async def create_role(
     capabilities = clean_capabilities(capabilities)
     ms.check_grantable(principal, capabilities)
     await _name_free(tx.conn, org, name)
-    count = (
-        await tx.execute(sa.select(sa.func.count()).where(roles.c.org_id == org.id))
-    ).scalar_one()
-    if count >= MAX_CUSTOM_ROLES:
+    if await repository.count_custom_roles(tx, org.id) >= MAX_CUSTOM_ROLES:
         raise Conflict(f"an organization can have at most {MAX_CUSTOM_ROLES} custom roles")
-    now = utcnow()
     with unique(CONCURRENT_ROLE):
-        role_id = (
-            await tx.execute(
-                sa.insert(roles)
-                .values(
-                    public_id=new_public_id("rol_"),
-                    org_id=org.id,
-                    root_id=org.root_id,
-                    name=name,
-                    name_normalized=name.lower(),
-                    description=description,
-                    capabilities=capabilities,
-                    created_at=now,
-                    modified_at=now,
-                )
-                .returning(roles.c.id)
-            )
-        ).scalar_one()
-    row = (await tx.execute(sa.select(roles).where(roles.c.id == role_id))).one()
+        row = await repository.insert_role(
+            tx, org=org, name=name, description=description, capabilities=capabilities
+        )
     audit.record(
         tx,
         actor,
@@ -208,7 +165,9 @@ async def create_role(
     )
     if holders is not None:
         await set_holders(tx, actor, org_ref, row.public_id, holders)
-        count = (await _holders(tx.conn, org.id, [row.public_id])).get(row.public_id, 0)
+        count = (await repository.holder_counts(tx.conn, org.id, [row.public_id])).get(
+            row.public_id, 0
+        )
         return _custom_view(row, count)
     return _custom_view(row, 0)
 
@@ -259,14 +218,11 @@ async def _update_role(
         if capabilities != list(before.capabilities):
             ms.check_grantable(principal, capabilities)
             values["capabilities"] = capabilities
-    count = (await _holders(tx.conn, org.id, [role_ref])).get(role_ref, 0)
+    count = (await repository.holder_counts(tx.conn, org.id, [role_ref])).get(role_ref, 0)
     if not values:
         return _custom_view(before, count)
     with unique(CONCURRENT_ROLE):
-        await tx.execute(
-            sa.update(roles).where(roles.c.id == before.id).values(**values, modified_at=utcnow())
-        )
-    after = (await tx.execute(sa.select(roles).where(roles.c.id == before.id))).one()
+        after = await repository.write_role(tx, before.id, values)
     audit.record(
         tx,
         actor,
@@ -287,14 +243,14 @@ async def delete_role(tx: Tx, actor: Caller, org_ref: str, role_ref: str) -> Non
     if role_ref in SYSTEM_ROLES:
         raise _not_editable(role_ref)
     row = await _custom(tx.conn, org, role_ref)
-    count = (await _holders(tx.conn, org.id, [role_ref])).get(role_ref, 0)
+    count = (await repository.holder_counts(tx.conn, org.id, [role_ref])).get(role_ref, 0)
     if count:
         raise Conflict(
             f"role {role_ref!r} is held by {count} user{'s' if count != 1 else ''}; "
             "reassign them before deleting it",
             extra={"users": count},
         )
-    await tx.execute(sa.delete(roles).where(roles.c.id == row.id))
+    await repository.delete_role(tx, row.id)
     audit.record(
         tx,
         actor,
@@ -323,18 +279,10 @@ async def assign(
         resolved = await ms.resolve_roles(tx.conn, org, [role_ref], field="role_id")
         ms.check_grantable(principal, resolved[role_ref])
         with unique("a concurrent change gave this member the same role; retry"):
-            await tx.execute(
-                sa.insert(membership_roles).values(user_id=member.id, org_id=org.id, role=role_ref)
-            )
+            await repository.grant_role(tx, org.id, member.id, role_ref)
     else:
         await ms.ensure_guardian_left(tx.conn, org, member.id, [r for r in held if r != role_ref])
-        await tx.execute(
-            sa.delete(membership_roles).where(
-                membership_roles.c.org_id == org.id,
-                membership_roles.c.user_id == member.id,
-                membership_roles.c.role == role_ref,
-            )
-        )
+        await repository.revoke_role(tx, org.id, member.id, role_ref)
     audit.record(
         tx,
         actor,
@@ -354,15 +302,7 @@ async def set_holders(
     """Give the role to exactly these members (each grant and removal audited as by
     ``assign``, and checked: a grant within the actor's own capabilities, a guardian left)."""
     org = await reach(tx.conn, actor.principal, org_ref, scope="users:write", lock="update")
-    current = set(
-        (
-            await tx.execute(
-                sa.select(users.c.public_id)
-                .select_from(membership_roles.join(users, users.c.id == membership_roles.c.user_id))
-                .where(membership_roles.c.org_id == org.id, membership_roles.c.role == role_ref)
-            )
-        ).scalars()
-    )
+    current = await repository.role_holders(tx, org.id, role_ref)
     wanted = set(user_refs)
     for user_ref in sorted(wanted - current):
         await assign(tx, actor, org_ref, role_ref, user_ref, grant=True)

@@ -14,26 +14,19 @@ from typing import Any
 import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
 
-from orgplane.core.access.principal import Actor, Caller, Principal
+from orgplane.core.access.principal import Caller, Principal
 from orgplane.core.access.service import reach
 from orgplane.core.audit import service as audit
 from orgplane.core.errors import Conflict, InvalidInput, NotFound
-from orgplane.core.ids import new_public_id
 from orgplane.core.pagination import decode_cursor, encode_cursor
-from orgplane.core.people import auth
+from orgplane.core.people import auth, repository
 from orgplane.core.people import memberships as ms
 from orgplane.core.people.auth import normalize_email
 from orgplane.core.people.repository import unique
 from orgplane.db.engine import Reader, Tx
 from orgplane.models import (
-    credentials,
-    invitations,
-    membership_roles,
-    memberships,
-    user_tokens,
     users,
 )
-from orgplane.models.base import utcnow
 
 PROFILE_FIELDS = ("first_name", "last_name", "title")
 PROFILE_MAX = 100
@@ -133,34 +126,23 @@ async def add_member(
     cleaned = clean_profile(profile)
     resolved = await ms.resolve_roles(tx.conn, org, role_refs)
     ms.check_grantable(principal, [c for caps in resolved.values() for c in caps])
-    now = utcnow()
-    existing = (
-        await tx.execute(sa.select(users).where(users.c.email_normalized == normalized))
-    ).first()
+    existing = await repository.user_by_email(tx, normalized)
     created = existing is None
     if existing is None:
-        user_id = await _new_user(tx, actor, email, normalized, cleaned)
+        with unique(CONCURRENT_MEMBER):
+            user_id = await repository.insert_user(
+                tx, email=email, normalized=normalized, profile=cleaned, by=actor.label
+            )
     else:
         user_id = existing.id
-        already = (
-            await tx.execute(
-                sa.select(memberships.c.user_id).where(
-                    memberships.c.user_id == user_id, memberships.c.org_id == org.id
-                )
-            )
-        ).first()
-        if already is not None:
+        if await repository.is_member(tx, user_id, org.id):
             raise Conflict(
                 f"{email!r} is already a member of organization {org.public_id!r} "
                 f"(user {existing.public_id!r})",
                 extra={"user_id": existing.public_id},
             )
     with unique(CONCURRENT_MEMBER):
-        await tx.execute(
-            sa.insert(memberships).values(
-                user_id=user_id, org_id=org.id, root_id=org.root_id, created_at=now
-            )
-        )
+        await repository.insert_membership(tx, user_id, org)
     await ms.set_roles(tx, org, user_id, resolved)
     member = await _member(tx.conn, org, await _public_id(tx, user_id))
     audit.record(
@@ -176,34 +158,6 @@ async def add_member(
     return member, created
 
 
-async def _new_user(
-    tx: Tx, actor: Actor, email: str, normalized: str, cleaned: dict[str, str]
-) -> int:
-    """Insert a pending identity; a concurrent insert of the same email is a 409."""
-    now = utcnow()
-    with unique(CONCURRENT_MEMBER):
-        user_id: int = (
-            await tx.execute(
-                sa.insert(users)
-                .values(
-                    public_id=new_public_id("usr_"),
-                    email=email,
-                    email_normalized=normalized,
-                    first_name=cleaned.get("first_name", ""),
-                    last_name=cleaned.get("last_name", ""),
-                    title=cleaned.get("title", ""),
-                    status="pending",
-                    created_at=now,
-                    modified_at=now,
-                    created_by=actor.label,
-                    modified_by=actor.label,
-                )
-                .returning(users.c.id)
-            )
-        ).scalar_one()
-    return user_id
-
-
 async def _public_id(conn: Reader | Tx, user_id: int) -> str:
     value = await public_id_by_key(conn, user_id)
     assert value is not None, f"user {user_id} vanished"
@@ -212,10 +166,7 @@ async def _public_id(conn: Reader | Tx, user_id: int) -> str:
 
 async def public_id_by_key(conn: Reader | Tx, user_key: int) -> str | None:
     """The public id of the user with this integer key (the id vendors such as Make show)."""
-    value: str | None = (
-        await conn.execute(sa.select(users.c.public_id).where(users.c.id == user_key))
-    ).scalar()
-    return value
+    return await repository.user_public_id(conn, user_key)
 
 
 async def get_member(conn: Reader, principal: Principal, org_ref: str, user_ref: str) -> Member:
@@ -238,29 +189,16 @@ async def list_members(
     org = await reach(conn, principal, org_ref, scope="users:read")
     if sort not in SORTS:
         raise InvalidInput.for_field("query.sort", f"must be one of {', '.join(SORTS)}")
-    key = SORTS[sort]
-    statement = (
-        sa.select(*ms.MEMBER_COLUMNS, key.label("sort_key"))
-        .select_from(users.join(memberships, memberships.c.user_id == users.c.id))
-        .where(memberships.c.org_id == org.id)
+    rows = await repository.members_page(
+        conn,
+        org.id,
+        sort=SORTS[sort],
+        email=email,
+        status=status,
+        role=role,
+        after=decode_cursor(cursor, str, int),
+        limit=limit + 1,
     )
-    if email:
-        pattern = "%" + email.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        statement = statement.where(users.c.email_normalized.like(pattern + "%", escape="\\"))
-    if status:
-        statement = statement.where(users.c.status == status)
-    if role:
-        statement = statement.where(
-            sa.exists().where(
-                membership_roles.c.org_id == org.id,
-                membership_roles.c.user_id == users.c.id,
-                membership_roles.c.role == role,
-            )
-        )
-    after = decode_cursor(cursor, str, int)
-    if after is not None:
-        statement = statement.where(sa.tuple_(key, users.c.id) > sa.tuple_(after[0], after[1]))
-    rows = list((await conn.execute(statement.order_by(key, users.c.id).limit(limit + 1))).all())
     more = len(rows) > limit
     rows = rows[:limit]
     held = await ms.roles_of(conn, org.id, [r.id for r in rows])
@@ -294,16 +232,7 @@ async def update_member(
         return before
     profile_changes = {k: v for k, v in changes.items() if k != "roles"}
     if profile_changes:
-        await tx.execute(
-            sa.update(users)
-            .where(users.c.id == before.row.id)
-            .values(
-                **profile_changes,
-                modified_at=utcnow(),
-                modified_by=actor.label,
-                version=users.c.version + 1,
-            )
-        )
+        await repository.write_user(tx, before.row.id, profile_changes, by=actor.label)
     after = await _member(tx.conn, org, user_ref)
     audit.record(
         tx,
@@ -341,20 +270,11 @@ async def set_status(tx: Tx, actor: Caller, org_ref: str, user_ref: str, *, enab
         for membership in held:
             await ms.ensure_guardian_left(tx.conn, membership, before.row.id)
         status = "disabled"
-    await tx.execute(
-        sa.update(users)
-        .where(users.c.id == before.row.id)
-        .values(
-            status=status,
-            modified_at=utcnow(),
-            modified_by=actor.label,
-            version=users.c.version + 1,
-        )
-    )
+    await repository.write_user(tx, before.row.id, {"status": status}, by=actor.label)
     if not enable:
         # The user's keys and sessions stop at once (their capabilities are read on every
         # request too; this also drops what the key cache holds of them).
-        tx.forget_keys(await _credential_hashes(tx, before.row.id))
+        tx.forget_keys(await repository.credential_hashes(tx, before.row.id))
     after = await _member(tx.conn, org, user_ref)
     audit.record(
         tx,
@@ -368,23 +288,6 @@ async def set_status(tx: Tx, actor: Caller, org_ref: str, user_ref: str, *, enab
         after={"status": after.row.status},
     )
     return after
-
-
-async def _credential_hashes(tx: Tx, user_id: int) -> list[str]:
-    """The hashes of the user's live API keys and sessions."""
-    keys = await tx.execute(
-        sa.select(credentials.c.key_hash).where(
-            credentials.c.user_id == user_id, credentials.c.revoked_at.is_(None)
-        )
-    )
-    sessions = await tx.execute(
-        sa.select(user_tokens.c.token_hash).where(
-            user_tokens.c.user_id == user_id,
-            user_tokens.c.kind == "session",
-            user_tokens.c.used_at.is_(None),
-        )
-    )
-    return [*keys.scalars(), *sessions.scalars()]
 
 
 @dataclass(frozen=True)
@@ -415,40 +318,11 @@ async def remove_member(
                 "query.transfer_to", f"{transfer_to!r} is not a member of this organization"
             ) from exc
     await ms.ensure_guardian_left(tx.conn, org, member.row.id)
-    now = utcnow()
-    keys = list(
-        await tx.execute(
-            sa.select(credentials.c.id, credentials.c.public_id, credentials.c.key_hash).where(
-                credentials.c.org_id == org.id,
-                credentials.c.user_id == member.row.id,
-                credentials.c.revoked_at.is_(None),
-            )
-        )
-    )
+    keys = await repository.bound_keys(tx, org.id, member.row.id)
     if keys:
-        ids = [k.id for k in keys]
-        values: dict[str, Any] = {"user_id": heir.id} if heir else {"revoked_at": now}
-        await tx.execute(sa.update(credentials).where(credentials.c.id.in_(ids)).values(values))
-    await tx.execute(
-        sa.update(invitations)
-        .where(
-            invitations.c.org_id == org.id,
-            invitations.c.user_id == member.row.id,
-            invitations.c.accepted_at.is_(None),
-            invitations.c.revoked_at.is_(None),
-        )
-        .values(revoked_at=now)
-    )
-    await tx.execute(
-        sa.delete(membership_roles).where(
-            membership_roles.c.org_id == org.id, membership_roles.c.user_id == member.row.id
-        )
-    )
-    await tx.execute(
-        sa.delete(memberships).where(
-            memberships.c.org_id == org.id, memberships.c.user_id == member.row.id
-        )
-    )
+        await repository.rebind_keys(tx, [k.id for k in keys], heir.id if heir else None)
+    await repository.revoke_open_invitations(tx, org.id, member.row.id)
+    await repository.delete_membership(tx, org.id, member.row.id)
     audit.record(
         tx,
         actor,
@@ -511,16 +385,7 @@ async def disable_mfa(tx: Tx, actor: Caller, org_ref: str, user_ref: str, email:
     if normalized != member.row.email_normalized:
         raise InvalidInput.for_field("email", f"is not the email of user {user_ref!r}")
     if member.row.mfa_enabled:
-        await tx.execute(
-            sa.update(users)
-            .where(users.c.id == member.row.id)
-            .values(
-                mfa_enabled=False,
-                modified_at=utcnow(),
-                modified_by=actor.label,
-                version=users.c.version + 1,
-            )
-        )
+        await repository.write_user(tx, member.row.id, {"mfa_enabled": False}, by=actor.label)
     audit.record(
         tx,
         actor,

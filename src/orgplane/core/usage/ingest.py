@@ -26,26 +26,16 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-import orjson
-import sqlalchemy as sa
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
 from orgplane.core.access.principal import Actor, Caller, Principal
 from orgplane.core.access.service import reach
 from orgplane.core.audit import service as audit
 from orgplane.core.errors import FieldError, InvalidInput, NotFound
 from orgplane.core.locks import lock_tree
+from orgplane.core.usage import repository, repository_pg
 from orgplane.core.usage.counters import consumed_this_period, local_today, period_start
 from orgplane.core.usage.errors import LimitExceeded
+from orgplane.core.usage.repository import BatchOrg, Event
 from orgplane.db.engine import Tx
-from orgplane.models import (
-    meters,
-    org_limits,
-    orgs,
-    usage_daily,
-    usage_events,
-    usage_subtree_daily,
-)
 from orgplane.models.base import utcnow
 
 MAX_EVENTS = 10_000
@@ -78,30 +68,6 @@ class IngestResult:
     duplicates: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Org:
-    id: int
-    public_id: str
-    root_id: int
-    depth: int
-    timezone: str
-    zone: tzinfo  # datetime.UTC for UTC: the same days, converted in a fifth of the time
-    ancestors: tuple[int, ...]  # the ids on its path, root first, itself last
-    current_start: date  # first day of its current period
-    previous_start: date  # the earliest day an event may still be counted on
-
-
-@dataclass(slots=True)
-class _Event:
-    index: int
-    org: _Org
-    meter: str
-    quantity: int
-    occurred_at: datetime
-    day: date  # in the org's time zone
-    key: str
-
-
 async def ingest(
     tx: Tx, *, actor: Caller, org_ref: str, events: Sequence[UsageEventIn]
 ) -> IngestResult:
@@ -117,32 +83,32 @@ async def ingest(
         )
     now = utcnow()
     orgs_by_ref = await _batch_orgs(tx, principal, target, events)
-    modes = {row.name: row.enforcement for row in await tx.execute(_METER_MODES)}
+    modes = await repository.meter_modes(tx)
     parsed = _parse(events, orgs_by_ref, modes, now)
 
-    unique: dict[str, _Event] = {}
+    unique: dict[str, Event] = {}
     for event in parsed:
         unique.setdefault(event.key, event)
     hard = [e for e in unique.values() if modes[e.meter] == "hard" and e.day >= e.org.current_start]
-    limits = await _lock_limits(tx, hard) if hard else {}
+    limits = await repository.lock_limits(tx, hard) if hard else {}
     in_key_order = [unique[key] for key in sorted(unique)]
     if tx.is_postgres:
-        inserted = await _store_postgres(tx, in_key_order, now)
+        inserted = await repository_pg.store(tx, in_key_order, now)
     else:
-        inserted = await _insert_events(tx, in_key_order, now)
+        inserted = await repository.insert_events(tx, in_key_order, now)
     if len(inserted) == len(unique):
         new = list(unique.values())
     else:
         new = [e for e in unique.values() if e.key in inserted]
     if not tx.is_postgres:
-        await _fold(tx, new)
+        await repository.fold(tx, new)
     if hard:
         await _check_limits(tx, [e for e in hard if e.key in inserted], limits)
     _audit(tx, actor, parsed, new)
     return IngestResult(accepted=len(new), duplicates=len(events) - len(new))
 
 
-def _org(row: Any, zones: dict[str, tuple[tzinfo, date, date]]) -> _Org:
+def _org(row: Any, zones: dict[str, tuple[tzinfo, date, date]]) -> BatchOrg:
     if row.timezone not in zones:
         current = period_start(local_today(row.timezone))
         previous = period_start(current - timedelta(days=1))
@@ -150,7 +116,7 @@ def _org(row: Any, zones: dict[str, tuple[tzinfo, date, date]]) -> _Org:
         zones[row.timezone] = (zone, current, previous)
     zone, current, previous = zones[row.timezone]
     ancestors = tuple(int(part) for part in row.path.strip("/").split("/"))
-    return _Org(
+    return BatchOrg(
         row.id,
         row.public_id,
         row.root_id,
@@ -163,21 +129,9 @@ def _org(row: Any, zones: dict[str, tuple[tzinfo, date, date]]) -> _Org:
     )
 
 
-_METER_MODES = sa.select(meters.c.name, meters.c.enforcement)
-_ORGS_BY_PUBLIC_ID = sa.select(
-    orgs.c.id,
-    orgs.c.public_id,
-    orgs.c.root_id,
-    orgs.c.path,
-    orgs.c.depth,
-    orgs.c.timezone,
-    orgs.c.deleted_at,
-).where(orgs.c.public_id.in_(sa.bindparam("public_ids", expanding=True)))
-
-
 async def _batch_orgs(
     tx: Tx, principal: Principal, target: Any, events: Sequence[UsageEventIn]
-) -> dict[str | None, _Org]:
+) -> dict[str | None, BatchOrg]:
     """The org of every event by the reference it gives; 404, naming each event, for the rest.
 
     An org outside the caller's subtree, deleted or unknown gets the answer ``reach`` gives.
@@ -188,7 +142,7 @@ async def _batch_orgs(
     # Nothing that cannot be a public id reaches SQL (PostgreSQL text cannot hold NUL).
     lookup = sorted(r for r in refs if isinstance(r, str) and len(r) <= 64 and "\x00" not in r)
     if lookup:
-        for row in await tx.execute(_ORGS_BY_PUBLIC_ID, {"public_ids": lookup}):
+        for row in await repository.orgs_by_public_id(tx, lookup):
             if row.deleted_at is None and principal.reaches(row.path):
                 found[row.public_id] = _org(row, zones)
     if len(found) - 2 < len(refs):
@@ -205,17 +159,17 @@ async def _batch_orgs(
 
 def _parse(
     events: Sequence[UsageEventIn],
-    orgs_by_ref: dict[str | None, _Org],
+    orgs_by_ref: dict[str | None, BatchOrg],
     modes: dict[str, str],
     now: datetime,
-) -> list[_Event]:
+) -> list[Event]:
     """Check every event; one 400 names every bad field of the batch.
 
     The loop is the hot path of ingestion (10,000 events a batch): one test of the valid case
     first, the messages only for an event that fails it.
     """
     errors: list[FieldError] = []
-    parsed: list[_Event] = []
+    parsed: list[Event] = []
     append = parsed.append
     latest = now + FUTURE_SLACK
     fromisoformat = datetime.fromisoformat
@@ -236,7 +190,7 @@ def _parse(
             ):
                 day = occurred.astimezone(org.zone).date()
                 if day >= org.previous_start:
-                    append(_Event(i, org, meter, quantity, occurred, day, key))
+                    append(Event(i, org, meter, quantity, occurred, day, key))
                     continue
         except (TypeError, ValueError, OverflowError):
             pass
@@ -254,7 +208,7 @@ def _parse(
 
 
 def _errors(
-    i: int, event: UsageEventIn, org: _Org, modes: dict[str, str], latest: datetime
+    i: int, event: UsageEventIn, org: BatchOrg, modes: dict[str, str], latest: datetime
 ) -> list[FieldError]:
     """What is wrong with one event, field by field."""
     errors = []
@@ -282,7 +236,7 @@ def _errors(
     return errors
 
 
-def _when(text: Any, org: _Org, latest: datetime) -> tuple[datetime, date] | str:
+def _when(text: Any, org: BatchOrg, latest: datetime) -> tuple[datetime, date] | str:
     """The instant and the org's local day of a timestamp, or what is wrong with it."""
     try:
         occurred = datetime.fromisoformat(text)
@@ -304,29 +258,8 @@ def _when(text: Any, org: _Org, latest: datetime) -> tuple[datetime, date] | str
     return occurred, day
 
 
-async def _lock_limits(tx: Tx, hard: list[_Event]) -> dict[tuple[int, str], tuple[int, int]]:
-    """Lock (PostgreSQL) and read the limits of the hard meters used: (amount, allocated)."""
-    pairs = sorted({(e.org.id, e.meter) for e in hard})
-    statement = (
-        sa.select(
-            org_limits.c.org_id, org_limits.c.meter, org_limits.c.amount, org_limits.c.allocated
-        )
-        .select_from(org_limits.join(orgs, orgs.c.id == org_limits.c.org_id))
-        .where(sa.tuple_(org_limits.c.org_id, org_limits.c.meter).in_(pairs))
-    )
-    if tx.is_postgres:
-        # The rows are locked in the ORDER BY's order: ancestors first, as the allocator does.
-        statement = statement.order_by(orgs.c.depth, orgs.c.id, org_limits.c.meter).with_for_update(
-            of=org_limits
-        )
-    return {
-        (row.org_id, row.meter): (int(row.amount), int(row.allocated))
-        for row in await tx.execute(statement)
-    }
-
-
 async def _check_limits(
-    tx: Tx, new_hard: list[_Event], limits: dict[tuple[int, str], tuple[int, int]]
+    tx: Tx, new_hard: list[Event], limits: dict[tuple[int, str], tuple[int, int]]
 ) -> None:
     """Refuse the batch if, taken in order, an event takes its org's consumption this period
     over what it has available (amount - allocated; nothing without a limit row).
@@ -368,167 +301,7 @@ async def _check_limits(
         )
 
 
-_PG_STORE = sa.text(
-    # One statement whatever the batch size. The events come as one JSON document, sorted by
-    # key: one parameter (a VALUES list would hit PostgreSQL's 32,767 parameters at 4,096
-    # events); typed arrays cost asyncpg several times the CPU to encode, and JSONB costs the server
-    # more than JSON (it builds the whole document before reading it). The inserted events are
-    # summed per (org, meter, day) once, then upserted into both counters in that order (the
-    # subtree counters through the (org, ancestor) pairs of the batch's orgs). Meters group and
-    # sort in the "C" collation: the order Python sorts them in, cheaper than the database's
-    # locale. The keys are taken first (the final SELECT reads them), the counter rows after,
-    # each table's in its ORDER BY; every batch runs this one plan, so two batches take shared
-    # rows in the same order.
-    """
-    WITH inserted AS (
-        INSERT INTO usage_events
-            (root_id, idempotency_key, org_id, meter, quantity, occurred_at, day, received_at)
-        SELECT CAST(:root_id AS BIGINT), e.k, e.o, e.m, e.q, e.t, e.d,
-               CAST(:received_at AS TIMESTAMPTZ)
-        FROM json_to_recordset(CAST(:events AS JSON))
-            AS e(k VARCHAR, o BIGINT, m VARCHAR, q BIGINT, t TIMESTAMPTZ, d DATE)
-        ON CONFLICT (root_id, idempotency_key) DO NOTHING
-        RETURNING idempotency_key, org_id, meter, quantity, day
-    ),
-    sums AS (
-        SELECT org_id, meter COLLATE "C" AS meter, day, sum(quantity) AS quantity
-        FROM inserted
-        WHERE quantity > 0
-        GROUP BY org_id, meter COLLATE "C", day
-    ),
-    daily AS (
-        INSERT INTO usage_daily AS c (org_id, meter, day, root_id, quantity)
-        SELECT org_id, meter, day, CAST(:root_id AS BIGINT), quantity
-        FROM sums
-        ORDER BY org_id, meter, day
-        ON CONFLICT (org_id, meter, day) DO UPDATE SET quantity = c.quantity + excluded.quantity
-    ),
-    subtree AS (
-        INSERT INTO usage_subtree_daily AS c (org_id, meter, day, root_id, quantity)
-        SELECT a.ancestor, s.meter, s.day, CAST(:root_id AS BIGINT), sum(s.quantity)
-        FROM sums AS s
-        JOIN json_to_recordset(CAST(:ancestors AS JSON)) AS a(org BIGINT, ancestor BIGINT)
-            ON a.org = s.org_id
-        GROUP BY a.ancestor, s.meter, s.day
-        ORDER BY a.ancestor, s.meter, s.day
-        ON CONFLICT (org_id, meter, day) DO UPDATE SET quantity = c.quantity + excluded.quantity
-    )
-    SELECT array_agg(idempotency_key) FROM inserted
-    """
-)
-
-
-async def _store_postgres(tx: Tx, events: list[_Event], now: datetime) -> set[str]:
-    """Insert the events whose key is new to the tenant tree and fold them into the counters;
-    return the keys inserted."""
-    orgs_by_id = {e.org.id: e.org for e in events}
-    document = orjson.dumps(
-        [
-            {
-                "k": e.key,
-                "o": e.org.id,
-                "m": e.meter,
-                "q": e.quantity,
-                "t": e.occurred_at,
-                "d": e.day,
-            }
-            for e in events
-        ]
-    )
-    ancestors = orjson.dumps(
-        [{"org": org.id, "ancestor": a} for org in orgs_by_id.values() for a in org.ancestors]
-    )
-    result = await tx.execute(
-        _PG_STORE,
-        {
-            "root_id": events[0].org.root_id,  # a batch stays within one tenant tree
-            "received_at": now,
-            "events": document.decode(),
-            "ancestors": ancestors.decode(),
-        },
-    )
-    return set(result.scalar_one() or ())
-
-
-_SQLITE_INSERT_EVENTS = (
-    sqlite_insert(usage_events)
-    .on_conflict_do_nothing(index_elements=["root_id", "idempotency_key"])
-    .returning(usage_events.c.idempotency_key)
-)
-
-
-def _upsert(table: sa.Table) -> Any:
-    statement = sqlite_insert(table)
-    return statement.on_conflict_do_update(
-        index_elements=["org_id", "meter", "day"],
-        set_={"quantity": table.c.quantity + statement.excluded.quantity},
-    ).returning(table.c.day)
-
-
-# Executed with a list of rows, a statement with RETURNING goes out as multi-row VALUES of up
-# to 1,000 rows each ("insertmanyvalues"): compiled once, no statement per row.
-_SQLITE_UPSERT_COUNTERS = _upsert(usage_daily)
-_SQLITE_UPSERT_SUBTREE_COUNTERS = _upsert(usage_subtree_daily)
-
-
-async def _insert_events(tx: Tx, events: list[_Event], now: datetime) -> set[str]:
-    """Insert the events whose key is new to the tenant tree (SQLite); return the keys inserted."""
-    result = await tx.execute(
-        _SQLITE_INSERT_EVENTS,
-        [
-            {
-                "root_id": e.org.root_id,
-                "idempotency_key": e.key,
-                "org_id": e.org.id,
-                "meter": e.meter,
-                "quantity": e.quantity,
-                "occurred_at": e.occurred_at,
-                "day": e.day,
-                "received_at": now,
-            }
-            for e in events
-        ],
-    )
-    return set(result.scalars())
-
-
-async def _fold(tx: Tx, new: list[_Event]) -> None:
-    """Add the inserted events to the per-day counters, then to the per-subtree day counters of
-    each event's org and every ancestor (SQLite): one upsert each, summed in Python first."""
-    buckets: defaultdict[tuple[int, str, date], int] = defaultdict(int)
-    by_id: dict[int, _Org] = {}
-    for event in new:
-        if event.quantity:
-            buckets[(event.org.id, event.meter, event.day)] += event.quantity
-            by_id[event.org.id] = event.org
-    if not buckets:
-        return
-    rows = [
-        {
-            "org_id": org_id,
-            "meter": meter,
-            "day": day,
-            "root_id": by_id[org_id].root_id,
-            "quantity": q,
-        }
-        for (org_id, meter, day), q in sorted(buckets.items())
-    ]
-    await tx.execute(_SQLITE_UPSERT_COUNTERS, rows)
-    subtree: defaultdict[tuple[int, str, date], int] = defaultdict(int)
-    for (org_id, meter, day), q in buckets.items():
-        for ancestor in by_id[org_id].ancestors:
-            subtree[(ancestor, meter, day)] += q
-    root_id = rows[0]["root_id"]  # a batch stays within one tenant tree
-    await tx.execute(
-        _SQLITE_UPSERT_SUBTREE_COUNTERS,
-        [
-            {"org_id": org_id, "meter": meter, "day": day, "root_id": root_id, "quantity": q}
-            for (org_id, meter, day), q in sorted(subtree.items())
-        ],
-    )
-
-
-def _audit(tx: Tx, actor: Actor, parsed: list[_Event], new: list[_Event]) -> None:
+def _audit(tx: Tx, actor: Actor, parsed: list[Event], new: list[Event]) -> None:
     """One entry per org that gained usage: what it gained per meter, and the counts."""
     sent = Counter([e.org.id for e in parsed])
     accepted = Counter([e.org.id for e in new])
