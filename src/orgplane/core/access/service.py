@@ -321,6 +321,27 @@ async def reach(
         row = await first(conn, _ORG_BY_PUBLIC_ID_PREPARED, params)
     else:
         row = (await conn.execute(statement, params)).first()
+    return reached(
+        principal,
+        row,
+        org_ref,
+        scope=scope,
+        capability=capability,
+        include_deleted=include_deleted,
+    )
+
+
+def reached(
+    principal: Principal,
+    row: Any,
+    org_ref: str | int,
+    *,
+    scope: str,
+    capability: str | None = None,
+    include_deleted: bool = False,
+) -> Any:
+    """``reach``'s decision on an org row a command read itself (None: no such org), for a
+    statement that reads several orgs at once: 404 outside the principal's subtree, then 403."""
     if row is None or not principal.reaches(row.path):
         raise org_not_found(str(org_ref))
     if row.deleted_at is not None and not include_deleted:

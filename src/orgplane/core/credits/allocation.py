@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orgplane.core.access.principal import Actor, Caller
-from orgplane.core.access.service import reach
+from orgplane.core.access.service import reach, reached
 from orgplane.core.audit import service as audit
 from orgplane.core.credits import allocation_pg
 from orgplane.core.credits.errors import (
@@ -101,6 +101,20 @@ async def allocate(
                 f"(PUT /orgs/{child.public_id}/limits/{meter})"
             )
         parent = await reach(tx.conn, principal, child.parent_public_id, scope="credits:write")
+    elif tx.is_postgres:
+        # Both orgs, their key locks and the meter in one round trip (reach's decision on each).
+        pair = await allocation_pg.read_pair(tx, parent_ref, child_ref, meter)
+        parent = reached(principal, pair.parent, parent_ref, scope="credits:write")
+        child = reached(principal, pair.child, child_ref, scope="credits:write")
+        if child.parent_id != parent.id:
+            raise NotFound(f"organization {child_ref!r} is not a child of {parent_ref!r}")
+        if child.status == "deactivated":
+            raise _deactivated(child)
+        if pair.meter is None:
+            raise NotFound(f"meter {meter!r} not found")
+        return await _allocate_postgres(
+            tx, actor, parent, child, pair.meter, amount, idempotency_key=idempotency_key
+        )
     else:
         parent = await reach(tx.conn, principal, parent_ref, scope="credits:write")
         child = await reach(tx.conn, principal, child_ref, scope="credits:write")
@@ -124,18 +138,25 @@ async def allocate_reached(
     """``allocate`` for a command that locked the tree and read (reached) the parent and its
     child itself, under that lock."""
     if child.status == "deactivated":
-        # Its unused allocation went back to the parent when it was deactivated.
-        raise Conflict(f"organization {child.public_id!r} is deactivated; reactivate it first")
+        raise _deactivated(child)
     if tx.is_postgres:
         # The same rules in fewer round trips.
+        meter_row = await allocation_pg.meter_and_key_locks(tx, meter, parent, child)
+        if meter_row is None:
+            raise NotFound(f"meter {meter!r} not found")
         return await _allocate_postgres(
-            tx, actor, parent, child, meter, amount, idempotency_key=idempotency_key
+            tx, actor, parent, child, meter_row, amount, idempotency_key=idempotency_key
         )
     meter_row = await get_meter(tx, meter)
     check_amount(amount, meter_row)
     return await _allocate_locked(
         tx, actor, parent, child, meter_row, amount, idempotency_key=idempotency_key
     )
+
+
+def _deactivated(child: Any) -> Conflict:
+    # Its unused allocation went back to the parent when it was deactivated.
+    return Conflict(f"organization {child.public_id!r} is deactivated; reactivate it first")
 
 
 @dataclass(frozen=True)
@@ -299,23 +320,20 @@ async def _allocate_postgres(
     actor: Actor,
     parent: Any,
     child: Any,
-    meter_name: str,
+    meter: Any,
     amount: int,
     *,
     idempotency_key: str | None,
 ) -> Allocation:
-    """``_allocate_locked`` on PostgreSQL in three statements: the meter with the tree lock (and
-    the key locks of the writes' foreign keys), the limit rows then the audit chain head locked,
-    and every write (made only if the consumption checks pass) — then the commit. The parent's
-    row is held for two round trips after its lock, instead of eight.
+    """``_allocate_locked`` on PostgreSQL, the orgs and the meter read (with the key locks of
+    the writes' foreign keys) by the caller: the limit rows then the audit chain head locked in
+    one statement, every write (made only if the consumption checks pass) in another — then the
+    commit. The parent's row is held for two round trips after its lock, instead of eight.
 
     The audit entry is chained in place only when it is the transaction's first and last: when
     other entries wait to be chained before it, or others may follow (a transaction shared by
     several allocations, ``db.grouped``), it is queued for the commit, and the chain head is
     locked then, after every limit row of the transaction, as every audited write does."""
-    meter = await allocation_pg.meter_and_key_locks(tx, meter_name, parent, child)
-    if meter is None:
-        raise NotFound(f"meter {meter_name!r} not found")
     check_amount(amount, meter)
     chain_here = not tx.pending_audit and not tx.grouped
     locked = await allocation_pg.lock(

@@ -40,6 +40,96 @@ _METER_AND_KEYS = PreparedSelect(
     .with_for_update(read=True, key_share=True)
 )
 
+# A parent and its child named by public id or integer key, read (with the meter) in one
+# statement run after the tree lock, so that what it reads holds until commit; their rows and
+# the meter's FOR KEY SHARE, in the tree's order, as ``_METER_AND_KEYS`` takes them.
+_parent_org = orgs.alias("parent_org")
+_meter = (
+    sa.select(meters.c.name, meters.c.unit, meters.c.step, meters.c.deployment_charge_pct)
+    .where(meters.c.name == sa.bindparam("meter"))
+    .with_for_update(read=True, key_share=True)
+    .cte("pair_meter")
+    .prefix_with("MATERIALIZED")
+)
+_PAIR = PreparedSelect(
+    sa.select(
+        *orgs.c,
+        _parent_org.c.public_id.label("parent_public_id"),
+        _meter.c.name.label("meter_name"),
+        _meter.c.unit.label("meter_unit"),
+        _meter.c.step.label("meter_step"),
+        _meter.c.deployment_charge_pct.label("meter_deployment_charge_pct"),
+    )
+    .select_from(
+        orgs.outerjoin(_parent_org, _parent_org.c.id == orgs.c.parent_id).outerjoin(
+            _meter, sa.true()
+        )
+    )
+    .where(
+        sa.or_(
+            orgs.c.public_id.in_([sa.bindparam("parent_ref"), sa.bindparam("child_ref")]),
+            orgs.c.id.in_([sa.bindparam("parent_key"), sa.bindparam("child_key")]),
+        )
+    )
+    .order_by(orgs.c.depth, orgs.c.id)
+    .with_for_update(of=orgs, read=True, key_share=True)
+)
+
+
+@dataclass(frozen=True)
+class Meter:
+    name: str
+    unit: str
+    step: int
+    deployment_charge_pct: Any
+
+
+@dataclass(frozen=True)
+class Pair:
+    """The orgs found by each reference given (None: not found), and the meter (None)."""
+
+    parent: Any
+    child: Any
+    meter: Meter | None
+
+
+async def read_pair(tx: Tx, parent_ref: str | int, child_ref: str | int, meter: str) -> Pair:
+    """The parent and the child as ``reach`` reads them, and the meter, in one round trip; the
+    caller holds the tree lock, and decides reach on the rows (``access.service.reached``)."""
+
+    def split(ref: str | int) -> tuple[str | None, int | None]:
+        return (None, ref) if isinstance(ref, int) else (ref, None)
+
+    (parent_public, parent_key), (child_public, child_key) = split(parent_ref), split(child_ref)
+    rows = await tx.fetch(
+        _PAIR,
+        {
+            "meter": meter,
+            "parent_ref": parent_public,
+            "child_ref": child_public,
+            "parent_key": parent_key,
+            "child_key": child_key,
+        },
+    )
+
+    def named(ref: str | int) -> Any:
+        field = "id" if isinstance(ref, int) else "public_id"
+        return next((row for row in rows if getattr(row, field) == ref), None)
+
+    found = next((row for row in rows if row.meter_name is not None), None)
+    meter_row = (
+        Meter(
+            found.meter_name,
+            found.meter_unit,
+            int(found.meter_step),
+            found.meter_deployment_charge_pct,
+        )
+        if found is not None
+        else None
+    )
+    return Pair(named(parent_ref), named(child_ref), meter_row)
+
+
 _LOCK = PreparedSelect(
     sa.text(
         # The parent's row (an ancestor) before the child's, as ``lock_balances`` does; then,
