@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from orgplane.core.access.principal import Actor
+from orgplane.core.access.principal import Actor, Principal
+from orgplane.core.access.service import authenticate
 from orgplane.core.audit import queries
 from orgplane.core.audit import service as audit
 from orgplane.core.bootstrap import create_root_with_admin_key
@@ -105,6 +106,12 @@ async def _expected(h: Harness, org: Any, log: str, f: queries.LogFilters) -> li
     return sorted((e.id for e in mine if _matches(e, f)), reverse=True)
 
 
+async def _root_principal(h: Harness) -> Principal:
+    result = await authenticate(h.services.db.read, h.services.keys, h.root.api_key)
+    assert result.principal is not None
+    return result.principal
+
+
 async def _paged(
     h: Harness, org: Any, log: str, f: queries.LogFilters, limit: int, between: Any = None
 ) -> list[int]:
@@ -113,7 +120,15 @@ async def _paged(
     cursor: str | None = None
     while True:
         async with h.services.db.read() as conn:
-            rows, cursor = await queries.page(conn, org, log, f, limit=limit, cursor=cursor)  # type: ignore[arg-type]
+            rows, cursor = await queries.page(
+                conn,
+                await _root_principal(h),
+                org,
+                log,  # type: ignore[arg-type]
+                f,
+                limit=limit,
+                cursor=cursor,
+            )
         assert len(rows) <= limit and (cursor is None or len(rows) == limit)
         ids += [r.id for r in rows]
         if between is not None and len(ids) == len(rows):

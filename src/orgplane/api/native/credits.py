@@ -234,13 +234,13 @@ async def get_ledger(
         org = await ledger_queries.target(conn, principal, org_id)
         if fmt is None:
             rows, next_cursor = await ledger_queries.page(
-                conn, org, filters, limit=limit, cursor=cursor
+                conn, principal, org, filters, limit=limit, cursor=cursor
             )
             return LedgerPage([ledger_out(r) for r in rows], next_cursor)
     return export_response(
         services.db,
         fmt,
-        lambda c: ledger_queries.stream(c, org, filters),
+        lambda c: ledger_queries.stream(c, principal, org, filters),
         ledger_out,
         LedgerEntry,
         f"{org.public_id}-ledger",

@@ -92,7 +92,7 @@ async def _respond(
         fmt = export_format(request)
         if fmt is None:
             rows, next_cursor = await queries.page(
-                conn, org, log, filters, limit=limit, cursor=cursor
+                conn, principal, org, log, filters, limit=limit, cursor=cursor
             )
     render = access_out if log == "access" else (lambda r: audit_out(r, org.public_id))
     if fmt is None:
@@ -104,7 +104,7 @@ async def _respond(
     return export_response(
         services.db,
         fmt,
-        lambda conn: queries.stream(conn, org, log, filters),
+        lambda conn: queries.stream(conn, principal, org, log, filters),
         render,
         entry_type,
         f"{org.public_id}-{log}",

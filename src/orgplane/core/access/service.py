@@ -10,7 +10,7 @@ import base64
 import binascii
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -355,6 +355,22 @@ async def reach_by_key(
 ) -> Any:
     """``reach`` for an org named by its integer key (the id vendors such as Make show)."""
     return await reach(conn, principal, int(org_key), scope=scope, **options)
+
+
+async def out_of_reach(conn: Reader, principal: Principal, public_ids: Iterable[str]) -> set[str]:
+    """Of these org public ids (named in a log entry the principal reads), those it may not
+    see: outside its subtree, or no org's. Such an id is shown as null: an entry of the
+    principal's own org must not name the parent that ``GET /orgs/{id}`` hides."""
+    wanted = sorted(set(public_ids))
+    if not wanted:
+        return set()
+    found = {
+        row.public_id: row.path
+        for row in await conn.execute(
+            sa.select(orgs.c.public_id, orgs.c.path).where(orgs.c.public_id.in_(wanted))
+        )
+    }
+    return {p for p in wanted if p not in found or not principal.reaches(found[p])}
 
 
 def unauthenticated(reason: str) -> Unauthenticated:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -12,7 +13,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from orgplane.core.access.principal import Principal
-from orgplane.core.access.service import reach
+from orgplane.core.access.service import out_of_reach, reach
 from orgplane.core.errors import InvalidInput
 from orgplane.core.pagination import decode_cursor, encode_cursor, newest_first_batches
 from orgplane.db.engine import Reader, reads_postgres
@@ -249,6 +250,7 @@ async def target(conn: Reader, principal: Principal, org_ref: str, log: Log = "a
 
 async def page(
     conn: Reader,
+    principal: Principal,
     org: Any,
     log: Log,
     filters: LogFilters,
@@ -256,13 +258,14 @@ async def page(
     limit: int,
     cursor: str | None,
 ) -> tuple[list[Any], str | None]:
+    """A page of the log as ``principal`` may see it (``as_seen_by``)."""
     filters.check()
     if log == "children_audit":
         # (seq, id): a cursor of an org's own log (one id) is refused, not misread.
         after = decode_cursor(cursor, int, int)
         rows = await _subtree_rows(conn, org, filters, limit + 1, after[0] if after else None)
         more = len(rows) > limit
-        rows = rows[:limit]
+        rows = await as_seen_by(conn, principal, rows[:limit])
         return rows, encode_cursor(rows[-1].seq, rows[-1].id) if more else None
     statement, table = _base(log, org, filters)
     before = decode_cursor(cursor, int)
@@ -270,22 +273,57 @@ async def page(
         statement = statement.where(table.c.id < before[0])
     rows = list((await conn.execute(statement.order_by(table.c.id.desc()).limit(limit + 1))).all())
     more = len(rows) > limit
-    rows = rows[:limit]
+    rows = rows[:limit] if log == "access" else await as_seen_by(conn, principal, rows[:limit])
     return rows, encode_cursor(rows[-1].id) if more else None
 
 
-async def stream(conn: Reader, org: Any, log: Log, filters: LogFilters) -> AsyncIterator[list[Any]]:
-    """The whole filtered range, newest first, in batches (for NDJSON and CSV exports)."""
+async def stream(
+    conn: Reader, principal: Principal, org: Any, log: Log, filters: LogFilters
+) -> AsyncIterator[list[Any]]:
+    """The whole filtered range, newest first, in batches (for NDJSON and CSV exports), as
+    ``principal`` may see it."""
     filters.check()
     if log == "children_audit":
         below: int | None = None
         while True:
             batch = await _subtree_rows(conn, org, filters, EXPORT_BATCH, below)
             if batch:
-                yield batch
+                yield await as_seen_by(conn, principal, batch)
             if len(batch) < EXPORT_BATCH:
                 return
             below = batch[-1].seq
     statement, table = _base(log, org, filters)
     async for rows in newest_first_batches(conn, statement, table.c.id, size=EXPORT_BATCH):
-        yield rows
+        yield rows if log == "access" else await as_seen_by(conn, principal, rows)
+
+
+# Keys of an audit entry's before/after documents that name an org by its public id.
+ORG_REFERENCES = ("parent", "parent_id", "returned_to", "cascade_of")
+
+
+async def as_seen_by(conn: Reader, principal: Principal, rows: list[Any]) -> list[Any]:
+    """The entries with every org they name outside the principal's reach shown as null (a
+    key of a child reads its own allocations without learning its parent's id)."""
+    named = {
+        value
+        for row in rows
+        for document in (row.before, row.after)
+        if isinstance(document, dict)
+        for key in ORG_REFERENCES
+        if isinstance(value := document.get(key), str)
+    }
+    hidden = await out_of_reach(conn, principal, named)
+    if not hidden:
+        return rows
+    return [_hiding(row, hidden) for row in rows]
+
+
+def _hiding(row: Any, hidden: set[str]) -> Any:
+    def scrub(document: Any) -> Any:
+        if not isinstance(document, dict):
+            return document
+        return {k: None if k in ORG_REFERENCES and v in hidden else v for k, v in document.items()}
+
+    return SimpleNamespace(
+        **{**row._asdict(), "before": scrub(row.before), "after": scrub(row.after)}
+    )

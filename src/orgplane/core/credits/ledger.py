@@ -6,12 +6,13 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
 
 from orgplane.core.access.principal import Principal
-from orgplane.core.access.service import reach
+from orgplane.core.access.service import out_of_reach, reach
 from orgplane.core.errors import InvalidInput
 from orgplane.core.pagination import decode_cursor, encode_cursor, newest_first_batches
 from orgplane.core.usage.counters import consumed_this_period
@@ -151,22 +152,47 @@ async def target(conn: Reader, principal: Principal, org_ref: str) -> Any:
 
 
 async def page(
-    conn: Reader, org: Any, filters: LedgerFilters, *, limit: int, cursor: str | None
+    conn: Reader,
+    principal: Principal,
+    org: Any,
+    filters: LedgerFilters,
+    *,
+    limit: int,
+    cursor: str | None,
 ) -> tuple[list[Any], str | None]:
+    """A page of the org's ledger as ``principal`` may see it (``as_seen_by``)."""
     statement = _statement(org, filters.check())
     before = decode_cursor(cursor, int)
     if before is not None:
         statement = statement.where(ledger.c.id < before[0])
     rows = list((await conn.execute(statement.order_by(ledger.c.id.desc()).limit(limit + 1))).all())
     more = len(rows) > limit
-    rows = rows[:limit]
+    rows = await as_seen_by(conn, principal, rows[:limit])
     return rows, encode_cursor(rows[-1].id) if more else None
 
 
-async def stream(conn: Reader, org: Any, filters: LedgerFilters) -> AsyncIterator[list[Any]]:
+async def stream(
+    conn: Reader, principal: Principal, org: Any, filters: LedgerFilters
+) -> AsyncIterator[list[Any]]:
     statement = _statement(org, filters.check())
     async for batch in newest_first_batches(conn, statement, ledger.c.id, size=EXPORT_BATCH):
-        yield batch
+        yield await as_seen_by(conn, principal, batch)
+
+
+async def as_seen_by(conn: Reader, principal: Principal, rows: list[Any]) -> list[Any]:
+    """The rows with a parent outside the principal's reach shown as null: a key of a child
+    reads its own allocations without learning its parent's id."""
+    hidden = await out_of_reach(
+        conn, principal, {r.parent_public_id for r in rows if r.parent_public_id is not None}
+    )
+    if not hidden:
+        return rows
+    return [
+        SimpleNamespace(**{**r._asdict(), "parent_public_id": None})
+        if r.parent_public_id in hidden
+        else r
+        for r in rows
+    ]
 
 
 @dataclass(frozen=True)

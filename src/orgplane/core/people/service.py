@@ -130,13 +130,12 @@ async def issue_invitations(
     return issued
 
 
-async def _user_ref(tx: Tx, user_ref: UserRef) -> str:
+async def _user_ref(tx: Tx, user_ref: UserRef, org: Any) -> str:
+    """The public id of a member of ``org`` named by public id or integer key. A key that is
+    not a member's answers as a key that does not exist: the 404 names only what was sent."""
     if isinstance(user_ref, str):
         return user_ref
-    public_id = await user_service.public_id_by_key(tx.conn, user_ref)
-    if public_id is None:
-        raise NotFound(f"user {user_ref} not found")
-    return public_id
+    return await user_service.member_public_id_by_key(tx.conn, org, user_ref)
 
 
 async def change_member(
@@ -156,7 +155,7 @@ async def change_member(
     Surfaces whose update carries the email pass it as ``email``: the address changes only
     through a confirmed token, so a different one is a 400 naming ``email_field``."""
     org = await _reach(tx.conn, actor.principal, org_ref, scope="users:write", lock="update")
-    user_public_id = await _user_ref(tx, user_ref)
+    user_public_id = await _user_ref(tx, user_ref, org)
     if email is not None:
         current = await ms.find_member(tx.conn, org, user_public_id)
         if email.strip().lower() != current.email_normalized:

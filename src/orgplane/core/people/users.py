@@ -169,6 +169,16 @@ async def public_id_by_key(conn: Reader | Tx, user_key: int) -> str | None:
     return await repository.user_public_id(conn, user_key)
 
 
+async def member_public_id_by_key(conn: Reader | Tx, org: Any, user_key: int) -> str:
+    """The public id of the member of ``org`` with this integer key (the id vendors such as
+    Make show). 404 naming the key alone when no member of the org has it, whether or not the
+    user exists elsewhere: the answer never tells an unreachable user from a missing one."""
+    public_id = await public_id_by_key(conn, user_key)
+    if public_id is None or not await repository.is_member(conn, user_key, org.id):
+        raise NotFound(f"user {user_key} not found")
+    return public_id
+
+
 async def get_member(conn: Reader, principal: Principal, org_ref: str, user_ref: str) -> Member:
     org = await reach(conn, principal, org_ref, scope="users:read")
     return await _member(conn, org, user_ref)

@@ -18,12 +18,11 @@ from orgplane.api.dialects.make.errors import ERRORS
 from orgplane.api.dialects.make.managed import OrgKey
 from orgplane.api.dialects.make.scopes import granted
 from orgplane.core.access.service import reach_by_key, require_scope
-from orgplane.core.errors import InvalidInput, NotFound
+from orgplane.core.errors import InvalidInput
 from orgplane.core.people import invitations as invitation_service
 from orgplane.core.people import service as people
 from orgplane.core.people import users as user_service
 from orgplane.core.people.capabilities import SYSTEM_ROLES, expand
-from orgplane.db.engine import Reader
 
 # Make's id of each system role (11 is the owner's, as in Make's own responses).
 ROLE_IDS = {"owner": 11, "administrator": 12, "standard": 13, "read-only": 14}
@@ -72,13 +71,6 @@ def user_organization_role(
 def _invitation(member: user_service.Member) -> str | None:
     """Make's invitation field: null for a user who has joined, else the invitation's state."""
     return "pending" if member.row.status == "pending" else None
-
-
-async def _user_ref(conn: Reader, user_key: int) -> str:
-    ref = await user_service.public_id_by_key(conn, user_key)
-    if ref is None:
-        raise NotFound(f"user {user_key} not found")
-    return ref
 
 
 @get("/users/roles", summary="List organization roles", responses=ERRORS)
@@ -139,9 +131,8 @@ async def get_user_role(
 ) -> dict[str, Any]:
     async with services.db.read() as conn:
         org = await reach_by_key(conn, principal, organizationId, scope="users:read")
-        member = await user_service.get_member(
-            conn, principal, org.public_id, await _user_ref(conn, userId)
-        )
+        user_ref = await user_service.member_public_id_by_key(conn, org, userId)
+        member = await user_service.get_member(conn, principal, org.public_id, user_ref)
     return {
         "userOrganizationRole": user_organization_role(member, organizationId, _invitation(member))
     }

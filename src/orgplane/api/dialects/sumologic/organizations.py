@@ -49,7 +49,7 @@ from orgplane.core.access.service import org_not_found, reach, reach_by_key
 from orgplane.core.credentials import service as key_service
 from orgplane.core.credits import ledger as ledger_queries
 from orgplane.core.credits import service as credit_service
-from orgplane.core.errors import InvalidInput
+from orgplane.core.errors import InvalidInput, NotFound
 from orgplane.core.orgs import managed
 from orgplane.core.orgs import queries as org_queries
 from orgplane.core.orgs import service as org_service
@@ -86,7 +86,11 @@ async def reach_sumo(
 ) -> Any:
     """The org a Sumo Logic id names, reached like any other (404 outside the key's subtree)."""
     deployment, key = parse_org_id(value)
-    row = await reach_by_key(conn, principal, key, scope=scope, **options)
+    try:
+        row = await reach_by_key(conn, principal, key, scope=scope, **options)
+    except NotFound:
+        # Named as the caller named it, whether it does not exist or is out of reach.
+        raise org_not_found(value) from None
     if row.deployment != deployment:
         raise org_not_found(value)
     return row
