@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from importlib.metadata import version as package_version
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -25,6 +26,26 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"orgplane {package_version('orgplane')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """orgplane: a control plane for trees of organizations."""
+
+
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 orgs_app = typer.Typer(help="Inspect and create organizations.", no_args_is_help=True)
 audit_app = typer.Typer(help="Check the audit log.", no_args_is_help=True)
@@ -77,7 +98,9 @@ def migrate(database_url: DatabaseUrl = None) -> None:
     from orgplane.db.migrate import upgrade
 
     settings = _settings(database_url)
-    upgrade(settings.database_url)
+    applied = upgrade(settings.database_url)
+    if applied:
+        typer.echo(f"applied {len(applied)} migration(s): {', '.join(applied)}")
     typer.echo("database is up to date")
 
 
@@ -95,7 +118,10 @@ def bootstrap(
         if as_json:
             typer.echo(json.dumps({"org_id": None, "api_key": None, "bootstrapped": False}))
         else:
-            typer.echo("already bootstrapped: the database has organizations; nothing changed")
+            typer.echo(
+                "already bootstrapped: the database has organizations; nothing changed. "
+                "For another admin key of a root: orgplane keys create ROOT_ORG_ID"
+            )
         return
     if as_json:
         typer.echo(json.dumps({"org_id": done.org_id, "api_key": done.api_key}))

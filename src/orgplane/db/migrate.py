@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -31,8 +32,19 @@ def _outside_event_loop(fn: Callable[[], None]) -> None:
         pool.submit(fn).result()
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
-    _outside_event_loop(lambda: command.upgrade(alembic_config(database_url), revision))
+def upgrade(database_url: str, revision: str = "head") -> list[str]:
+    """Apply the migrations up to ``revision``; the revisions applied, oldest first (empty when
+    the schema was up to date)."""
+    config = alembic_config(database_url)
+    applied: list[str] = []
+
+    def record(step: Any, **_: Any) -> None:
+        applied.append(step.up_revision_id)
+
+    # Alembic calls this for each migration it runs (env.py passes it to the context).
+    config.attributes["on_version_apply"] = record
+    _outside_event_loop(lambda: command.upgrade(config, revision))
+    return applied
 
 
 def downgrade(database_url: str, revision: str) -> None:
