@@ -3,6 +3,7 @@ database is bootstrapped already."""
 
 from __future__ import annotations
 
+import socket
 from importlib.metadata import version
 from pathlib import Path
 
@@ -32,3 +33,25 @@ async def test_migrate_says_what_it_applied_and_bootstrap_how_to_get_a_key(
     assert repeated.returncode == 0
     assert "already bootstrapped" in repeated.stdout
     assert "orgplane keys create" in repeated.stdout
+
+
+async def test_serve_refuses_a_port_already_listened_on(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        url = f"sqlite+aiosqlite:///{tmp_path / 'orgplane.db'}"
+        result = await run_cli(
+            "serve",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--database-url",
+            url,
+            cwd=tmp_path,
+        )
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    (line,) = result.stderr.strip().splitlines()
+    assert f"cannot serve on 127.0.0.1:{port}" in line and "in use" in line
+    assert "serving on" not in result.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -150,6 +151,16 @@ def serve(
             "warning: several workers without ORGPLANE_REDIS_URL keep separate rate-limit counters",
             err=True,
         )
+    busy = _port_in_use(host, port)
+    if busy is not None:
+        # The servers bind with SO_REUSEPORT: a second one would share the port (and its
+        # traffic) with whatever already listens there, or fail with a long traceback.
+        typer.echo(
+            f"error: cannot serve on {host}:{port}: {busy}; another orgplane or another program "
+            "is listening there (choose another with --port or ORGPLANE_PORT)",
+            err=True,
+        )
+        raise typer.Exit(2)
     typer.echo(f"orgplane serving on http://{host}:{port} ({server}, {workers} worker(s))")
     if server == "uvicorn":
         import uvicorn
@@ -180,6 +191,21 @@ def serve(
         loop=Loops.uvloop,
         log_access=False,
     ).serve()
+
+
+def _port_in_use(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound (an address in use, a wrong host), or None."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except OSError as exc:
+        return f"cannot resolve {host!r} ({exc.strerror or exc})"
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 @keys_app.command("create")
