@@ -55,3 +55,32 @@ async def test_serve_refuses_a_port_already_listened_on(tmp_path: Path) -> None:
     (line,) = result.stderr.strip().splitlines()
     assert f"cannot serve on 127.0.0.1:{port}" in line and "in use" in line
     assert "serving on" not in result.stdout
+
+
+async def test_a_missing_or_unmigrated_database_is_one_line(tmp_path: Path) -> None:
+    # No file: nothing is created, and the line says where it looked and what to do.
+    result = await run_cli("orgs", "tree", cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert str(tmp_path / "orgplane.db") in line and "orgplane migrate" in line
+    assert not (tmp_path / "orgplane.db").exists()
+    # A file that was never migrated.
+    (tmp_path / "empty.db").touch()
+    for command in (("orgs", "tree"), ("serve", "--port", "0")):
+        result = await run_cli(
+            *command, "--database-url", "sqlite+aiosqlite:///empty.db", cwd=tmp_path
+        )
+        assert result.returncode == 2, result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert "not migrated: run `orgplane migrate`" in line
+        assert "serving on" not in result.stdout
+
+
+async def test_an_unreachable_database_is_one_line_without_its_password(tmp_path: Path) -> None:
+    url = "postgresql+asyncpg://orgplane:s3cret@127.0.0.1:1/orgplane"
+    for command in (("migrate",), ("orgs", "tree"), ("keys", "list", "anyorg")):
+        result = await run_cli(*command, "--database-url", url, cwd=tmp_path)
+        assert result.returncode == 2, (command, result.stderr)
+        (line,) = result.stderr.strip().splitlines()
+        assert "cannot connect" in line and "127.0.0.1:1" in line
+        assert "s3cret" not in result.stderr + result.stdout

@@ -10,9 +10,12 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import sqlalchemy as sa
 import typer
+from sqlalchemy.engine import make_url
 
 from orgplane.config import Settings
 from orgplane.core.access import scopes as scope_catalog
@@ -77,6 +80,7 @@ def _settings(database_url: str | None) -> Settings:
 
 def _with_db(database_url: str | None, fn: Callable[[Database], Awaitable[T]]) -> T:
     settings = _settings(database_url)
+    _refuse_missing_sqlite_file(settings.database_url)
 
     async def run() -> T:
         db = Database(settings.database_url)
@@ -91,6 +95,72 @@ def _with_db(database_url: str | None, fn: Callable[[Database], Awaitable[T]]) -
     except OrgplaneError as exc:
         typer.echo(f"error: {exc.detail}", err=True)
         raise typer.Exit(1) from None
+    except Exception as exc:
+        _exit_on_database_problem(settings.database_url, exc)
+        raise
+
+
+def _safe_url(url: str) -> str:
+    """The database URL as it may be printed: its password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(an unreadable database URL)"
+
+
+def _refuse_missing_sqlite_file(url: str) -> None:
+    """A command other than migrate on a SQLite file that does not exist would create an empty
+    database there and fail on its first table: say where it looked and what to do instead."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        typer.echo(f"error: {_safe_url(url)} is not a database URL", err=True)
+        raise typer.Exit(2) from None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    path = Path(parsed.database).resolve()
+    if not path.exists():
+        typer.echo(
+            f"error: no database at {path}: run `orgplane migrate` to create it there, or point "
+            "--database-url / ORGPLANE_DATABASE_URL at yours",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+
+# The driver's errors (asyncpg's, named: the CLI does not import the driver) that mean the
+# server refused the connection itself.
+_CONNECT_ERRORS = frozenset(
+    {
+        "InvalidCatalogNameError",
+        "InvalidPasswordError",
+        "InvalidAuthorizationSpecificationError",
+        "CannotConnectNowError",
+    }
+)
+
+
+def _database_problem(exc: BaseException) -> str | None:
+    """What keeps the command from the database, when that is what went wrong (else None)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        text = str(seen)
+        if "no such table" in text or ("does not exist" in text and "relation" in text):
+            return "not migrated: run `orgplane migrate`"
+        if isinstance(seen, OSError):
+            return f"cannot connect ({seen.strerror or text})"
+        if type(seen).__name__ in _CONNECT_ERRORS:
+            return f"cannot connect ({text})"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _exit_on_database_problem(url: str, exc: BaseException) -> None:
+    """One line and exit status 2 when ``exc`` is the database's (unreachable, not migrated)."""
+    problem = _database_problem(exc)
+    if problem is not None:
+        typer.echo(f"error: database {_safe_url(url)}: {problem}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -99,7 +169,11 @@ def migrate(database_url: DatabaseUrl = None) -> None:
     from orgplane.db.migrate import upgrade
 
     settings = _settings(database_url)
-    applied = upgrade(settings.database_url)
+    try:
+        applied = upgrade(settings.database_url)
+    except Exception as exc:
+        _exit_on_database_problem(settings.database_url, exc)
+        raise
     if applied:
         typer.echo(f"applied {len(applied)} migration(s): {', '.join(applied)}")
     typer.echo("database is up to date")
@@ -161,6 +235,9 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
+    # The database answers and is migrated, or one line says why not (instead of a server that
+    # answers 500).
+    _with_db(database_url, _check_schema)
     typer.echo(f"orgplane serving on http://{host}:{port} ({server}, {workers} worker(s))")
     if server == "uvicorn":
         import uvicorn
@@ -191,6 +268,11 @@ def serve(
         loop=Loops.uvloop,
         log_access=False,
     ).serve()
+
+
+async def _check_schema(db: Database) -> None:
+    async with db.read() as conn:
+        await conn.execute(sa.text("SELECT 1 FROM orgs LIMIT 1"))
 
 
 def _port_in_use(host: str, port: int) -> str | None:
