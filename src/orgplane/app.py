@@ -16,6 +16,8 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
+from litestar.static_files import create_static_files_router
+from swagger_ui_bundle import swagger_ui_path
 
 from orgplane import __version__
 from orgplane.api.deps import Services, provide_actor, provide_principal
@@ -51,6 +53,7 @@ from orgplane.core.errors import InvalidInput
 from orgplane.db.engine import Database
 from orgplane.logging import configure as configure_logging
 
+DOCS_ASSETS = "/docs/assets"
 DESCRIPTION = """A control plane for trees of organizations: the orgs, their API keys, what
 they consume, and the audit and access logs. Authenticate with `Authorization: Bearer <key>`.
 Errors are RFC 9457 problem+json documents whose `errors` member names each bad field."""
@@ -131,7 +134,17 @@ def create_litestar(services: Services) -> Litestar:
         version=__version__,
         description=DESCRIPTION,
         path="/docs",
-        render_plugins=[SwaggerRenderPlugin(path="/")],
+        # Swagger UI's assets come from the installation (a registry package), not a CDN: the
+        # page works without internet.
+        render_plugins=[
+            SwaggerRenderPlugin(
+                path="/",
+                js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+                favicon=f"<link rel='icon' href='{DOCS_ASSETS}/favicon-32x32.png'>",
+            )
+        ],
         components=Components(
             security_schemes={
                 "ApiKey": SecurityScheme(
@@ -191,6 +204,12 @@ def create_litestar(services: Services) -> Litestar:
             ops.metrics,
             ops.me,
             openapi_json,
+            create_static_files_router(
+                path=DOCS_ASSETS,
+                directories=[swagger_ui_path],
+                include_in_schema=False,
+                name="docs-assets",
+            ),
         ],
         dependencies={
             "services": Provide(provide_services, sync_to_thread=False),
