@@ -15,7 +15,16 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)
+# Serving needs the package and its runtime dependencies only (not the test tools); pip shows
+# its progress while it installs.
+RUN_STAMP := $(VENV)/.installed-run
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	@echo "installing orgplane and what it needs to serve into $(VENV) ..."
+	$(BIN)/python -m pip install --progress-bar on -e .
+	touch $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/orgplane migrate
 	$(BIN)/orgplane bootstrap
 	$(BIN)/orgplane serve
