@@ -18,6 +18,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
 
 from orgplane import __version__
+from orgplane.api.body import OrgplaneRequest
 from orgplane.api.deps import Services, provide_actor, provide_principal
 from orgplane.api.dialects import datadog as datadog_dialect
 from orgplane.api.dialects import make as make_dialect
@@ -39,9 +40,9 @@ from orgplane.api.native import (
     users,
 )
 from orgplane.api.observability import Metrics, ObservabilityMiddleware
-from orgplane.api.problems import EXCEPTION_HANDLERS
 from orgplane.api.ratelimit import RateLimiter, add_rate_limit_headers
 from orgplane.api.scim.routes import router as scim_router
+from orgplane.api.surfaces import EXCEPTION_HANDLERS
 from orgplane.config import Settings, get_settings
 from orgplane.core import idempotency
 from orgplane.core.access.service import KeyCache
@@ -203,6 +204,7 @@ def create_litestar(services: Services) -> Litestar:
         openapi_config=openapi,
         lifespan=[lifespan],
         state=State({"services": services}),
+        request_class=OrgplaneRequest,
         request_max_body_size=services.settings.max_body_bytes,
         debug=False,
     )
