@@ -42,7 +42,7 @@ from orgplane.api.native import (
 from orgplane.api.observability import Metrics, ObservabilityMiddleware
 from orgplane.api.ratelimit import RateLimiter, add_rate_limit_headers
 from orgplane.api.scim.routes import router as scim_router
-from orgplane.api.surfaces import EXCEPTION_HANDLERS
+from orgplane.api.surfaces import EXCEPTION_HANDLERS, agree_on_allow
 from orgplane.config import Settings, get_settings
 from orgplane.core import idempotency
 from orgplane.core.access.service import KeyCache
@@ -167,7 +167,7 @@ def create_litestar(services: Services) -> Litestar:
         services: Services = state.services
         return services
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             orgs.router,
             keys.router,
@@ -208,6 +208,8 @@ def create_litestar(services: Services) -> Litestar:
         request_max_body_size=services.settings.max_body_bytes,
         debug=False,
     )
+    agree_on_allow(app)
+    return app
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Any:

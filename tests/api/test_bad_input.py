@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from litestar.routes import HTTPRoute
 
 from orgplane.models import audit_log, ledger
 from support.harness import Harness
@@ -138,3 +140,27 @@ async def test_vendor_surfaces_answer_unmatched_routes_in_their_own_format(h: Ha
     assert response.status_code == 404
     assert response.json()["errors"][0]["code"] == "notfound"
     problem(await h.client.get("/nothing"), 404)
+    response = await h.client.put("/make/api/v2/organizations")
+    assert response.status_code == 405
+    assert response.json()["code"] == "SC405"
+    response = await h.client.put("/sumologic/api/v1/organizations")
+    assert response.status_code == 405
+    assert response.json()["errors"][0]["code"] == "method.unsupported"
+
+
+async def test_options_and_a_405_list_the_same_methods_on_every_path(h: Harness) -> None:
+    routes = [r for r in h.app.litestar.routes if isinstance(r, HTTPRoute)]
+    checked = 0
+    for route in routes:
+        path = re.sub(r"\{[^}:]+:int\}", "1", route.path)
+        path = re.sub(r"\{[^}]+\}", "x", path)
+        missing = [m for m in ("PUT", "PATCH", "DELETE", "POST", "GET") if m not in route.methods]
+        if not missing:
+            continue
+        options = await h.client.options(path, headers=h.auth())
+        refused = await h.client.request(missing[0], path, headers=h.auth())
+        assert refused.status_code == 405, (path, refused.text)
+        assert options.headers["allow"] == refused.headers["allow"], path
+        assert options.headers["allow"] == ", ".join(sorted(route.methods)), path
+        checked += 1
+    assert checked > 50

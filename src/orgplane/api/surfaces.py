@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from litestar import Request, Response
+from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
+from litestar.routes import HTTPRoute
 
 from orgplane.api import problems
 from orgplane.api.dialects.datadog.errors import EXCEPTION_HANDLERS as DATADOG
@@ -37,6 +38,10 @@ def _vendor(request: Request[Any, Any, Any]) -> Any:
 
 
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    allow = (exc.headers or {}).get("allow")
+    if exc.status_code == 405 and allow:
+        # The same list, in the same order, as OPTIONS on the path answers.
+        exc.headers = {**(exc.headers or {}), "allow": ", ".join(sorted(allow.split(", ")))}
     handler = _vendor(request)
     if handler is None:
         return problems.handle_http_exception(request, exc)
@@ -53,6 +58,25 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
     log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
     response: Response[Any] = handler(request, HTTPException(status_code=500, detail=UNEXPECTED))
     return response
+
+
+def agree_on_allow(app: Litestar) -> None:
+    """Make ``OPTIONS`` list every method a path serves, as a 405 on it does.
+
+    Litestar gives a path's first route its ``OPTIONS`` handler, which reads that route's
+    methods when it answers; the handlers registered on the same path after it build new routes
+    that keep the handler, so ``OPTIONS /orgs/{id}`` said ``GET, OPTIONS``. Point each such
+    handler at the methods of the route that serves the path.
+    """
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            if handler.http_methods != {"OPTIONS"} or handler.fn.__name__ != "options_handler":
+                continue
+            for cell in getattr(handler.fn, "__closure__", None) or ():
+                if isinstance(cell.cell_contents, HTTPRoute) and cell.cell_contents is not route:
+                    cell.cell_contents.methods = route.methods
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {
