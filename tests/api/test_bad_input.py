@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections import Counter
 from typing import Any
 
+import httpx
 import orjson
 import sqlalchemy as sa
 from litestar.routes import HTTPRoute
@@ -164,3 +166,186 @@ async def test_options_and_a_405_list_the_same_methods_on_every_path(h: Harness)
         assert options.headers["allow"] == ", ".join(sorted(route.methods)), path
         checked += 1
     assert checked > 50
+
+
+# The generated sweep: each class of bad input to every operation of /openapi.json.
+
+_DATETIME_OUT_OF_RANGE = "0001-01-01T00:00:00+23:59"
+_NUL_CURSOR = base64.urlsafe_b64encode(orjson.dumps(["\x00", 1])).decode().rstrip("=")
+_BODIES = {
+    "invalid UTF-8": b'{"name": "a\xff\xfe", "settings": {}}',
+    "nested 1,000 deep": _nested(1000),
+    "nested 100,000 deep": b'{"name": ' + _nested(100_000) + b"}",
+}
+# Documents no store can hold, sent where the operation takes a document (settings,
+# customizations); elsewhere an unknown member may be ignored, as some vendors' APIs do.
+_DOCUMENTS = {
+    "integer past 64 bits": b'{"n": 18446744073709551616}',
+    "integer below -2^63": b'{"n": -9223372036854775809}',
+    "document 300 deep": b'{"a":' * 300 + b"1" + b"}" * 300,
+}
+_DOCUMENT_MEMBERS = ("settings", "customizations")
+
+
+def _free_form(document: dict[str, Any], schema: dict[str, Any]) -> bool:
+    """Whether ``schema`` is an object of any members (an orgplane document)."""
+    for option in schema.get("oneOf", [schema]):
+        ref = option.get("$ref", "")
+        if ref:
+            option = document["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+        if option.get("type") == "object" and not option.get("properties"):
+            return True
+    return False
+
+
+def _document_members(document: dict[str, Any], operation: dict[str, Any]) -> list[str] | None:
+    """The members of the operation's body that hold a document ([] for a body that is one),
+    or None when it takes no document."""
+    for content in operation.get("requestBody", {}).get("content", {}).values():
+        schema = content.get("schema", {})
+        ref = schema.get("$ref", "")
+        if ref:
+            schema = document["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+        properties = schema.get("properties")
+        if properties is None and schema.get("type") == "object":
+            return []
+        members = [
+            m
+            for m in _DOCUMENT_MEMBERS
+            if _free_form(document, (properties or {}).get(m, {"properties": {}}))
+        ]
+        if members:
+            return members
+    return None
+
+
+def _surface(path: str) -> str:
+    for prefix, surface in (
+        ("/datadog/", "datadog"),
+        ("/make/api/v2/", "make"),
+        ("/sumologic/api/", "sumologic"),
+        ("/scim/", "scim"),
+    ):
+        if path.startswith(prefix):
+            return surface
+    return "native"
+
+
+def _in_surface_format(surface: str, response: httpx.Response) -> bool:
+    """Whether ``response`` is an error in the surface's own format."""
+    if surface == "native":
+        return response.headers.get("content-type", "").startswith("application/problem+json")
+    body = response.json()
+    if surface == "datadog":
+        return isinstance(body.get("errors"), list) and all(
+            isinstance(e, str) for e in body["errors"]
+        )
+    if surface == "make":
+        return {"detail", "message", "code"} <= set(body)
+    if surface == "sumologic":
+        return "id" in body and isinstance(body.get("errors"), list)
+    return "urn:ietf:params:scim:api:messages:2.0:Error" in body.get("schemas", [])
+
+
+def _cases(
+    document: dict[str, Any], operation: dict[str, Any], path: str
+) -> list[tuple[str, str, dict[str, str], bytes]]:
+    """(class, path, query, body) for each class of bad input this operation takes."""
+    parameters = operation.get("parameters", [])
+    cases: list[tuple[str, str, dict[str, str], bytes]] = []
+    if "requestBody" in operation:
+        cases += [(name, path, {}, body) for name, body in _BODIES.items()]
+    members = _document_members(document, operation)
+    for name, bad in _DOCUMENTS.items():
+        if members == []:
+            cases.append((name, path, {}, bad))
+        for member in members or []:
+            cases.append(
+                (f"{member}: {name}", path, {}, b'{"name": "n", "%s": %s}' % (member.encode(), bad))
+            )
+    for p in parameters:
+        schema = p.get("schema", {})
+        formats = {schema.get("format")} | {s.get("format") for s in schema.get("oneOf", [])}
+        if p.get("in") == "query" and "date-time" in formats:
+            cases.append(
+                (f"{p['name']} out of range", path, {p["name"]: _DATETIME_OUT_OF_RANGE}, b"")
+            )
+        if p.get("in") == "query" and p["name"] == "cursor":
+            cases.append((f"{p['name']} with NUL", path, {p["name"]: _NUL_CURSOR}, b""))
+    if any(p.get("in") == "path" for p in parameters):
+        with_nul = re.sub(r"\{[^}]+\}", "a%00b", operation["x-template"], count=1)
+        cases.append(("NUL in the path", with_nul, {}, b""))
+    return cases
+
+
+async def test_every_operation_refuses_every_class_of_bad_input_with_a_4xx(
+    h: Harness, relaxed: None
+) -> None:
+    root = h.root.org_id
+    dd_keys = await h.client.post(
+        f"/orgs/{root}/api_keys",
+        json={"name": "dd", "scopes": ["*"], "kind": "datadog"},
+        headers=h.auth(),
+    )
+    assert dd_keys.status_code == 201, dd_keys.text
+    make_key = await h.create_key(root, ["*"], kind="make")
+    sumo = await h.client.post(
+        f"/orgs/{root}/api_keys",
+        json={"name": "sumo", "scopes": ["*"], "kind": "sumologic"},
+        headers=h.auth(),
+    )
+    assert sumo.status_code == 201, sumo.text
+    credentials = {
+        "native": h.auth(),
+        "scim": h.auth(),
+        "datadog": {
+            "DD-API-KEY": dd_keys.json()["api_key"],
+            "DD-APPLICATION-KEY": dd_keys.json()["application_key"],
+        },
+        "make": {"Authorization": f"Token {make_key}"},
+        "sumologic": {
+            "Authorization": "Basic "
+            + base64.b64encode(
+                f"{sumo.json()['access_id']}:{sumo.json()['access_key']}".encode()
+            ).decode()
+        },
+    }
+    document = (await h.client.get("/openapi.json")).json()
+    before = await _written(h)
+    sent = 0
+    classes: Counter[str] = Counter()
+    surfaces: Counter[str] = Counter()
+    failures: list[str] = []
+    for template, item in document["paths"].items():
+        path = re.sub(r"\{[^}]*(?:id|Id|key|Key)[^}]*\}", root, template)
+        path = re.sub(r"\{[^}]+\}", "x", path)
+        surface = _surface(template)
+        for method, operation in item.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            for name, url, query, body in _cases(
+                document, {**operation, "x-template": template}, path
+            ):
+                response = await h.client.request(
+                    method.upper(),
+                    url,
+                    params=query,
+                    content=body or None,
+                    headers={**credentials[surface], **JSON},
+                )
+                sent += 1
+                classes[name.split(": ")[-1]] += 1
+                surfaces[surface] += 1
+                if not 400 <= response.status_code < 500 or not _in_surface_format(
+                    surface, response
+                ):
+                    failures.append(
+                        f"{method.upper()} {template} ({name}): "
+                        f"{response.status_code} {response.text[:120]}"
+                    )
+    assert not failures, "\n".join(failures)
+    # Every class reached operations of every surface that takes it (~300 requests).
+    assert set(classes) >= {*_BODIES, *_DOCUMENTS, "since out of range", "cursor with NUL"}
+    assert set(surfaces) == {"native", "datadog", "make", "sumologic"}, surfaces
+    assert sent > 250, sent
+    assert await _written(h) == before
