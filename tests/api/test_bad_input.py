@@ -12,8 +12,10 @@ from typing import Any
 import httpx
 import orjson
 import sqlalchemy as sa
+from litestar import Request
 from litestar.routes import HTTPRoute
 
+from orgplane.api import surfaces
 from orgplane.models import audit_log, ledger
 from support.harness import Harness
 from support.problems import problem
@@ -349,3 +351,22 @@ async def test_every_operation_refuses_every_class_of_bad_input_with_a_4xx(
     assert set(surfaces) == {"native", "datadog", "make", "sumologic"}, surfaces
     assert sent > 250, sent
     assert await _written(h) == before
+
+
+def test_an_unexpected_error_answers_500_in_the_surface_format() -> None:
+    def request(path: str) -> Request[Any, Any, Any]:
+        return Request({"type": "http", "method": "GET", "path": path, "headers": [],
+                        "query_string": b"", "root_path": "", "scheme": "http",
+                        "server": ("orgplane.test", 80), "state": {}})  # fmt: skip
+
+    failure = RuntimeError("a bug")
+    make = surfaces.handle_unexpected(request("/make/api/v2/organizations"), failure)
+    assert make.status_code == 500
+    assert orjson.loads(make.content)["code"] == "SC500"
+    datadog = surfaces.handle_unexpected(request("/datadog/api/v1/org"), failure)
+    assert orjson.loads(datadog.content) == {"errors": [surfaces.UNEXPECTED]}
+    sumo = surfaces.handle_unexpected(request("/sumologic/api/v1/organizations"), failure)
+    assert orjson.loads(sumo.content)["errors"][0]["code"] == "internal.error"
+    native = surfaces.handle_unexpected(request("/orgs/x"), failure)
+    assert native.media_type == "application/problem+json"
+    assert orjson.loads(native.content)["status"] == 500
