@@ -20,6 +20,7 @@ from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
 
 from orgplane import __version__
+from orgplane.api.body import OrgplaneRequest
 from orgplane.api.deps import Services, provide_actor, provide_principal
 from orgplane.api.dialects import datadog as datadog_dialect
 from orgplane.api.dialects import make as make_dialect
@@ -41,9 +42,9 @@ from orgplane.api.native import (
     users,
 )
 from orgplane.api.observability import Metrics, ObservabilityMiddleware
-from orgplane.api.problems import EXCEPTION_HANDLERS
 from orgplane.api.ratelimit import RateLimiter, add_rate_limit_headers
 from orgplane.api.scim.routes import router as scim_router
+from orgplane.api.surfaces import EXCEPTION_HANDLERS, agree_on_allow
 from orgplane.config import Settings, get_settings
 from orgplane.core import idempotency
 from orgplane.core.access.service import KeyCache
@@ -179,7 +180,7 @@ def create_litestar(services: Services) -> Litestar:
         services: Services = state.services
         return services
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             orgs.router,
             keys.router,
@@ -222,9 +223,12 @@ def create_litestar(services: Services) -> Litestar:
         openapi_config=openapi,
         lifespan=[lifespan],
         state=State({"services": services}),
+        request_class=OrgplaneRequest,
         request_max_body_size=services.settings.max_body_bytes,
         debug=False,
     )
+    agree_on_allow(app)
+    return app
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Request, Response, Router, get, put
@@ -201,12 +201,6 @@ async def get_credits(org_id: OrgId, services: ServicesDep, principal: Principal
     return Credits(org.public_id, [MeterCredits(**row) for row in rows])
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
 @get(
     "/{org_id:str}/ledger",
     summary="The org's ledger",
@@ -228,7 +222,7 @@ async def get_ledger(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Any:
-    filters = ledger_queries.LedgerFilters(meter, kind, _utc(since), _utc(until)).check()
+    filters = ledger_queries.LedgerFilters(meter, kind, since, until).check()
     fmt = export_format(request)
     async with services.db.read() as conn:
         org = await ledger_queries.target(conn, principal, org_id)

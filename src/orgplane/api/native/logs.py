@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from litestar import Request, Router, get
@@ -31,12 +31,6 @@ ActorFilter = Annotated[
 ActionFilter = Annotated[
     str | None, QueryParameter(max_length=64, description="Exact, or a prefix ending in *")
 ]
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def audit_out(row: Any, org_public_id: str) -> AuditEntry:
@@ -99,7 +93,7 @@ async def _respond(
         data = [render(r) for r in rows]
         page_type = AccessLogPage if log == "access" else AuditPage
         return page_type(data, next_cursor)  # type: ignore[arg-type]
-    filters.check()
+    filters = filters.check()
     entry_type = AccessLogEntry if log == "access" else AuditEntry
     return export_response(
         services.db,
@@ -129,7 +123,7 @@ async def get_audit(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> AuditPage:
-    filters = queries.LogFilters(_utc(since), _utc(until), actor_filter, action)
+    filters = queries.LogFilters(since, until, actor_filter, action)
     result: AuditPage = await _respond(
         request, services, principal, org_id, "audit", filters, limit, cursor
     )
@@ -154,7 +148,7 @@ async def get_children_audit(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> AuditPage:
-    filters = queries.LogFilters(_utc(since), _utc(until), actor_filter, action)
+    filters = queries.LogFilters(since, until, actor_filter, action)
     result: AuditPage = await _respond(
         request, services, principal, org_id, "children_audit", filters, limit, cursor
     )
@@ -180,7 +174,7 @@ async def get_access_log(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> AccessLogPage:
-    filters = queries.LogFilters(_utc(since), _utc(until), actor_filter, action, status)
+    filters = queries.LogFilters(since, until, actor_filter, action, status)
     result: AccessLogPage = await _respond(
         request, services, principal, org_id, "access", filters, limit, cursor
     )

@@ -19,7 +19,8 @@ from scim2_models import (
     ScimFilter,
 )
 
-from orgplane.core.errors import OrgplaneError
+from orgplane.api.body import decode_body
+from orgplane.core.errors import InvalidInput, OrgplaneError
 
 UserRef = Annotated[str, PathParameter(description="The user's id (usr_...)", max_length=64)]
 GroupRef = Annotated[str, PathParameter(description="The role's id or system key", max_length=64)]
@@ -109,9 +110,9 @@ def handle_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[byt
 async def _body(request: Request[Any, Any, Any]) -> dict[str, Any]:
     raw = await request.body()
     try:
-        data = json.loads(raw or b"null")
-    except ValueError:
-        raise InvalidValueException(detail="the body is not valid JSON") from None
+        data = decode_body(raw)
+    except InvalidInput as exc:
+        raise InvalidValueException(detail=f"the body is not valid JSON: {exc.detail}") from None
     if not isinstance(data, dict):
         raise InvalidValueException(detail="the body must be a JSON object")
     return data

@@ -310,6 +310,10 @@ async def reach(
     ``lock`` takes a row lock (PostgreSQL) for a write that depends on what was read.
     """
     params: dict[str, str | int]
+    if not _storable_ref(org_ref):
+        # No org has this id, and PostgreSQL could not even compare it (NUL in text, an integer
+        # past 64 bits): the same "not found" as any other id that names nothing.
+        return reached(principal, None, org_ref, scope=scope, capability=capability)
     if isinstance(org_ref, int):
         statement, params = _ORG_BY_KEY, {"key": org_ref}
     else:
@@ -329,6 +333,12 @@ async def reach(
         capability=capability,
         include_deleted=include_deleted,
     )
+
+
+def _storable_ref(org_ref: str | int) -> bool:
+    if isinstance(org_ref, int):
+        return -(2**63) <= org_ref < 2**63
+    return "\x00" not in org_ref
 
 
 def reached(

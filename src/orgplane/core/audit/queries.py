@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,8 +15,12 @@ from sqlalchemy.sql.visitors import InternalTraversal
 
 from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import out_of_reach, reach
-from orgplane.core.errors import InvalidInput
-from orgplane.core.pagination import decode_cursor, encode_cursor, newest_first_batches
+from orgplane.core.pagination import (
+    decode_cursor,
+    encode_cursor,
+    newest_first_batches,
+    time_window,
+)
 from orgplane.db.engine import Reader, reads_postgres
 from orgplane.models import access_log, audit_log, orgs
 
@@ -33,9 +38,8 @@ class LogFilters:
     status: str | None = None
 
     def check(self) -> LogFilters:
-        if self.since and self.until and self.since >= self.until:
-            raise InvalidInput.for_field("query.since", "must be before query.until")
-        return self
+        since, until = time_window(self.since, self.until)
+        return dataclasses.replace(self, since=since, until=until)
 
 
 class _NotForIndexChoice(sa.sql.expression.ColumnElement[Any]):
@@ -259,7 +263,7 @@ async def page(
     cursor: str | None,
 ) -> tuple[list[Any], str | None]:
     """A page of the log as ``principal`` may see it (``as_seen_by``)."""
-    filters.check()
+    filters = filters.check()
     if log == "children_audit":
         # (seq, id): a cursor of an org's own log (one id) is refused, not misread.
         after = decode_cursor(cursor, int, int)
@@ -282,7 +286,7 @@ async def stream(
 ) -> AsyncIterator[list[Any]]:
     """The whole filtered range, newest first, in batches (for NDJSON and CSV exports), as
     ``principal`` may see it."""
-    filters.check()
+    filters = filters.check()
     if log == "children_audit":
         below: int | None = None
         while True:

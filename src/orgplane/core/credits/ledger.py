@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,7 +15,12 @@ import sqlalchemy as sa
 from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import out_of_reach, reach
 from orgplane.core.errors import InvalidInput
-from orgplane.core.pagination import decode_cursor, encode_cursor, newest_first_batches
+from orgplane.core.pagination import (
+    decode_cursor,
+    encode_cursor,
+    newest_first_batches,
+    time_window,
+)
 from orgplane.core.usage.counters import consumed_this_period
 from orgplane.db.engine import Reader
 from orgplane.models import ledger, meters, org_limits, orgs, usage_daily
@@ -111,9 +117,8 @@ class LedgerFilters:
     def check(self) -> LedgerFilters:
         if self.kind is not None and self.kind not in KINDS:
             raise InvalidInput.for_field("query.kind", f"must be one of {', '.join(KINDS)}")
-        if self.since and self.until and self.since >= self.until:
-            raise InvalidInput.for_field("query.since", "must be before query.until")
-        return self
+        since, until = time_window(self.since, self.until)
+        return dataclasses.replace(self, since=since, until=until)
 
 
 _org = orgs.alias("ledger_org")

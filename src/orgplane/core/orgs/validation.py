@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from typing import Any
@@ -18,6 +19,11 @@ NAME_MAX = 100
 DESCRIPTION_MAX = 2000
 MAX_TAGS = 50
 MAX_DOCUMENT_BYTES = 64 * 1024
+# Documents (settings, customizations) nest at most this deep; the audit chain wraps them in a
+# few levels more, all well within what the JSON encoder follows (~254).
+MAX_DOCUMENT_DEPTH = 64
+_INT_MIN = -(2**63)
+_UINT_MAX = 2**64 - 1
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,199}$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 
@@ -59,24 +65,51 @@ def clean_tags(value: Any, field: str = "tags") -> list[str]:
 
 
 def clean_document(value: Any, field: str) -> dict[str, Any]:
+    """A JSON object every store and the audit chain can hold, or a 400 naming where it is not.
+
+    Nested at most ``MAX_DOCUMENT_DEPTH`` deep, integers within 64 bits (-2^63 to 2^64-1, what
+    the encoder writes), finite numbers, no NUL (PostgreSQL's jsonb cannot store ``\\u0000``;
+    refused on both databases alike), and at most ``MAX_DOCUMENT_BYTES`` encoded.
+    """
     if not isinstance(value, dict):
         raise InvalidInput.for_field(field, "must be a JSON object")
+    problem = _problem(value, field, 1)
+    if problem is not None:
+        where, message = problem
+        at = "" if where == field else f" (at {where})"
+        raise InvalidInput.for_field(field, f"{message}{at}")
     if len(orjson.dumps(value)) > MAX_DOCUMENT_BYTES:
         raise InvalidInput.for_field(field, f"must encode to at most {MAX_DOCUMENT_BYTES} bytes")
-    # PostgreSQL's jsonb cannot store \u0000; refuse it on both databases alike.
-    if _has_nul(value):
-        raise InvalidInput.for_field(field, "must not contain NUL characters (\\u0000)")
     return value
 
 
-def _has_nul(value: Any) -> bool:
+def _problem(value: Any, where: str, depth: int) -> tuple[str, str] | None:
+    """The first thing in ``value`` (at nesting ``depth``) no store can hold: where and why."""
     if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+        return (where, "must not contain NUL characters (\\u0000)") if "\x00" in value else None
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        ok = _INT_MIN <= value <= _UINT_MAX
+        return None if ok else (where, "integers must be between -2^63 and 2^64-1")
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (where, "numbers must be finite")
+    if not isinstance(value, dict | list):
+        return (where, "must be a JSON value")
+    if depth > MAX_DOCUMENT_DEPTH:
+        return (where, f"must be nested at most {MAX_DOCUMENT_DEPTH} deep")
     if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+        items = ((f"{where}[{i}]", item) for i, item in enumerate(value))
+    else:
+        for key in value:
+            if not isinstance(key, str) or "\x00" in key:
+                return (where, "member names must be strings without NUL characters (\\u0000)")
+        items = ((f"{where}.{key}", item) for key, item in value.items())
+    for path, item in items:
+        problem = _problem(item, path, depth + 1)
+        if problem is not None:
+            return problem
+    return None
 
 
 def clean_fields(fields: dict[str, Any]) -> dict[str, Any]:

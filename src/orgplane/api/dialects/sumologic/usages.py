@@ -13,11 +13,11 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Request, post
 from litestar.params import QueryParameter
 from msgspec import Meta, Struct
 
+from orgplane.api.body import decode_body
 from orgplane.api.deps import PrincipalDep, ServicesDep
 from orgplane.api.dialects.sumologic.errors import ERRORS
 from orgplane.api.dialects.sumologic.organizations import (
@@ -79,12 +79,7 @@ class ChildUsageDetailsResponse(Struct):
 def _decode(body: bytes, kind: Any) -> Any:
     if len(body) > MAX_BODY:
         raise InvalidInput.for_field("body", f"must be at most {MAX_BODY} bytes")
-    try:
-        return msgspec.json.decode(body or b"null", type=kind)
-    except msgspec.ValidationError as exc:
-        raise InvalidInput.for_field("body", str(exc)) from None
-    except msgspec.DecodeError:
-        raise InvalidInput.for_field("body", "is not valid JSON") from None
+    return decode_body(body, kind)
 
 
 def _period(data: ChildUsageDetailsRequest | None) -> str | None:
