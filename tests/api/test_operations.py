@@ -25,7 +25,6 @@ from support.harness import Harness, make_settings, start_harness, stop_harness
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 _GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
-_RATELIMIT = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "ratelimit-policy")
 
 
 @asynccontextmanager
