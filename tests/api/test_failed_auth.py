@@ -8,20 +8,24 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from orgplane.app import build_services, create_app
 from orgplane.core.ids import new_native_key, new_uuid
-from support.harness import Harness, start_harness, stop_harness
+from support.harness import Harness, make_settings, start_harness, stop_harness
 from support.make import BASE as MAKE
 from support.make import token
 
+REDIS_URL = "redis://127.0.0.1:6379/15"
 ATTACKER = ("198.51.100.9", 40000)
 OTHER = ("203.0.113.7", 40001)
 
 
 @asynccontextmanager
-async def throttled(db_url: str, limit: str) -> AsyncIterator[Harness]:
-    harness = await start_harness(db_url, rate_limit_auth_failures_per_ip=limit)
+async def throttled(db_url: str, limit: str, **overrides: Any) -> AsyncIterator[Harness]:
+    harness = await start_harness(db_url, rate_limit_auth_failures_per_ip=limit, **overrides)
     try:
         yield harness
     finally:
@@ -106,3 +110,48 @@ async def test_an_empty_limit_turns_the_throttle_off(db_url: str) -> None:
             refused = await attacker.get("/me", headers=wrong)
             assert refused.status_code == 401
             assert "ratelimit-remaining" not in refused.headers
+
+
+@pytest.fixture
+def redis_db() -> Any:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        pytest.skip(f"Redis at {REDIS_URL} unreachable ({exc})")
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.flushdb()
+        client.close()
+
+
+async def test_failures_are_counted_across_workers_in_redis(db_url: str, redis_db: Any) -> None:
+    overrides = {"redis_url": REDIS_URL}
+    async with throttled(db_url, "3/minute", **overrides) as h, client_at(h, ATTACKER) as a:
+        services = build_services(
+            make_settings(db_url, rate_limit_auth_failures_per_ip="3/minute", **overrides)
+        )
+        services.access_log.start()
+        transport = httpx.ASGITransport(
+            app=create_app(services.settings, services), client=ATTACKER
+        )
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://orgplane.test") as b:
+                wrong = {"Authorization": f"Bearer {new_native_key()}"}
+                for client, remaining in ((a, 2), (b, 1), (a, 0)):
+                    refused = await client.get("/me", headers=wrong)
+                    assert refused.status_code == 401
+                    assert refused.headers["ratelimit-remaining"] == str(remaining)
+                _assert_throttled(await b.get("/me", headers=wrong))
+                _assert_throttled(await a.get("/me", headers=wrong))
+                assert redis_db.dbsize() > 0
+                # The valid key still works on either worker.
+                assert (await b.get("/me", headers=h.auth())).status_code == 200
+                assert (await a.get("/me", headers=h.auth())).status_code == 200
+        finally:
+            await services.access_log.stop()
+            await services.limiter.close()
+            await services.db.dispose()
