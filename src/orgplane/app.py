@@ -75,6 +75,7 @@ def build_services(settings: Settings) -> Services:
             settings.rate_limit_per_org,
             settings.redis_url,
             settings.rate_limit_sign_in_per_ip,
+            settings.rate_limit_auth_failures_per_ip,
         ),
         metrics=Metrics(),
     )

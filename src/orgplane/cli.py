@@ -1,8 +1,9 @@
-"""The ``orgplane`` command: serve, migrate, bootstrap, keys, orgs, audit."""
+"""The ``orgplane`` command: serve, migrate, bootstrap, keys, orgs, audit, access-log."""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import os
 import socket
@@ -432,6 +433,76 @@ def audit_verify(database_url: DatabaseUrl = None) -> None:
         where = f"entry id {b.entry_id}" if b.entry_id is not None else "end of chain"
         typer.echo(f"tenant root {b.root_id}: broken at seq {b.seq} ({where}): {b.reason}")
     sys.exit(1)
+
+
+class AccessStatus(enum.StrEnum):
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+
+
+def _instant(value: str | None, option: str) -> datetime | None:
+    """An ISO 8601 date or time (UTC unless it names an offset), as an aware UTC datetime."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO 8601 time such as 2026-01-31T12:00:00Z", param_hint=option
+        ) from None
+    return parsed
+
+
+@app.command("access-log")
+def access_log(
+    database_url: DatabaseUrl = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Entries at or after this ISO 8601 time.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Entries before this ISO 8601 time.")
+    ] = None,
+    status: Annotated[
+        AccessStatus | None, typer.Option("--status", help="Only successes or only failures.")
+    ] = None,
+    org: Annotated[
+        str | None, typer.Option("--org", help="Only this organization's entries (public id).")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=10_000, help="At most this many entries.")
+    ] = 100,
+) -> None:
+    """Print authentication attempts across the installation, newest first, one JSON object a
+    line (NDJSON), including failures with unknown keys, which belong to no organization."""
+    from orgplane.core.audit.queries import LogFilters, installation_access_log
+
+    filters = LogFilters(
+        since=_instant(since, "--since"),
+        until=_instant(until, "--until"),
+        status=status.value if status is not None else None,
+    )
+
+    async def run(db: Database) -> list[Any]:
+        async with db.read() as conn:
+            return await installation_access_log(conn, filters, org_ref=org, limit=limit)
+
+    for row in _with_db(database_url, run):
+        entry = {
+            "id": row.id,
+            "at": row.at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "status": row.status,
+            "action": row.action,
+            "actor": row.actor,
+            "key_id": row.key_id,
+            "org_id": row.org_public_id,
+            "method": row.method,
+            "path": row.path,
+            "ip": row.ip,
+            "user_agent": row.user_agent,
+            "detail": row.detail,
+        }
+        typer.echo(json.dumps(entry, ensure_ascii=False))
 
 
 @limits_app.command("set")

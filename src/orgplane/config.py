@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     # Unauthenticated endpoints that check a password or a token (sign-in, invitation accept,
     # password reset, email confirmation), per client IP: each attempt costs an argon2 hash.
     rate_limit_sign_in_per_ip: str = "30/minute"
+    # Failed authentications (a wrong, unknown, expired or revoked key or pair) per client IP;
+    # past it, that address's failures answer 429 while valid keys, from anywhere, still work.
+    rate_limit_auth_failures_per_ip: str = "30/minute"
     redis_url: str | None = None
     max_tree_depth: int = Field(default=10, ge=1, le=64)
     max_body_bytes: int = Field(default=2_000_000, ge=1024)

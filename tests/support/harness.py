@@ -35,6 +35,7 @@ def make_settings(db_url: str, **overrides: Any) -> Settings:
         "rate_limit_per_key": "100000/minute",
         "rate_limit_per_org": "100000/minute",
         "rate_limit_sign_in_per_ip": "100000/minute",
+        "rate_limit_auth_failures_per_ip": "100000/minute",
         "log_level": "warning",
         **overrides,
     }

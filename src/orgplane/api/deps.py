@@ -20,7 +20,7 @@ from orgplane.core.access.service import (
     unauthenticated,
 )
 from orgplane.core.audit.access_log import AccessLogWriter
-from orgplane.core.errors import RateLimited
+from orgplane.core.errors import RateLimited, Unauthenticated
 from orgplane.core.people.access import user_capabilities
 from orgplane.db.engine import Database
 
@@ -109,17 +109,36 @@ async def _authenticated(request: Request[Any, Any, Any], services: Services) ->
     record_attempt(services, result, request.method, request.url.path, request_meta(request))
     principal = result.principal
     if principal is None:
-        services.metrics.auth_failures.labels(result.reason).inc()
-        raise unauthenticated(result.reason)
+        raise await refuse_authentication(request, services, result.reason)
     if principal.user_id is not None:
         # Read on every request: a change to the user's roles takes effect on the next one.
         async with services.db.read() as conn:
             capabilities = await user_capabilities(conn, principal.user_id, principal.org_id)
         if capabilities is None:
-            services.metrics.auth_failures.labels("user cannot act").inc()
-            raise unauthenticated("user cannot act")
+            raise await refuse_authentication(request, services, "user cannot act")
         principal = replace(principal, capabilities=capabilities)
     return principal
+
+
+async def refuse_authentication(
+    request: Request[Any, Any, Any], services: Services, reason: str
+) -> Unauthenticated | RateLimited:
+    """The error for a failed authentication: 401, or 429 once the client's address is past
+    the failed-authentication limit. Counted in ``orgplane_auth_failures`` by reason either way.
+    """
+    services.metrics.auth_failures.labels(reason).inc()
+    verdict = await services.limiter.count_auth_failure(request_meta(request).ip)
+    if verdict is None:
+        return unauthenticated(reason)
+    request.state.rate_limit = verdict
+    if verdict.allowed:
+        return unauthenticated(reason)
+    services.metrics.rate_limited.labels(verdict.name).inc()
+    return RateLimited(
+        f"too many failed authentications from this address ({verdict.limit} per "
+        f"{verdict.window} s); retry in {max(1, verdict.reset_after)} s",
+        headers=verdict.headers(),
+    )
 
 
 def provide_actor(request: Request[Any, Any, Any], principal: PrincipalDep) -> Caller:

@@ -111,7 +111,12 @@ class RedisWindows:
 
 class RateLimiter:
     def __init__(
-        self, per_key: str, per_org: str, redis_url: str | None, sign_in_per_ip: str = ""
+        self,
+        per_key: str,
+        per_org: str,
+        redis_url: str | None,
+        sign_in_per_ip: str = "",
+        auth_failures_per_ip: str = "",
     ) -> None:
         self.counters: LocalWindows | RedisWindows = (
             RedisWindows(redis_url) if redis_url else LocalWindows()
@@ -120,6 +125,9 @@ class RateLimiter:
         self.per_org: RateLimitItem | None = parse(per_org) if per_org else None
         self.sign_in_per_ip: RateLimitItem | None = (
             parse(sign_in_per_ip) if sign_in_per_ip else None
+        )
+        self.auth_failures_per_ip: RateLimitItem | None = (
+            parse(auth_failures_per_ip) if auth_failures_per_ip else None
         )
         self._extra: dict[str, RateLimitItem] = {}
 
@@ -154,6 +162,13 @@ class RateLimiter:
         if self.sign_in_per_ip is None:
             return None
         return (await self._hit([("sign-in", self.sign_in_per_ip, ip or "unknown")]))[0]
+
+    async def count_auth_failure(self, ip: str | None) -> Verdict | None:
+        """Count one failed authentication from ``ip``. Only failures are counted: a valid key
+        is never refused by this limit, from this address or any other."""
+        if self.auth_failures_per_ip is None:
+            return None
+        return (await self._hit([("auth-failure", self.auth_failures_per_ip, ip or "unknown")]))[0]
 
     async def close(self) -> None:
         await self.counters.close()

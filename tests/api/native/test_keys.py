@@ -635,3 +635,79 @@ async def test_vendor_kinds_mint_pairs_in_the_vendors_formats(h: Harness) -> Non
         assert revoked.status_code == 204
     assert (await h.client.get("/me", headers=dd_headers)).status_code == 401
     assert (await h.client.get("/me", auth=basic)).status_code == 401
+
+
+# --- a tenant root keeps a key able to manage keys ---------------------------------------------
+
+
+async def test_the_tenant_roots_last_key_manager_cannot_revoke_itself(h):
+    root = h.root.org_id
+    own = f"/orgs/{root}/api_keys/{h.root.key_id}"
+    # Keys that cannot manage keys, expired ones and a child's keys do not count.
+    reader = await _new_key(h, root, ["orgs:read", "keys:read"])
+    child = (await h.create_org(root, "Child"))["id"]
+    child_admin = await _new_key(h, child, ["*"])
+
+    refused = await h.client.delete(own, headers=h.auth())
+    assert refused.status_code == 409, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    detail = refused.json()["detail"]
+    assert "last live key of tenant root" in detail and "keys:write" in detail
+    assert h.root.key_id in detail
+    # Nothing changed: the key still works, no revocation was audited.
+    assert (await h.client.get("/me", headers=h.auth())).status_code == 200
+    async with h.services.db.read() as conn:
+        revoked = (
+            await conn.execute(
+                sa.select(sa.func.count())
+                .select_from(audit_log)
+                .where(audit_log.c.action == "key.revoked")
+            )
+        ).scalar_one()
+    assert revoked == 0
+
+    # A child's last key manager may go (its ancestors can mint another), as may a reader.
+    response = await h.client.delete(
+        f"/orgs/{child}/api_keys/{child_admin['id']}", headers=h.auth(child_admin["api_key"])
+    )
+    assert response.status_code == 204, response.text
+    response = await h.client.delete(f"/orgs/{root}/api_keys/{reader['id']}", headers=h.auth())
+    assert response.status_code == 204, response.text
+
+    # With another key manager in the root, the first may revoke itself; that one is then last.
+    second = await _new_key(h, root, ["keys:write", "orgs:read"])
+    assert (await h.client.delete(own, headers=h.auth())).status_code == 204
+    assert (await h.client.get("/me", headers=h.auth())).status_code == 401
+    last = f"/orgs/{root}/api_keys/{second['id']}"
+    assert (await h.client.delete(last, headers=h.auth(second["api_key"]))).status_code == 409
+
+
+async def test_two_key_managers_revoking_themselves_at_once_leave_one(h):
+    """Each revocation locks the org's row before it counts the other key managers, so of two
+    at once one comes first and the other sees it: never both gone."""
+    root = h.root.org_id
+    survivor = (h.root.key_id, h.root.api_key)
+    for i in range(ROOT_REVOKE_ROUNDS):
+        second = await _new_key(h, root, ["*"], key=survivor[1], name=f"k{i}")
+        keys = [survivor, (second["id"], second["api_key"])]
+        responses = await asyncio.gather(
+            *(
+                h.client.delete(f"/orgs/{root}/api_keys/{key_id}", headers=h.auth(secret))
+                for key_id, secret in keys
+            )
+        )
+        statuses = [r.status_code for r in responses]
+        assert sorted(statuses) == [204, 409], (i, [r.text for r in responses])
+        survivor = keys[statuses.index(409)]
+        async with h.services.db.read() as conn:
+            live = (
+                await conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(credentials.join(orgs, orgs.c.id == credentials.c.org_id))
+                    .where(orgs.c.public_id == root, credentials.c.revoked_at.is_(None))
+                )
+            ).scalar_one()
+        assert live == 1, f"round {i}"
+
+
+ROOT_REVOKE_ROUNDS = 20

@@ -11,14 +11,13 @@ from litestar import Request, Router, post
 from litestar.params import JSONBody
 from msgspec import Meta, Struct
 
-from orgplane.api.deps import ServicesDep, limit_sign_in, request_meta
+from orgplane.api.deps import ServicesDep, limit_sign_in, refuse_authentication, request_meta
 from orgplane.api.native.openapi import PublicOperation, problems
 from orgplane.core.access.principal import RequestMeta
 from orgplane.core.access.service import (
     authenticate,
     parse_authorization,
     session_key_id,
-    unauthenticated,
 )
 from orgplane.core.errors import InvalidInput, Unauthenticated
 from orgplane.core.people import auth
@@ -185,7 +184,7 @@ async def logout(request: Request[Any, Any, Any], services: ServicesDep) -> None
             raise InvalidInput.for_field(
                 "authorization", "logout ends a session (ops_...); revoke API keys instead"
             )
-        raise unauthenticated(result.reason)
+        raise await refuse_authentication(request, services, result.reason)
     await services.db.transaction(auth.logout, principal.key_pk)
     _log(
         services,

@@ -72,7 +72,10 @@ async def list_keys(
     "/{org_id:str}/api_keys/{key_id:str}",
     summary="Revoke an API key",
     status_code=204,
-    responses=problems(),
+    responses=problems(409),
+    description="A key may revoke itself, except the tenant root's last live key able to manage "
+    "keys (`keys:write` or `*`): that answers 409, since only the operator's CLI could mint "
+    "another. Create its replacement first.",
 )
 async def revoke_key(
     org_id: OrgId,

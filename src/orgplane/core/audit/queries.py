@@ -14,7 +14,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from orgplane.core.access.principal import Principal
-from orgplane.core.access.service import out_of_reach, reach
+from orgplane.core.access.service import org_not_found, out_of_reach, reach
+from orgplane.core.errors import InvalidInput
 from orgplane.core.pagination import (
     decode_cursor,
     encode_cursor,
@@ -331,3 +332,44 @@ def _hiding(row: Any, hidden: set[str]) -> Any:
     return SimpleNamespace(
         **{**row._asdict(), "before": scrub(row.before), "after": scrub(row.after)}
     )
+
+
+OPERATOR_MAX_LIMIT = 10_000
+
+
+async def installation_access_log(
+    conn: Reader, filters: LogFilters, *, org_ref: str | None = None, limit: int = 100
+) -> list[Any]:
+    """The operator's view of the access log across the installation, newest first: every
+    attempt, including those with an unknown key, which belong to no org (``org_id`` NULL and
+    so out of every API caller's view). ``org_ref`` keeps one org's entries (a deleted org's
+    too); ``org_public_id`` is None for entries of no org."""
+    if not 1 <= limit <= OPERATOR_MAX_LIMIT:
+        raise InvalidInput.for_field("limit", f"must be between 1 and {OPERATOR_MAX_LIMIT}")
+    filters.check()
+    statement = sa.select(
+        access_log.c.id,
+        access_log.c.at,
+        access_log.c.status,
+        access_log.c.action,
+        access_log.c.actor,
+        access_log.c.key_id,
+        orgs.c.public_id.label("org_public_id"),
+        access_log.c.method,
+        access_log.c.path,
+        access_log.c.ip,
+        access_log.c.user_agent,
+        access_log.c.detail,
+    ).select_from(access_log.outerjoin(orgs, orgs.c.id == access_log.c.org_id))
+    if org_ref is not None:
+        org_id = (
+            await conn.execute(sa.select(orgs.c.id).where(orgs.c.public_id == org_ref))
+        ).scalar()
+        if org_id is None:
+            raise org_not_found(org_ref)
+        statement = statement.where(access_log.c.org_id == org_id)
+    statement = _filtered(statement, access_log, filters)
+    if filters.status is not None:
+        statement = statement.where(access_log.c.status == filters.status)
+    statement = statement.order_by(access_log.c.id.desc()).limit(limit)
+    return list((await conn.execute(statement)).all())

@@ -80,3 +80,14 @@ async def mark_revoked(tx: Tx, key_pk: int) -> None:
     await tx.execute(
         sa.update(credentials).where(credentials.c.id == key_pk).values(revoked_at=utcnow())
     )
+
+
+async def other_live_scopes(tx: Tx, org_id: int, *, except_pk: int) -> list[Any]:
+    """The scopes of every other live key of the org: not revoked, not expired."""
+    statement = sa.select(credentials.c.scopes).where(
+        credentials.c.org_id == org_id,
+        credentials.c.id != except_pk,
+        credentials.c.revoked_at.is_(None),
+        sa.or_(credentials.c.expires_at.is_(None), credentials.c.expires_at > utcnow()),
+    )
+    return list((await tx.execute(statement)).scalars().all())

@@ -13,7 +13,7 @@ from orgplane.core.access.principal import Actor, Principal
 from orgplane.core.access.service import reach
 from orgplane.core.audit import service as audit
 from orgplane.core.credentials import repository
-from orgplane.core.errors import Forbidden, InvalidInput, NotFound
+from orgplane.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from orgplane.core.ids import (
     hash_secret,
     new_datadog_pair,
@@ -114,7 +114,7 @@ async def mint(
     if principal is None:
         org = await operator.find_org(tx.conn, org_ref, lock=True)
     else:
-        org = await reach(tx.conn, principal, org_ref, scope="keys:write", lock="share")
+        org = await reach(tx.conn, principal, org_ref, scope="keys:write", lock="update")
     check_kind(kind)
     name = clean_name(name)
     if scopes is None:
@@ -257,13 +257,18 @@ class Revoked:
 async def revoke(tx: Tx, *, actor: Actor, key_ref: str, org_ref: str | None = None) -> Revoked:
     """Revoke the key ``key_ref`` of the org ``org_ref``; this process's key cache forgets it
     at commit, so its very next request is refused. An API principal must name an org it
-    reaches with ``keys:write``; the operator's CLI may name the key alone."""
+    reaches with ``keys:write``; the operator's CLI may name the key alone.
+
+    Through the API, a tenant root keeps a live key able to manage keys: revoking its last one
+    is refused (409), since nothing but the operator's CLI could mint another. The org's row is
+    locked for update first, so two revocations of its keys decide one after the other and
+    cannot both pass."""
     principal = actor.principal
     org_id: int | None = None
     if principal is not None:
         if org_ref is None:
             raise InvalidInput.for_field("org_id", "name the key's organization")
-        org_id = (await reach(tx.conn, principal, org_ref, scope="keys:write", lock="share")).id
+        org_id = (await reach(tx.conn, principal, org_ref, scope="keys:write", lock="update")).id
     elif org_ref is not None:
         org_id = (await operator.find_org(tx.conn, org_ref)).id
     row = await repository.find_for_update(tx, key_ref, org_id=org_id)
@@ -275,6 +280,12 @@ async def revoke(tx: Tx, *, actor: Actor, key_ref: str, org_ref: str | None = No
     tx.forget_keys([row.key_hash])
     if row.revoked_at is not None:
         return Revoked(row=row, changed=False)
+    if principal is not None and await _last_root_manager(tx, row):
+        raise Conflict(
+            f"API key {key_ref!r} is the last live key of tenant root {org_ref!r} able to manage "
+            "keys (keys:write); a tenant root keeps one: create another before revoking this "
+            "one, or revoke it with `orgplane keys revoke`",
+        )
     await repository.mark_revoked(tx, row.id)
     audit.record(
         tx,
@@ -287,3 +298,17 @@ async def revoke(tx: Tx, *, actor: Actor, key_ref: str, org_ref: str | None = No
         before=_describe(row),
     )
     return Revoked(row=row, changed=True)
+
+
+def _manages_keys(scopes: Any) -> bool:
+    return scope_catalog.ALL in scopes or "keys:write" in scopes
+
+
+async def _last_root_manager(tx: Tx, row: Any) -> bool:
+    """Whether ``row`` is the last live key of its tenant root that can manage keys."""
+    if row.org_id != row.root_id or not _manages_keys(row.scopes):
+        return False
+    if row.expires_at is not None and row.expires_at <= utcnow():
+        return False
+    others = await repository.other_live_scopes(tx, row.org_id, except_pk=row.id)
+    return not any(_manages_keys(scopes) for scopes in others)
