@@ -8,8 +8,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import pytest
-import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from orgplane.app import build_services, create_app
@@ -17,8 +15,8 @@ from orgplane.core.ids import new_native_key, new_uuid
 from support.harness import Harness, make_settings, start_harness, stop_harness
 from support.make import BASE as MAKE
 from support.make import token
+from support.redis_db import REDIS_URL
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
 ATTACKER = ("198.51.100.9", 40000)
 OTHER = ("203.0.113.7", 40001)
 
@@ -110,22 +108,6 @@ async def test_an_empty_limit_turns_the_throttle_off(db_url: str) -> None:
             refused = await attacker.get("/me", headers=wrong)
             assert refused.status_code == 401
             assert "ratelimit-remaining" not in refused.headers
-
-
-@pytest.fixture
-def redis_db() -> Any:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        client.close()
-        pytest.skip(f"Redis at {REDIS_URL} unreachable ({exc})")
-    client.flushdb()
-    try:
-        yield client
-    finally:
-        client.flushdb()
-        client.close()
 
 
 async def test_failures_are_counted_across_workers_in_redis(db_url: str, redis_db: Any) -> None:

@@ -12,8 +12,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
-import redis
 from litestar.routes import HTTPRoute
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -22,8 +20,8 @@ from orgplane.api.ratelimit import RateLimiter
 from orgplane.app import build_services, create_app
 from orgplane.core.access import scopes
 from support.harness import Harness, make_settings, start_harness, stop_harness
+from support.redis_db import REDIS_URL
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
 _GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -162,22 +160,6 @@ async def test_in_memory_counters_are_per_process(db_url):
                 assert (await client.get("/me", headers=h.auth())).status_code == 200
         for client in (h.client, other):
             _assert_refused(await client.get("/me", headers=h.auth()), 3, "key")
-
-
-@pytest.fixture
-def redis_db() -> Any:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        client.close()
-        pytest.skip(f"Redis at {REDIS_URL} unreachable ({exc})")
-    client.flushdb()
-    try:
-        yield client
-    finally:
-        client.flushdb()
-        client.close()
 
 
 async def test_redis_counters_are_shared_by_workers(db_url, redis_db):
