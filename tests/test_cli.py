@@ -84,3 +84,18 @@ async def test_an_unreachable_database_is_one_line_without_its_password(tmp_path
         (line,) = result.stderr.strip().splitlines()
         assert "cannot connect" in line and "127.0.0.1:1" in line
         assert "s3cret" not in result.stderr + result.stdout
+
+
+async def test_serve_help_shows_defaults_and_environment_variables(tmp_path: Path) -> None:
+    result = await run_cli("serve", "--help", cwd=tmp_path, env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    for variable, default in (
+        ("ORGPLANE_HOST", "127.0.0.1"),
+        ("ORGPLANE_PORT", "8000"),
+        ("ORGPLANE_WORKERS", "1"),
+        ("ORGPLANE_SERVER", "granian"),
+        ("ORGPLANE_DATABASE_URL", None),
+    ):
+        assert variable in result.stdout
+        if default is not None:
+            assert f"default: ({default})" in result.stdout

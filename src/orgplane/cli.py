@@ -209,10 +209,21 @@ def bootstrap(
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
-    server: Annotated[str | None, typer.Option(help="granian or uvicorn.")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address to bind.", envvar="ORGPLANE_HOST", show_default="127.0.0.1"),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port.", envvar="ORGPLANE_PORT", show_default="8000")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Worker processes.", envvar="ORGPLANE_WORKERS", show_default="1"),
+    ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(help="granian or uvicorn.", envvar="ORGPLANE_SERVER", show_default="granian"),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Serve the API (granian by default, or uvicorn with uvloop and httptools)."""
