@@ -17,14 +17,14 @@ from orgplane.models import credentials, memberships, orgs, users
 from support.harness import Harness
 from support.people import make_user
 
-ROUNDS = 20
+ROUNDS = 12
 
 
 async def test_a_key_minted_for_a_member_being_removed(h: Harness) -> None:
     org = (await h.create_org(h.root.org_id, "Org"))["id"]
+    # An administrator stays, so each member may always be removed.
+    await make_user(h, org, "admin@example.com", ["administrator"])
     for i in range(ROUNDS):
-        # An administrator stays, so the member may always be removed.
-        await make_user(h, org, f"admin{i}@example.com", ["administrator"])
         member = await make_user(h, org, f"member{i}@example.com", ["standard"])
         minted, removed = await asyncio.gather(
             h.client.post(
