@@ -14,14 +14,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 
 from orgplane.core.credits.ledger import verify
+from orgplane.core.ids import sumo_org_id
 from orgplane.core.usage.counters import consumed_this_period
 from orgplane.models import org_limits, orgs
 from orgplane.models.base import utcnow
 from support.harness import Harness
+from support.keys import dialect_key
 from support.ledger_invariants import round_up
+from support.make import org_key
 
 ROUNDS = 15
 STEP = 10_000  # the operations meter's step
@@ -224,4 +228,31 @@ async def test_hard_usage_against_a_shrinking_allocation(h: Harness) -> None:
             ).scalar_one()
         assert consumed <= amount, (consumed, amount)
         assert (consumed, amount) in ((60, 100), (0, 50))
+        await _check_ledger(h)
+
+
+async def test_sumologic_subscription_update_against_a_move(h: Harness, relaxed: None) -> None:
+    """Sumo Logic allocates from the child's own parent, whichever it is: read under the tree
+    lock, a move committed meanwhile is seen (or waits), never the parent before it."""
+    root = h.root.org_id
+    response = await h.client.put(
+        f"/orgs/{root}/limits/credits", json={"amount": 1_000_000_000}, headers=h.auth()
+    )
+    assert response.status_code == 200, response.text
+    key = await dialect_key(h, root, "sumologic")
+    auth = httpx.BasicAuth(key["access_id"], key["access_key"])
+    for i in range(ROUNDS):
+        hub = str((await h.create_org(root, f"hub{i}", allocations={"credits": 1_000_000}))["id"])
+        x = str((await h.create_org(root, f"x{i}", allocations={"credits": 100}))["id"])
+        moved, updated = await _together(
+            h.client.post(f"/orgs/{x}/move", json={"parent_id": hub}, headers=h.auth()),
+            h.client.put(
+                f"/sumologic/api/v1/organizations/{sumo_org_id('us1', await org_key(h, x))}",
+                json={"totalCreditsAllocated": 500},
+                auth=auth,
+                headers={"parentDeploymentId": "us1"},
+            ),
+        )
+        assert moved.status_code == 200, moved.text
+        assert updated.status_code == 200, updated.text
         await _check_ledger(h)
