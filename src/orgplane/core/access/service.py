@@ -360,13 +360,6 @@ def reached(
     return row
 
 
-async def reach_by_key(
-    conn: Reader, principal: Principal, org_key: int, *, scope: str, **options: Any
-) -> Any:
-    """``reach`` for an org named by its integer key (the id vendors such as Make show)."""
-    return await reach(conn, principal, int(org_key), scope=scope, **options)
-
-
 async def out_of_reach(conn: Reader, principal: Principal, public_ids: Iterable[str]) -> set[str]:
     """Of these org public ids (named in a log entry the principal reads), those it may not
     see: outside its subtree, or no org's. Such an id is shown as null: an entry of the

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from orgplane.core.access.principal import Caller, Principal
-from orgplane.core.access.service import reach, reach_by_key
+from orgplane.core.access.service import reach
 from orgplane.core.errors import InvalidInput, NotFound
 from orgplane.core.people import invitations as invitation_service
 from orgplane.core.people import memberships as ms
@@ -29,7 +29,7 @@ UserRef = str | int
 
 async def _reach(conn: Reader, principal: Principal, org_ref: OrgRef, **options: Any) -> Any:
     if isinstance(org_ref, int):
-        return await reach_by_key(conn, principal, org_ref, **options)
+        return await reach(conn, principal, org_ref, **options)
     return await reach(conn, principal, org_ref, **options)
 
 

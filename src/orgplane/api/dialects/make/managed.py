@@ -11,7 +11,7 @@ from msgspec import Meta, Struct
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.dialects.make import enums
 from orgplane.api.dialects.make.errors import ERRORS
-from orgplane.core.access.service import reach_by_key
+from orgplane.core.access.service import reach
 from orgplane.core.credits import allocation as credits
 from orgplane.core.credits import ledger as ledger_queries
 from orgplane.core.orgs import managed
@@ -60,7 +60,7 @@ async def list_managed(
     limit: PgLimit = 100,
 ) -> dict[str, Any]:
     async with services.db.read() as conn:
-        parent = await reach_by_key(conn, principal, organizationId, scope="credits:read")
+        parent = await reach(conn, principal, organizationId, scope="credits:read")
         page = await org_queries.list_children(
             conn, principal, parent.public_id, limit=offset + limit
         )
@@ -193,7 +193,7 @@ async def managed_consumption(
     principal: PrincipalDep,
 ) -> dict[str, Any]:
     async with services.db.read() as conn:
-        parent = await reach_by_key(conn, principal, organizationId, scope="usage:read")
+        parent = await reach(conn, principal, organizationId, scope="usage:read")
         report = await consumption.report(conn, principal, parent.public_id, rollup="children")
     out = []
     for entry in report["entries"]:

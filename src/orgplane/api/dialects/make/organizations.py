@@ -21,7 +21,7 @@ from orgplane.api.dialects.make.managed import (
     PgOffset,
 )
 from orgplane.core.access.principal import Principal
-from orgplane.core.access.service import reach_by_key, require_scope
+from orgplane.core.access.service import reach, require_scope
 from orgplane.core.credits import ledger as ledger_queries
 from orgplane.core.errors import InvalidInput
 from orgplane.core.orgs import queries as org_queries
@@ -164,7 +164,7 @@ async def create_organization(
 
 
 async def _reached(conn: Reader, principal: Principal, key: int, scope: str) -> Any:
-    return await reach_by_key(conn, principal, key, scope=scope)
+    return await reach(conn, principal, key, scope=scope)
 
 
 @get("/organizations/{organizationId:int}", summary="Get an organization", responses=ERRORS)

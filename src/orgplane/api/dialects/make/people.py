@@ -17,7 +17,7 @@ from orgplane.api.dialects.make import enums
 from orgplane.api.dialects.make.errors import ERRORS
 from orgplane.api.dialects.make.managed import OrgKey
 from orgplane.api.dialects.make.scopes import granted
-from orgplane.core.access.service import reach_by_key, require_scope
+from orgplane.core.access.service import reach, require_scope
 from orgplane.core.errors import InvalidInput
 from orgplane.core.people import invitations as invitation_service
 from orgplane.core.people import service as people
@@ -110,7 +110,7 @@ async def list_user_roles(
     organizationId: OrgKey, services: ServicesDep, principal: PrincipalDep
 ) -> dict[str, Any]:
     async with services.db.read() as conn:
-        org = await reach_by_key(conn, principal, organizationId, scope="users:read")
+        org = await reach(conn, principal, organizationId, scope="users:read")
         members, _ = await user_service.list_members(
             conn, principal, org.public_id, limit=MAX_MEMBERS, cursor=None
         )
@@ -130,7 +130,7 @@ async def get_user_role(
     organizationId: OrgKey, userId: UserKey, services: ServicesDep, principal: PrincipalDep
 ) -> dict[str, Any]:
     async with services.db.read() as conn:
-        org = await reach_by_key(conn, principal, organizationId, scope="users:read")
+        org = await reach(conn, principal, organizationId, scope="users:read")
         user_ref = await user_service.member_public_id_by_key(conn, org, userId)
         member = await user_service.get_member(conn, principal, org.public_id, user_ref)
     return {

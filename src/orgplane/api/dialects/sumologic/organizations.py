@@ -45,7 +45,7 @@ from orgplane.api.dialects.sumologic.shapes import (
     render,
 )
 from orgplane.core.access.principal import Principal
-from orgplane.core.access.service import org_not_found, reach, reach_by_key
+from orgplane.core.access.service import org_not_found, reach
 from orgplane.core.credentials import service as key_service
 from orgplane.core.credits import ledger as ledger_queries
 from orgplane.core.credits import service as credit_service
@@ -87,7 +87,7 @@ async def reach_sumo(
     """The org a Sumo Logic id names, reached like any other (404 outside the key's subtree)."""
     deployment, key = parse_org_id(value)
     try:
-        row = await reach_by_key(conn, principal, key, scope=scope, **options)
+        row = await reach(conn, principal, key, scope=scope, **options)
     except NotFound:
         # Named as the caller named it, whether it does not exist or is out of reach.
         raise org_not_found(value) from None
