@@ -118,11 +118,13 @@ async def seats(h: Any) -> AsyncIterator[str]:
 
 
 async def _set_limit(h: Any, org: dict[str, Any], meter: str, amount: int, allocated: int) -> None:
-    async with h.services.db.engine.begin() as conn:
+    # A write transaction of the app's (BEGIN IMMEDIATE on SQLite): a transaction that reads
+    # first and then writes cannot wait for the access log's flush and fails "locked".
+    async def write(tx: Any) -> None:
         root_id = (
-            await conn.execute(sa.select(orgs.c.root_id).where(orgs.c.id == org["key"]))
+            await tx.execute(sa.select(orgs.c.root_id).where(orgs.c.id == org["key"]))
         ).scalar_one()
-        await conn.execute(
+        await tx.execute(
             sa.insert(org_limits).values(
                 org_id=org["key"],
                 meter=meter,
@@ -132,6 +134,8 @@ async def _set_limit(h: Any, org: dict[str, Any], meter: str, amount: int, alloc
                 updated_at=utcnow(),
             )
         )
+
+    await h.services.db.transaction(write)
 
 
 # --- access ------------------------------------------------------------------------------------
