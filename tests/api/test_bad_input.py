@@ -11,24 +11,15 @@ from typing import Any
 
 import httpx
 import orjson
-import sqlalchemy as sa
 from litestar import Request
 from litestar.routes import HTTPRoute
 
 from orgplane.api import surfaces
-from orgplane.models import audit_log, ledger
 from support.harness import Harness
+from support.keys import surface_headers
 from support.problems import problem
 
 JSON = {"Content-Type": "application/json"}
-
-
-async def _written(h: Harness) -> tuple[int, int]:
-    """How many audit entries and ledger rows exist (a refused write adds none)."""
-    async with h.services.db.read() as conn:
-        audits = (await conn.execute(sa.select(sa.func.count()).select_from(audit_log))).scalar()
-        rows = (await conn.execute(sa.select(sa.func.count()).select_from(ledger))).scalar()
-    return int(audits or 0), int(rows or 0)
 
 
 def _nested(depth: int) -> bytes:
@@ -36,10 +27,10 @@ def _nested(depth: int) -> bytes:
 
 
 async def _refused(h: Harness, method: str, url: str, body: bytes, field: str) -> dict[str, Any]:
-    before = await _written(h)
+    before = await h.written()
     response = await h.client.request(method, url, content=body, headers={**h.auth(), **JSON})
     found = problem(response, 400, field)
-    assert await _written(h) == before
+    assert await h.written() == before
     return found
 
 
@@ -96,13 +87,13 @@ async def test_settings_out_of_what_the_stores_hold_are_400_naming_the_field(h: 
 async def test_customizations_out_of_what_the_stores_hold_are_400(h: Harness) -> None:
     child = await h.create_org(h.root.org_id, "Child")
     url = f"/orgs/{child['id']}/customizations"
-    before = await _written(h)
+    before = await h.written()
     response = await h.client.put(
         url, content=b'{"n": 18446744073709551616}', headers={**h.auth(), **JSON}
     )
     assert 400 <= response.status_code < 500, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
-    assert await _written(h) == before
+    assert await h.written() == before
 
 
 async def test_times_before_year_one_in_utc_are_400_naming_the_parameter(h: Harness) -> None:
@@ -122,12 +113,12 @@ async def test_times_before_year_one_in_utc_are_400_naming_the_parameter(h: Harn
 async def test_nul_in_an_org_reference_or_a_cursor_never_reaches_sql(h: Harness) -> None:
     root = h.root.org_id
     child = await h.create_org(root, "Child")
-    before = await _written(h)
+    before = await h.written()
     moved = await h.client.post(
         f"/orgs/{child['id']}/move", json={"parent_id": "a\x00b"}, headers=h.auth()
     )
     problem(moved, 404)
-    assert await _written(h) == before
+    assert await h.written() == before
     cursor = base64.urlsafe_b64encode(orjson.dumps(["\x00", 1])).decode().rstrip("=")
     listed = await h.client.get(f"/orgs/{root}/users", params={"cursor": cursor}, headers=h.auth())
     problem(listed, 400, "query.cursor")
@@ -284,36 +275,9 @@ async def test_every_operation_refuses_every_class_of_bad_input_with_a_4xx(
     h: Harness, relaxed: None
 ) -> None:
     root = h.root.org_id
-    dd_keys = await h.client.post(
-        f"/orgs/{root}/api_keys",
-        json={"name": "dd", "scopes": ["*"], "kind": "datadog"},
-        headers=h.auth(),
-    )
-    assert dd_keys.status_code == 201, dd_keys.text
-    make_key = await h.create_key(root, ["*"], kind="make")
-    sumo = await h.client.post(
-        f"/orgs/{root}/api_keys",
-        json={"name": "sumo", "scopes": ["*"], "kind": "sumologic"},
-        headers=h.auth(),
-    )
-    assert sumo.status_code == 201, sumo.text
-    credentials = {
-        "native": h.auth(),
-        "scim": h.auth(),
-        "datadog": {
-            "DD-API-KEY": dd_keys.json()["api_key"],
-            "DD-APPLICATION-KEY": dd_keys.json()["application_key"],
-        },
-        "make": {"Authorization": f"Token {make_key}"},
-        "sumologic": {
-            "Authorization": "Basic "
-            + base64.b64encode(
-                f"{sumo.json()['access_id']}:{sumo.json()['access_key']}".encode()
-            ).decode()
-        },
-    }
+    credentials = await surface_headers(h, root)
     document = (await h.client.get("/openapi.json")).json()
-    before = await _written(h)
+    before = await h.written()
     sent = 0
     classes: Counter[str] = Counter()
     surfaces: Counter[str] = Counter()
@@ -350,7 +314,7 @@ async def test_every_operation_refuses_every_class_of_bad_input_with_a_4xx(
     assert set(classes) >= {*_BODIES, *_DOCUMENTS, "since out of range", "cursor with NUL"}
     assert set(surfaces) == {"native", "datadog", "make", "sumologic"}, surfaces
     assert sent > 250, sent
-    assert await _written(h) == before
+    assert await h.written() == before
 
 
 def test_an_unexpected_error_answers_500_in_the_surface_format() -> None:

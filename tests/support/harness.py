@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
+import sqlalchemy as sa
 
 from orgplane.api.deps import Services
 from orgplane.app import bind, build_services, create_app
 from orgplane.config import Settings
 from orgplane.core.bootstrap import Bootstrapped, bootstrap
+from orgplane.models import audit_log, ledger
 
 T = TypeVar("T")
 
@@ -50,6 +52,13 @@ class Harness:
     services: Services
     client: httpx.AsyncClient
     root: Bootstrapped
+
+    async def written(self) -> tuple[int, int]:
+        """How many audit entries and ledger rows exist (a refused write adds none)."""
+        async with self.services.db.read() as conn:
+            audits = await conn.execute(sa.select(sa.func.count()).select_from(audit_log))
+            rows = await conn.execute(sa.select(sa.func.count()).select_from(ledger))
+            return int(audits.scalar_one()), int(rows.scalar_one())
 
     def auth(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.root.api_key}"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from support.harness import Harness
@@ -20,3 +21,23 @@ async def dialect_key(
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+async def surface_headers(h: Harness, org: str) -> dict[str, dict[str, str]]:
+    """Headers, by surface, that make keys of ``org`` with every scope the caller: a native
+    key (for the native API and SCIM), and a key of each vendor's kind."""
+    native = await h.create_key(org, ["*"])
+    datadog = await dialect_key(h, org, "datadog")
+    make = await dialect_key(h, org, "make")
+    sumo = await dialect_key(h, org, "sumologic")
+    basic = base64.b64encode(f"{sumo['access_id']}:{sumo['access_key']}".encode()).decode()
+    return {
+        "native": h.auth(native),
+        "scim": h.auth(native),
+        "datadog": {
+            "DD-API-KEY": datadog["api_key"],
+            "DD-APPLICATION-KEY": datadog["application_key"],
+        },
+        "make": {"Authorization": f"Token {make['token']}"},
+        "sumologic": {"Authorization": f"Basic {basic}", "parentDeploymentId": "us1"},
+    }

@@ -86,7 +86,14 @@ class RoleCloneRequest(Struct):
 
 
 class PermissionRef(Struct):
-    id: Annotated[str, Meta(max_length=64)]
+    id: Annotated[
+        str,
+        Meta(
+            max_length=64,
+            description="GET /api/v2/permissions",
+            examples=[permissions.BY_CAPABILITY["viewOrganizations"].id],
+        ),
+    ]
     type: Literal["permissions"] = "permissions"
 
 

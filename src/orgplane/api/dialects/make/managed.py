@@ -31,13 +31,15 @@ PgOffset = Annotated[int, QueryParameter(name="pg[offset]", ge=0, le=MAX_PG_OFFS
 PgLimit = Annotated[int, QueryParameter(name="pg[limit]", ge=1, le=MAX_PG_LIMIT)]
 Operations = Annotated[int, Meta(ge=0, le=10**15)]
 EnumId = Annotated[int, Meta(ge=0, le=2**32)]
+RegionId = Annotated[int, Meta(ge=0, le=2**32, description="GET /enums/imt-regions", examples=[10])]
+CountryId = Annotated[int, Meta(ge=0, le=2**32, description="GET /enums/countries", examples=[276])]
 
 
 class ManagedOrganizationCreate(Struct):
     organizationName: str
     operations: Operations
-    regionId: EnumId
-    countryId: EnumId
+    regionId: RegionId
+    countryId: CountryId
     userEmail: str | None = None
     userName: str | None = None
 

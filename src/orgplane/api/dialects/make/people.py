@@ -30,7 +30,15 @@ _ROLE_KEYS = {i: key for key, i in ROLE_IDS.items()}
 MAX_MEMBERS = 1000
 
 UserKey = Annotated[int, PathParameter(ge=1, le=2**63 - 1)]
-RoleId = Annotated[int, Meta(ge=1, le=2**31)]
+RoleId = Annotated[
+    int,
+    Meta(
+        ge=1,
+        le=2**31,
+        description="11 owner, 12 administrator, 13 standard, 14 read-only",
+        examples=[ROLE_IDS["standard"]],
+    ),
+]
 
 
 class RoleChange(Struct):
