@@ -29,8 +29,11 @@ run: $(RUN_STAMP)
 	$(BIN)/orgplane bootstrap
 	$(BIN)/orgplane serve
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist); each has databases of its own.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts
