@@ -19,7 +19,7 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
 
-from orgplane import __version__
+from orgplane import __version__, console
 from orgplane.api.body import OrgplaneRequest
 from orgplane.api.deps import Services, provide_actor, provide_principal
 from orgplane.api.dialects import datadog as datadog_dialect
@@ -206,6 +206,8 @@ def create_litestar(services: Services) -> Litestar:
             ops.metrics,
             ops.me,
             openapi_json,
+            console.front_door,
+            console.console_router(services.settings),
             create_static_files_router(
                 path=DOCS_ASSETS,
                 directories=[swagger_ui_path],
@@ -222,6 +224,7 @@ def create_litestar(services: Services) -> Litestar:
         before_request=reject_nul,
         before_send=[add_rate_limit_headers],
         openapi_config=openapi,
+        template_config=console.TEMPLATES,
         lifespan=[lifespan],
         state=State({"services": services}),
         request_class=OrgplaneRequest,

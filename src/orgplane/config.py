@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     # past it, that address's failures answer 429 while valid keys, from anywhere, still work.
     rate_limit_auth_failures_per_ip: str = "30/minute"
     redis_url: str | None = None
+    # The address people reach orgplane at (https://orgplane.example.com): the console's
+    # cookies are Secure when it is https, and its links are built on it.
+    public_url: str | None = None
     max_tree_depth: int = Field(default=10, ge=1, le=64)
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     # How long a key lookup stays cached in the process; revocation clears it at once.

@@ -103,21 +103,32 @@ async def provide_principal(request: Request[Any, Any, Any], services: ServicesD
 
 async def _authenticated(request: Request[Any, Any, Any], services: Services) -> Principal:
     """The request's principal, its attempt in the access log; 401 when there is none."""
-    result = await authenticate(
-        services.db.read, services.keys, credential_from_headers(request.headers)
+    principal, reason = await principal_of(
+        request, services, credential_from_headers(request.headers)
     )
+    if principal is None:
+        raise await refuse_authentication(request, services, reason)
+    return principal
+
+
+async def principal_of(
+    request: Request[Any, Any, Any], services: Services, secret: str | None
+) -> tuple[Principal | None, str]:
+    """The principal ``secret`` names, with a user's capabilities read now, or None and why;
+    the attempt goes to the access log either way."""
+    result = await authenticate(services.db.read, services.keys, secret)
     record_attempt(services, result, request.method, request.url.path, request_meta(request))
     principal = result.principal
     if principal is None:
-        raise await refuse_authentication(request, services, result.reason)
+        return None, result.reason
     if principal.user_id is not None:
         # Read on every request: a change to the user's roles takes effect on the next one.
         async with services.db.read() as conn:
             capabilities = await user_capabilities(conn, principal.user_id, principal.org_id)
         if capabilities is None:
-            raise await refuse_authentication(request, services, "user cannot act")
+            return None, "user cannot act"
         principal = replace(principal, capabilities=capabilities)
-    return principal
+    return principal, "ok"
 
 
 async def refuse_authentication(

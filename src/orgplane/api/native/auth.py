@@ -13,7 +13,7 @@ from msgspec import Meta, Struct
 
 from orgplane.api.deps import ServicesDep, limit_sign_in, refuse_authentication, request_meta
 from orgplane.api.native.openapi import PublicOperation, problems
-from orgplane.core.access.principal import RequestMeta
+from orgplane.api.sign_in import OrgRef, record_sign_in
 from orgplane.core.access.service import (
     authenticate,
     parse_authorization,
@@ -66,33 +66,6 @@ class EmailChanged(Struct):
     email: str
 
 
-def _log(
-    services: ServicesDep,
-    request: Request[Any, Any, Any],
-    meta: RequestMeta,
-    *,
-    action: str,
-    status: str,
-    actor: str,
-    orgs: tuple[Any, ...] | list[Any] = (),
-    **fields: Any,
-) -> None:
-    """One entry per org concerned (none known: one entry with no org)."""
-    for org in orgs or (None,):
-        services.access_log.record(
-            actor=actor,
-            action=action,
-            status=status,
-            org_id=org.id if org is not None else None,
-            root_id=org.root_id if org is not None else None,
-            method=request.method,
-            path=request.url.path,
-            ip=meta.ip,
-            user_agent=meta.user_agent,
-            **fields,
-        )
-
-
 @post(
     "/login",
     summary="Sign in",
@@ -111,7 +84,7 @@ async def login(
     meta = request_meta(request)
     outcome = await auth.login(services.db, meta, data.email, data.password, data.org_id)
     if not outcome.ok:
-        _log(
+        record_sign_in(
             services,
             request,
             meta,
@@ -129,7 +102,7 @@ async def login(
     assert outcome.token is not None and outcome.session_pk is not None
     assert outcome.expires_at is not None
     user = outcome.user
-    _log(
+    record_sign_in(
         services,
         request,
         meta,
@@ -168,8 +141,8 @@ async def logout(request: Request[Any, Any, Any], services: ServicesDep) -> None
     result = await authenticate(services.db.read, services.keys, secret)
     principal = result.principal
     if principal is None or principal.kind != "session":
-        org = _OrgRef(result.org_id, result.root_id) if result.org_id is not None else None
-        _log(
+        org = OrgRef(result.org_id, result.root_id) if result.org_id is not None else None
+        record_sign_in(
             services,
             request,
             meta,
@@ -186,25 +159,17 @@ async def logout(request: Request[Any, Any, Any], services: ServicesDep) -> None
             )
         raise await refuse_authentication(request, services, result.reason)
     await services.db.transaction(auth.logout, principal.key_pk)
-    _log(
+    record_sign_in(
         services,
         request,
         meta,
         action="LOGOUT",
         status="SUCCESS",
         actor=principal.label,
-        orgs=[_OrgRef(principal.org_id, principal.root_id)],
+        orgs=[OrgRef(principal.org_id, principal.root_id)],
         key_id=principal.key_id,
         user_id=principal.user_id,
     )
-
-
-class _OrgRef:
-    __slots__ = ("id", "root_id")
-
-    def __init__(self, org_id: int, root_id: int | None) -> None:
-        self.id = org_id
-        self.root_id = root_id
 
 
 @post(

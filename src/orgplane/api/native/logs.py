@@ -7,8 +7,9 @@ from typing import Annotated, Any, Literal
 
 from litestar import Request, Router, get
 from litestar.params import FromQuery, QueryParameter
+from litestar.response import Stream
 
-from orgplane.api.deps import PrincipalDep, ServicesDep
+from orgplane.api.deps import PrincipalDep, Services, ServicesDep
 from orgplane.api.native.exports import EXPORT_DOC, export_format, export_response
 from orgplane.api.native.openapi import problems
 from orgplane.api.native.orgs import Cursor, Limit, OrgId
@@ -18,6 +19,7 @@ from orgplane.api.native.schemas import (
     AuditEntry,
     AuditPage,
 )
+from orgplane.core.access.principal import Principal
 from orgplane.core.audit import queries
 from orgplane.core.pagination import DEFAULT_LIMIT
 
@@ -88,12 +90,25 @@ async def _respond(
             rows, next_cursor = await queries.page(
                 conn, principal, org, log, filters, limit=limit, cursor=cursor
             )
-    render = access_out if log == "access" else (lambda r: audit_out(r, org.public_id))
     if fmt is None:
+        render = access_out if log == "access" else (lambda r: audit_out(r, org.public_id))
         data = [render(r) for r in rows]
         page_type = AccessLogPage if log == "access" else AuditPage
         return page_type(data, next_cursor)  # type: ignore[arg-type]
+    return export_log(services, principal, org, log, filters, fmt)
+
+
+def export_log(
+    services: Services,
+    principal: Principal,
+    org: Any,
+    log: queries.Log,
+    filters: queries.LogFilters,
+    fmt: str,
+) -> Stream:
+    """The whole filtered range of an org's log, streamed as NDJSON or CSV."""
     filters = filters.check()
+    render = access_out if log == "access" else (lambda r: audit_out(r, org.public_id))
     entry_type = AccessLogEntry if log == "access" else AuditEntry
     return export_response(
         services.db,

@@ -280,6 +280,16 @@ def _result_from_row(row: Any, key_hash: str) -> AuthResult:
     return AuthResult(principal, "ok", row.public_id, row.org_id, row.root_id)
 
 
+def allows(principal: Principal, scope: str, capability: str | None = None) -> bool:
+    """Whether ``require_scope`` would let the principal through (a surface hides a control
+    that would be refused)."""
+    if scope not in principal.scopes:
+        return False
+    if principal.capabilities is None:
+        return True
+    return (capability or scope_catalog.SCOPE_CAPABILITY[scope]) in principal.capabilities
+
+
 def require_scope(principal: Principal, scope: str, capability: str | None = None) -> None:
     """The scope, and for a user-bound principal the capability (by default the scope's)."""
     if scope not in principal.scopes:

@@ -165,6 +165,18 @@ def _filters(statement: Any, *, name: str | None, status: str | None, tag: str |
     return statement
 
 
+async def lineage(conn: Reader, principal: Principal, org: Any) -> list[Any]:
+    """The orgs from the principal's own down to ``org`` (one it has reached), with their
+    public ids and names: what a breadcrumb shows, and nothing above the principal."""
+    ids = [int(i) for i in org.path.strip("/").split("/")]
+    shown = ids[ids.index(principal.org_id) :] if principal.org_id in ids else [org.id]
+    rows = await conn.execute(
+        sa.select(orgs.c.id, orgs.c.public_id, orgs.c.name).where(orgs.c.id.in_(shown))
+    )
+    by_id = {row.id: row for row in rows}
+    return [by_id[i] for i in shown if i in by_id]
+
+
 async def get_any(conn: Reader, principal: Principal, org_ref: str) -> Any:
     """An org the principal reaches, deleted ones included (for reads that must show them)."""
     return await reach(conn, principal, org_ref, scope="orgs:read", include_deleted=True)

@@ -76,7 +76,10 @@ async def report(
     *,
     period: str | None = None,
     rollup: Rollup = "self",
+    children: list[Any] | None = None,
 ) -> dict[str, Any]:
+    """The period's consumption per meter. ``rollup="children"`` reports each child's subtree:
+    the first 1,000 children, or the given rows of them (a page a surface shows)."""
     org = await reach(conn, principal, org_ref, scope="usage:read")
     tz = ZoneInfo(org.timezone)
     today = utcnow().astimezone(tz).date()
@@ -87,7 +90,12 @@ async def report(
     windows = _Windows(current, as_of)
     meter_rows = (await conn.execute(sa.select(meters).order_by(meters.c.name))).all()
 
-    groups = await _children(conn, org) if rollup == "children" else [org]
+    if rollup != "children":
+        groups = [org]
+    elif children is not None:
+        groups = [c for c in children if c.parent_id == org.id]
+    else:
+        groups = await _children(conn, org)
     counters = usage_daily if rollup == "self" else usage_subtree_daily
     sums = await _sums(conn, counters, [g.id for g in groups], windows)
     limits = await _limits(conn, [g.id for g in groups])
@@ -133,6 +141,43 @@ async def report(
 
 
 _ZERO = {"period": 0, "week": 0, "prev_week": 0, "prev_period": 0}
+
+
+async def daily(
+    conn: Reader, principal: Principal, org_ref: str, *, period: str | None = None
+) -> dict[str, Any]:
+    """The subtree's consumption per meter and day of the period (days without usage are 0),
+    with each meter's limit: what a chart of the month draws."""
+    org = await reach(conn, principal, org_ref, scope="usage:read")
+    today = utcnow().astimezone(ZoneInfo(org.timezone)).date()
+    current = parse_period(period, today)
+    meter_rows = (await conn.execute(sa.select(meters).order_by(meters.c.name))).all()
+    rows = await conn.execute(
+        sa.select(usage_subtree_daily.c.day, usage_subtree_daily.c.meter,
+                  usage_subtree_daily.c.quantity).where(
+            usage_subtree_daily.c.org_id == org.id,
+            usage_subtree_daily.c.day >= current.start,
+            usage_subtree_daily.c.day < current.end,
+        )
+    )  # fmt: skip
+    quantities = {(row.meter, row.day): int(row.quantity) for row in rows}
+    limits = await _limits(conn, [org.id])
+    days = [current.start + timedelta(days=i) for i in range(current.days)]
+    return {
+        "org": org,
+        "period": current.label,
+        "today": today,
+        "days": days,
+        "meters": [
+            {
+                "meter": meter.name,
+                "unit": meter.unit,
+                "limit": limits.get((org.id, meter.name)),
+                "daily": [quantities.get((meter.name, day), 0) for day in days],
+            }
+            for meter in meter_rows
+        ],
+    }
 
 
 @dataclass(frozen=True)
