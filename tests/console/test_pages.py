@@ -248,3 +248,95 @@ async def test_consumption_draws_the_month_as_svg(h: Harness) -> None:
     assert "Acme EU" in page.text
     eu = await client.get(f"{CONSOLE}/orgs/{children['eu']}/consumption")
     assert "of an allocation of 100,000" in eu.text
+
+
+async def test_an_invited_person_sets_a_password_signs_in_and_sees_their_subtree(
+    h: Harness,
+) -> None:
+    children = await _pool(h)
+    client = await _signed_in(h)
+    url = f"{CONSOLE}/orgs/{children['eu']}/people"
+    page = await client.get(url)
+    invited = await client.post(
+        url,
+        data={"email": "new@example.com", "roles": ["administrator"], "_csrf_token": _csrf(page)},
+    )
+    assert invited.status_code == 201, invited.text
+    link = re.search(r'value="http://[^"]+(/console/invitations/[^"]+)" data-secret', invited.text)
+    assert link, invited.text
+    guest = httpx.AsyncClient(transport=h.client._transport, base_url=str(h.client.base_url))
+    form = await guest.get(link.group(1))
+    assert form.status_code == 200
+    accepted = await guest.post(
+        link.group(1), data={"password": PASSWORD, "_csrf_token": _csrf(form)}
+    )
+    assert accepted.status_code == 303, accepted.text
+    again = await guest.post(link.group(1), data={"password": PASSWORD, "_csrf_token": _csrf(form)})
+    assert again.status_code == 409, again.text
+    sign_in = await guest.get(accepted.headers["location"])
+    assert "Your invitation is accepted" in sign_in.text
+    signed = await guest.post(
+        f"{CONSOLE}/sign-in",
+        data={"email": "new@example.com", "password": PASSWORD, "_csrf_token": _csrf(sign_in)},
+    )
+    assert signed.status_code == 303
+    home = await guest.get(CONSOLE)
+    assert home.headers["location"] == f"{CONSOLE}/orgs/{children['eu']}"
+    assert (await guest.get(f"{CONSOLE}/orgs/{children['us']}")).status_code == 404
+
+
+async def test_roles_change_and_a_member_is_disabled(h: Harness) -> None:
+    children = await _pool(h)
+    member = await make_user(h, children["eu"], "member@example.com", ["standard"])
+    client = await _signed_in(h)
+    url = f"{CONSOLE}/orgs/{children['eu']}/people"
+    page = await client.get(url)
+    changed = await client.post(
+        f"{url}/{member}",
+        data={"roles": ["read-only"], "action": "roles", "_csrf_token": _csrf(page)},
+    )
+    assert changed.status_code == 303, changed.text
+    user = await h.client.get(f"/orgs/{children['eu']}/users/{member}", headers=h.auth())
+    assert user.json()["roles"] == ["read-only"]
+    disabled = await client.post(
+        f"{url}/{member}", data={"action": "disable", "_csrf_token": _csrf(page)}
+    )
+    assert disabled.status_code == 303
+    user = await h.client.get(f"/orgs/{children['eu']}/users/{member}", headers=h.auth())
+    assert user.json()["status"] == "disabled"
+
+
+async def test_a_move_refusal_is_shown_and_delete_spells_out_the_cascade(h: Harness) -> None:
+    children = await _pool(h)
+    berlin = await h.create_org(children["eu"], "Acme EU Berlin")
+    client = await _signed_in(h)
+    page = await client.get(f"{CONSOLE}/orgs/{children['eu']}")
+    cycle = await client.post(
+        f"{CONSOLE}/orgs/{children['eu']}/move",
+        data={"parent": berlin["id"], "_csrf_token": _csrf(page)},
+    )
+    assert cycle.status_code in (409, 422), cycle.text
+    assert 'role="alert"' in cycle.text
+    moved = await client.post(
+        f"{CONSOLE}/orgs/{berlin['id']}/move",
+        data={"parent": children["us"], "_csrf_token": _csrf(page)},
+    )
+    assert moved.status_code == 303, moved.text
+    org = await h.client.get(f"/orgs/{berlin['id']}", headers=h.auth())
+    assert org.json()["parent_id"] == children["us"]
+    confirm = await client.get(f"{CONSOLE}/orgs/{children['us']}/delete")
+    assert "Acme EU Berlin" in confirm.text and "restored" in confirm.text
+    deleted = await client.post(
+        f"{CONSOLE}/orgs/{children['us']}/delete", data={"_csrf_token": _csrf(confirm)}
+    )
+    assert deleted.status_code == 303, deleted.text
+    listing = await client.get(deleted.headers["location"])
+    assert "Acme US" in listing.text and "Restore" in listing.text
+    gone = await h.client.get(f"/orgs/{berlin['id']}", headers=h.auth())
+    assert gone.status_code == 404
+    restored = await client.post(
+        f"{CONSOLE}/orgs/{children['us']}/restore", data={"_csrf_token": _csrf(listing)}
+    )
+    assert restored.status_code == 303, restored.text
+    back = await h.client.get(f"/orgs/{berlin['id']}", headers=h.auth())
+    assert back.status_code == 200

@@ -22,7 +22,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from orgplane.config import Settings
-from orgplane.console import keys, logs, orgs, sign_in
+from orgplane.console import keys, logs, orgs, people, sign_in
 from orgplane.console.render import error_page
 from orgplane.console.session import (
     PATH,
@@ -60,6 +60,15 @@ def console_router(settings: Settings) -> Router:
             orgs.consumption_page,
             orgs.allocations_page,
             orgs.allocate,
+            orgs.move,
+            orgs.delete_page,
+            orgs.delete,
+            orgs.restore,
+            people.people_page,
+            people.invite,
+            people.change,
+            people.invitation_page,
+            people.accept,
             keys.keys_page,
             keys.create_key,
             keys.revoke_key,

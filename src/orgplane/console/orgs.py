@@ -40,17 +40,30 @@ def _utilization(report: dict[str, Any]) -> dict[int, dict[str, Any]]:
 
 
 async def _children(
-    services: ServicesDep, viewer: ViewerDep, org_id: OrgId, name: str | None, cursor: str | None
+    services: ServicesDep,
+    viewer: ViewerDep,
+    org_id: str,
+    name: str | None,
+    cursor: str | None,
+    *,
+    deleted: bool = False,
 ) -> dict[str, Any]:
+    """A page of the org's children (live, or deleted ones), each with its utilization."""
     async with services.db.read() as conn:
         children = await queries.list_children(
-            conn, viewer, org_id, limit=CHILDREN_PAGE, cursor=cursor, name=name or None
-        )
+            conn, viewer, org_id, limit=CHILDREN_PAGE, cursor=cursor, name=name or None,
+            status="deleted" if deleted else None,
+        )  # fmt: skip
         usage = await consumption.report(
             conn, viewer, org_id, rollup="children", children=children.rows
         )
-    return {"children": children.rows, "next_cursor": children.next_cursor,
-            "utilization": _utilization(usage), "query": name or ""}  # fmt: skip
+    return {
+        "children": children.rows,
+        "next_cursor": children.next_cursor,
+        "utilization": _utilization(usage),
+        "query": name or "",
+        "deleted": deleted,
+    }
 
 
 async def _overview(
@@ -65,9 +78,11 @@ async def _overview(
     async with services.db.read() as conn:
         org = await reach(conn, viewer, org_id, scope="orgs:read")
         trail = await queries.lineage(conn, viewer, org)
+    params = request.query_params
     listing = await _children(
-        services, viewer, org_id, request.query_params.get("q"), request.query_params.get("cursor")
-    )
+        services, viewer, org_id, params.get("q"), params.get("cursor"),
+        deleted=params.get("status") == "deleted",
+    )  # fmt: skip
     return page(
         request, viewer, "org.html", status_code=status_code, org=org, trail=trail,
         etag=org_service.etag(org), tab="overview", **listing, **context,
@@ -250,3 +265,98 @@ async def allocate(
     return Redirect(
         f"{PATH}/orgs/{org_id}/allocations?changed={data.child}.{data.meter}", status_code=303
     )
+
+
+class MoveForm(Struct):
+    parent: str = ""
+
+
+@post("/orgs/{org_id:str}/move", status_code=303)
+async def move(
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    viewer: ViewerDep,
+    caller: CallerDep,
+    org_id: OrgId,
+    data: Annotated[MoveForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+) -> Any:
+    try:
+        await services.db.transaction(
+            org_service.move, actor=caller, org_ref=org_id, new_parent_ref=data.parent.strip(),
+            max_depth=services.settings.max_tree_depth,
+        )  # fmt: skip
+    except OrgplaneError as exc:
+        return await _overview(
+            request, services, viewer, org_id, status_code=exc.status, move_error=str(exc),
+            move_draft=data.parent,
+        )  # fmt: skip
+    return Redirect(f"{PATH}/orgs/{org_id}?moved=1", status_code=303)
+
+
+async def _delete_page(
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    viewer: ViewerDep,
+    org_id: str,
+    *,
+    status_code: int = 200,
+    **context: Any,
+) -> Template:
+    async with services.db.read() as conn:
+        org = await reach(conn, viewer, org_id, scope="orgs:write")
+        trail = await queries.lineage(conn, viewer, org)
+        reasons = await org_service.in_use(conn, org)
+        below = await queries.list_descendants(conn, viewer, org_id, limit=50)
+    return page(
+        request, viewer, "delete.html", status_code=status_code, org=org, trail=trail,
+        tab="overview", reasons=reasons, descendants=below.rows,
+        more=below.next_cursor is not None, window=services.settings.restore_window_days,
+        **context,
+    )  # fmt: skip
+
+
+@get("/orgs/{org_id:str}/delete", name="console:delete")
+async def delete_page(
+    request: Request[Any, Any, Any], services: ServicesDep, viewer: ViewerDep, org_id: OrgId
+) -> Template:
+    """What deleting the org takes with it, spelled out before it happens."""
+    return await _delete_page(request, services, viewer, org_id)
+
+
+@post("/orgs/{org_id:str}/delete", status_code=303)
+async def delete(
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    viewer: ViewerDep,
+    caller: CallerDep,
+    org_id: OrgId,
+) -> Any:
+    async with services.db.read() as conn:
+        org = await reach(conn, viewer, org_id, scope="orgs:read")
+    try:
+        await services.db.transaction(
+            org_service.delete, actor=caller, org_ref=org_id, cascade=True
+        )
+    except OrgplaneError as exc:
+        return await _delete_page(
+            request, services, viewer, org_id, status_code=exc.status, error=str(exc)
+        )
+    return Redirect(
+        f"{PATH}/orgs/{org.parent_public_id}?status=deleted&deleted={org_id}", status_code=303
+    )
+
+
+@post("/orgs/{org_id:str}/restore", status_code=303)
+async def restore(
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    viewer: ViewerDep,
+    caller: CallerDep,
+    org_id: OrgId,
+) -> Any:
+    """Restore a deleted org (from its parent's list of deleted children)."""
+    await services.db.transaction(
+        org_service.restore, actor=caller, org_ref=org_id,
+        window_days=services.settings.restore_window_days,
+    )  # fmt: skip
+    return Redirect(f"{PATH}/orgs/{org_id}?restored=1", status_code=303)
