@@ -3,6 +3,7 @@ database is bootstrapped already."""
 
 from __future__ import annotations
 
+import re
 import socket
 from importlib.metadata import version
 from pathlib import Path
@@ -29,10 +30,25 @@ async def test_migrate_says_what_it_applied_and_bootstrap_how_to_get_a_key(
     assert again.stdout.splitlines() == ["database is up to date"]
     created = await run_cli("bootstrap", "--database-url", url, cwd=tmp_path)
     assert created.returncode == 0 and "admin key:" in created.stdout, created.stderr
+    # The root's first owner is invited to the console: the link sets their password.
+    assert re.search(
+        r"^console:    http://127\.0\.0\.1:8000/console/invitations/opi_\S+$",
+        created.stdout,
+        re.MULTILINE,
+    ), created.stdout
+    assert "admin@example.com" in created.stdout
     repeated = await run_cli("bootstrap", "--database-url", url, cwd=tmp_path)
     assert repeated.returncode == 0
     assert "already bootstrapped" in repeated.stdout
     assert "orgplane keys create" in repeated.stdout
+
+
+async def test_bootstrap_without_a_console_user(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'orgplane.db'}"
+    assert (await run_cli("migrate", "--database-url", url, cwd=tmp_path)).returncode == 0
+    created = await run_cli("bootstrap", "--database-url", url, "--email", "", cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert "admin key:" in created.stdout and "console:" not in created.stdout
 
 
 async def test_serve_refuses_a_port_already_listened_on(tmp_path: Path) -> None:

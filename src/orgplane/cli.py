@@ -184,12 +184,22 @@ def migrate(database_url: DatabaseUrl = None) -> None:
 def bootstrap(
     database_url: DatabaseUrl = None,
     name: Annotated[str, typer.Option(help="Name of the root organization.")] = "Root",
+    email: Annotated[
+        str,
+        typer.Option(
+            help="The root's first owner, invited to the console: the printed link sets their "
+            "password. Empty: no console user.",
+        ),
+    ] = "admin@example.com",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """On an empty database: create the root org and an admin key (printed once)."""
+    """On an empty database: create the root org, an admin key (printed once) and the root's
+    first owner, invited to the console."""
     from orgplane.core.bootstrap import bootstrap as run_bootstrap
 
-    done = _with_db(database_url, lambda db: run_bootstrap(db, name=name))
+    done = _with_db(
+        database_url, lambda db: run_bootstrap(db, name=name, owner_email=email or None)
+    )
     if done is None:
         if as_json:
             typer.echo(json.dumps({"org_id": None, "api_key": None, "bootstrapped": False}))
@@ -199,12 +209,32 @@ def bootstrap(
                 "For another admin key of a root: orgplane keys create ROOT_ORG_ID"
             )
         return
+    link = None
+    if done.owner_token is not None:
+        settings = _settings(database_url)
+        base = settings.public_url or f"http://{settings.host}:{settings.port}"
+        link = f"{base.rstrip('/')}/console/invitations/{done.owner_token}"
     if as_json:
-        typer.echo(json.dumps({"org_id": done.org_id, "api_key": done.api_key}))
+        typer.echo(
+            json.dumps(
+                {
+                    "org_id": done.org_id,
+                    "api_key": done.api_key,
+                    "owner_email": done.owner_email,
+                    "console_link": link,
+                }
+            )
+        )
         return
     typer.echo(f"root org:   {done.org_id}")
     typer.echo(f"admin key:  {done.api_key}")
     typer.echo("The key is shown only this once; store it now.")
+    if link is not None:
+        typer.echo(f"console:    {link}")
+        typer.echo(
+            f"Open it to set {done.owner_email}'s password (it works once, for 7 days), then "
+            "sign in at /console."
+        )
 
 
 @app.command()

@@ -11,6 +11,7 @@ import re
 
 import httpx
 
+from orgplane.core.bootstrap import create_root_with_admin_key
 from support.harness import Harness
 from support.people import PASSWORD, make_user
 
@@ -340,3 +341,26 @@ async def test_a_move_refusal_is_shown_and_delete_spells_out_the_cascade(h: Harn
     assert restored.status_code == 303, restored.text
     back = await h.client.get(f"/orgs/{berlin['id']}", headers=h.auth())
     assert back.status_code == 200
+
+
+async def test_the_bootstrapped_owner_signs_in_from_the_printed_link(h: Harness) -> None:
+    done = await h.services.db.transaction(
+        create_root_with_admin_key, name="Second", owner_email="first@example.com"
+    )
+    assert done.owner_token is not None
+    client = httpx.AsyncClient(transport=h.client._transport, base_url=str(h.client.base_url))
+    link = f"{CONSOLE}/invitations/{done.owner_token}"
+    form = await client.get(link)
+    accepted = await client.post(link, data={"password": PASSWORD, "_csrf_token": _csrf(form)})
+    assert accepted.status_code == 303, accepted.text
+    sign_in = await client.get(accepted.headers["location"])
+    signed = await client.post(
+        f"{CONSOLE}/sign-in",
+        data={"email": "first@example.com", "password": PASSWORD, "_csrf_token": _csrf(sign_in)},
+    )
+    assert signed.status_code == 303
+    page = await client.get((await client.get(CONSOLE)).headers["location"])
+    assert "<h1>Second</h1>" in page.text
+    # An owner sees every control of the root.
+    for tab in ("Consumption", "Allocations", "People", "API keys", "Audit trail"):
+        assert f">{tab}</a>" in page.text
