@@ -91,8 +91,13 @@ async def test_a_form_without_its_csrf_token_is_refused(h: Harness) -> None:
         f"{CONSOLE}/orgs/{h.root.org_id}", data={"name": "Forged", "etag": ""}
     )
     assert response.status_code == 403
+    assert response.headers["content-type"].startswith("text/html")
+    assert "This form has expired or did not come from this console" in response.text
     org = await h.client.get(f"/orgs/{h.root.org_id}", headers=h.auth())
     assert org.json()["name"] == "Root"
+    missing = await client.get(f"{CONSOLE}/no/such/page")
+    assert missing.status_code == 404
+    assert "There is no such page in the console" in missing.text
 
 
 async def test_a_concurrent_edit_gets_the_conflict_message(h: Harness) -> None:

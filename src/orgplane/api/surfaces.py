@@ -1,5 +1,6 @@
 """Errors no route's handlers see (no route matched, a 500), in the format of the surface the
-path belongs to: each vendor's own envelope under its prefix, problem+json elsewhere.
+path belongs to: each vendor's own envelope under its prefix, the console's HTML page under
+/console, problem+json elsewhere.
 
 Litestar answers an unmatched path (404), and an exception no layer names, with the
 application's handlers; these pick the surface by the path's prefix.
@@ -18,6 +19,8 @@ from orgplane.api import problems
 from orgplane.api.dialects.datadog.errors import EXCEPTION_HANDLERS as DATADOG
 from orgplane.api.dialects.make.errors import HANDLERS as MAKE
 from orgplane.api.dialects.sumologic.errors import EXCEPTION_HANDLERS as SUMOLOGIC
+from orgplane.console.render import error_page, http_error_page
+from orgplane.console.session import PATH as CONSOLE
 
 log = logging.getLogger("orgplane.errors")
 _VENDORS: tuple[tuple[str, Any], ...] = (
@@ -37,11 +40,18 @@ def _vendor(request: Request[Any, Any, Any]) -> Any:
     return None
 
 
+def _console(request: Request[Any, Any, Any]) -> bool:
+    path = request.scope["path"]
+    return path == CONSOLE or path.startswith(CONSOLE + "/")
+
+
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     allow = (exc.headers or {}).get("allow")
     if exc.status_code == 405 and allow:
         # The same list, in the same order, as OPTIONS on the path answers.
         exc.headers = {**(exc.headers or {}), "allow": ", ".join(sorted(allow.split(", ")))}
+    if _console(request):
+        return http_error_page(request, exc)
     handler = _vendor(request)
     if handler is None:
         return problems.handle_http_exception(request, exc)
@@ -52,6 +62,9 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if _console(request):
+        log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+        return error_page(request, exc)
     handler = _vendor(request)
     if handler is None:
         return problems.handle_unexpected(request, exc)

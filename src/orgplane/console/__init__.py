@@ -26,7 +26,6 @@ from orgplane.console import keys, logs, orgs, people, sign_in
 from orgplane.console.render import error_page
 from orgplane.console.session import (
     PATH,
-    SECURITY_HEADERS,
     SignInRequired,
     csrf_config,
     provide_caller,
@@ -83,7 +82,6 @@ def console_router(settings: Settings) -> Router:
             "caller": Provide(provide_caller, sync_to_thread=False),
         },
         middleware=[DefineMiddleware(CSRFMiddleware, config=csrf_config(settings))],
-        response_headers=SECURITY_HEADERS,
         exception_handlers={SignInRequired: to_sign_in, OrgplaneError: error_page},
         include_in_schema=False,
     )

@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request
+from litestar.exceptions import HTTPException
 from litestar.response import Template
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from orgplane.console.session import SECURITY_HEADERS
 from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import allows
 from orgplane.core.errors import OrgplaneError
@@ -35,7 +37,29 @@ def page(
             **context,
         },
         status_code=status_code,
+        headers={header.name: header.value for header in SECURITY_HEADERS if header.value},
     )
+
+
+def http_error_page(request: Request[Any, Any, Any], exc: HTTPException) -> Template:
+    """What the framework refuses before a console page runs: no such page, a method the page
+    does not take, a form whose CSRF token is missing or wrong."""
+    if exc.status_code == 403:
+        message = (
+            "This form has expired or did not come from this console. Reload the page and try "
+            "again."
+        )
+    elif exc.status_code == 404:
+        message = "There is no such page in the console."
+    else:
+        message = str(exc.detail)
+    response = page(
+        request, None, "error.html", status_code=exc.status_code, status=exc.status_code,
+        message=message,
+    )  # fmt: skip
+    if exc.headers and "allow" in exc.headers:
+        response.headers["allow"] = exc.headers["allow"]
+    return response
 
 
 def error_page(request: Request[Any, Any, Any], exc: Exception) -> Template:
