@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from litestar import Request, get
 from litestar.response import Stream, Template
@@ -71,9 +72,10 @@ async def log_page(
             conn, viewer, org, log, filters, limit=LOG_PAGE,
             cursor=request.query_params.get("cursor"),
         )  # fmt: skip
+    chosen = {k: v for k, v in request.query_params.items() if k != "cursor" and v}
     return page(
         request, viewer, "log.html", org=org, trail=trail, tab=kind, kind=kind, rows=rows,
-        next_cursor=next_cursor, filters=request.query_params,
+        next_cursor=next_cursor, filters=request.query_params, chosen=urlencode(chosen),
     )  # fmt: skip
 
 
