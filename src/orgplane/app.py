@@ -170,6 +170,11 @@ def create_litestar(services: Services) -> Litestar:
             Tag(name="datadog", description="Datadog's org-management API, under /datadog"),
             Tag(name="make", description="Make's organizations API, under /make/api/v2"),
             Tag(name="sumologic", description="Sumo Logic's API, under /sumologic/api"),
+            Tag(
+                name="SCIM",
+                description="SCIM 2.0 (RFC 7643/7644) under /scim/v2: the key's organization's "
+                "members as Users, its roles as Groups; errors in SCIM's Error",
+            ),
         ],
     )
 

@@ -124,7 +124,7 @@ async def test_nul_in_an_org_reference_or_a_cursor_never_reaches_sql(h: Harness)
     problem(listed, 400, "query.cursor")
 
 
-async def test_vendor_surfaces_answer_unmatched_routes_in_their_own_format(h: Harness) -> None:
+async def test_surfaces_answer_unmatched_routes_in_their_own_format(h: Harness) -> None:
     response = await h.client.get("/make/api/v2/organizations/abc")
     assert response.status_code == 404
     assert response.json()["code"] == "SC404"
@@ -141,6 +141,20 @@ async def test_vendor_surfaces_answer_unmatched_routes_in_their_own_format(h: Ha
     response = await h.client.put("/sumologic/api/v1/organizations")
     assert response.status_code == 405
     assert response.json()["errors"][0]["code"] == "method.unsupported"
+    scim_error = ["urn:ietf:params:scim:api:messages:2.0:Error"]
+    for path in ("/scim/v2", "/scim/v2/Nothing", "/scim/v2/Users/a/b"):
+        response = await h.client.get(path)
+        assert response.status_code == 404, path
+        assert response.headers["content-type"].startswith("application/scim+json")
+        assert response.json() == {
+            "schemas": scim_error,
+            "status": "404",
+            "detail": f"no route GET {path}",
+        }
+    response = await h.client.put("/scim/v2/Users", headers=h.auth())
+    assert response.status_code == 405
+    assert response.json()["schemas"] == scim_error and response.json()["status"] == "405"
+    assert response.headers["allow"] == "GET, OPTIONS, POST"
 
 
 async def test_options_and_a_405_list_the_same_methods_on_every_path(h: Harness) -> None:
@@ -312,7 +326,7 @@ async def test_every_operation_refuses_every_class_of_bad_input_with_a_4xx(
     assert not failures, "\n".join(failures)
     # Every class reached operations of every surface that takes it (~300 requests).
     assert set(classes) >= {*_BODIES, *_DOCUMENTS, "since out of range", "cursor with NUL"}
-    assert set(surfaces) == {"native", "datadog", "make", "sumologic"}, surfaces
+    assert set(surfaces) == {"native", "datadog", "make", "sumologic", "scim"}, surfaces
     assert sent > 250, sent
     assert await h.written() == before
 
@@ -331,6 +345,9 @@ def test_an_unexpected_error_answers_500_in_the_surface_format() -> None:
     assert orjson.loads(datadog.content) == {"errors": [surfaces.UNEXPECTED]}
     sumo = surfaces.handle_unexpected(request("/sumologic/api/v1/organizations"), failure)
     assert orjson.loads(sumo.content)["errors"][0]["code"] == "internal.error"
+    scim = surfaces.handle_unexpected(request("/scim/v2/Users"), failure)
+    assert scim.status_code == 500 and scim.media_type == "application/scim+json"
+    assert orjson.loads(scim.content)["detail"] == surfaces.UNEXPECTED
     native = surfaces.handle_unexpected(request("/orgs/x"), failure)
     assert native.media_type == "application/problem+json"
     assert orjson.loads(native.content)["status"] == 500

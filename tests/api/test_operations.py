@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 from litestar.routes import HTTPRoute
+from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
 from orgplane.api.deps import Services
@@ -357,19 +358,21 @@ PUBLIC_OPERATIONS = {
 _METHODS = {"get", "put", "post", "patch", "delete"}
 
 
-# The dialects: their path prefix, the security their operations declare, and the status a
-# request without credentials gets (Datadog answers 403 where others answer 401).
-DIALECTS = {"datadog": "/datadog/", "make": "/make/", "sumologic": "/sumologic/"}
-DIALECT_SECURITY = {
+# The surfaces with an error format of their own (the vendors' dialects and SCIM): their tag and
+# path prefix, the security their operations declare, and the status a request without
+# credentials gets (Datadog answers 403 where others answer 401).
+SURFACES = {"datadog": "/datadog/", "make": "/make/", "sumologic": "/sumologic/", "SCIM": "/scim/"}
+SURFACE_SECURITY = {
     "datadog": [{"DatadogApiKey": [], "DatadogApplicationKey": []}],
     "make": [{"MakeToken": []}],
     "sumologic": [{"SumoLogicAccessKey": []}],
+    "SCIM": [{"ApiKey": []}],
 }
-DIALECT_UNAUTHENTICATED = {"datadog": 403, "make": 401, "sumologic": 401}
+SURFACE_UNAUTHENTICATED = {"datadog": 403, "make": 401, "sumologic": 401, "SCIM": 401}
 
 
-def _dialect(path: str) -> str | None:
-    return next((name for name, prefix in DIALECTS.items() if path.startswith(prefix)), None)
+def _surface(path: str) -> str | None:
+    return next((name for name, prefix in SURFACES.items() if path.startswith(prefix)), None)
 
 
 def _operations(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -418,11 +421,11 @@ async def test_openapi_documents_every_operation_its_errors_and_security(h):
     assert len(ids) == len(set(ids))
     for key, operation in operations.items():
         assert operation.get("summary"), key
-        dialect = _dialect(key[1])
-        if dialect is not None:
-            # A dialect's operations: its tag, its credentials, its own error envelope.
-            assert operation["tags"] == [dialect], key
-            assert operation["security"] == DIALECT_SECURITY[dialect], key
+        surface = _surface(key[1])
+        if surface is not None:
+            # A dialect's or SCIM's operations: its tag, its credentials, its own error format.
+            assert operation["tags"] == [surface], key
+            assert operation["security"] == SURFACE_SECURITY[surface], key
             for status in ("401", "403", "404", "429"):
                 spec = operation["responses"][status]
                 assert spec["description"], (key, status)
@@ -460,6 +463,10 @@ async def test_openapi_documents_every_operation_its_errors_and_security(h):
         assert ref.removeprefix("#/components/schemas/") in schemas, ref
 
 
+async def test_openapi_document_is_valid_openapi_3_1(h):
+    validate((await h.client.get("/openapi.json")).json())
+
+
 async def test_openapi_security_matches_what_the_app_enforces(h):
     """An operation documented as authenticated answers 401 without a key; a public one not."""
     operations = _operations((await h.client.get("/openapi.json")).json())
@@ -467,9 +474,9 @@ async def test_openapi_security_matches_what_the_app_enforces(h):
         url = path.replace("{org_id}", h.root.org_id).replace("{key_id}", "key_unknown")
         url = re.sub(r"\{[A-Za-z_]*[Ii]d\}", "1", url)
         response = await h.client.request(method.upper(), url)
-        dialect = _dialect(path)
-        if dialect is not None:
-            assert response.status_code == DIALECT_UNAUTHENTICATED[dialect], (
+        surface = _surface(path)
+        if surface is not None:
+            assert response.status_code == SURFACE_UNAUTHENTICATED[surface], (
                 method,
                 path,
                 response.text,

@@ -99,9 +99,8 @@ def _field_from_message(message: str, source: Any, key: str | None) -> tuple[str
     return source, reason
 
 
-def handle_validation_error(
-    request: Request[Any, Any, Any], exc: ValidationException
-) -> Response[Any]:
+def invalid_fields(exc: ValidationException) -> list[dict[str, str]]:
+    """Each field Litestar found invalid, named as the client sent it, and why."""
     errors = []
     for item in exc.extra or []:
         if isinstance(item, dict):
@@ -109,6 +108,13 @@ def handle_validation_error(
                 str(item.get("message", "")), item.get("source"), item.get("key")
             )
             errors.append({"field": field, "message": reason})
+    return errors
+
+
+def handle_validation_error(
+    request: Request[Any, Any, Any], exc: ValidationException
+) -> Response[Any]:
+    errors = invalid_fields(exc)
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or str(exc.detail)
     return problem_response(request, 400, detail, code="invalid_input", errors=errors)
 

@@ -1,9 +1,9 @@
-"""Errors no route's handlers see (no route matched, a 500), in the format of the surface the
-path belongs to: each vendor's own envelope under its prefix, the console's HTML page under
-/console, problem+json elsewhere.
+"""Errors no route's handlers see (no route matched, a 405, a 500), in the format of the surface
+the path belongs to: each vendor's own envelope, or SCIM's Error, under its prefix; the
+console's HTML page under /console; problem+json elsewhere.
 
-Litestar answers an unmatched path (404), and an exception no layer names, with the
-application's handlers; these pick the surface by the path's prefix.
+Litestar answers an unmatched path (404) or method (405), and an exception no layer names, with
+the application's handlers; these pick the surface by the path's prefix.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from orgplane.api import problems
 from orgplane.api.dialects.datadog.errors import EXCEPTION_HANDLERS as DATADOG
 from orgplane.api.dialects.make.errors import HANDLERS as MAKE
 from orgplane.api.dialects.sumologic.errors import EXCEPTION_HANDLERS as SUMOLOGIC
+from orgplane.api.scim.common import BASE as SCIM
+from orgplane.api.scim.common import handle_http as scim_http_error
 from orgplane.console.render import error_page, http_error_page
 from orgplane.console.session import PATH as CONSOLE
 
@@ -27,12 +29,14 @@ _VENDORS: tuple[tuple[str, Any], ...] = (
     ("/datadog", DATADOG[HTTPException]),
     ("/make/api/v2", MAKE[HTTPException]),
     ("/sumologic/api", SUMOLOGIC[HTTPException]),
+    (SCIM, scim_http_error),
 )
 UNEXPECTED = "an unexpected error occurred; it has been logged"
 
 
 def _vendor(request: Request[Any, Any, Any]) -> Any:
-    """The HTTP-error handler of the vendor surface serving this path, or None (native)."""
+    """The HTTP-error handler of the vendor or SCIM surface serving this path, or None
+    (native)."""
     path = request.scope["path"]
     for prefix, handler in _VENDORS:
         if path == prefix or path.startswith(prefix + "/"):

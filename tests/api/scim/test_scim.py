@@ -193,6 +193,57 @@ async def test_user_list_filter_sort_page(h: Harness) -> None:
     assert body["totalResults"] == 4 and body["Resources"] == []
 
 
+async def test_searches_in_a_body_and_lists_of_users_and_groups_sorted_by_a_user_attribute(
+    h: Harness,
+) -> None:
+    """A group has no userName: sorted by it, groups come as if it were empty (first when
+    ascending), in a list of groups and in a search over users and groups alike."""
+    for email in ("b@example.com", "a@example.com"):
+        assert (await create_user(h, email)).status_code == 201
+    groups = await h.client.get(
+        "/scim/v2/Groups",
+        params={"sortBy": "userName", "sortOrder": "descending"},
+        headers=scim_headers(h),
+    )
+    assert groups.status_code == 200, groups.text
+    roles = groups.json()["totalResults"]
+    both = await h.client.post(
+        "/scim/v2/.search",
+        json={
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+            "sortBy": "userName",
+        },
+        headers=scim_headers(h),
+    )
+    assert both.status_code == 200, both.text
+    names = [r.get("userName") for r in both.json()["Resources"]]
+    assert names == [None] * roles + ["a@example.com", "b@example.com"]
+    users = await h.client.post(
+        "/scim/v2/Users/.search",
+        json={"filter": 'userName ew "@example.com"', "startIndex": 2, "count": 1},
+        headers=scim_headers(h),
+    )
+    assert users.status_code == 200, users.text
+    assert users.json()["totalResults"] == 2 and users.json()["startIndex"] == 2
+    assert [u["userName"] for u in users.json()["Resources"]] == ["b@example.com"]
+
+
+async def test_list_parameters_are_typed_and_read_after_the_key(h: Harness) -> None:
+    anonymous = await h.client.get("/scim/v2/Users", params={"count": "many"})
+    assert anonymous.status_code == 401, anonymous.text
+    for params in ({"count": "many"}, {"startIndex": "1.5"}):
+        r = await h.client.get("/scim/v2/Groups", params=params, headers=scim_headers(h))
+        assert r.status_code == 400, r.text
+        assert r.json()["scimType"] == "invalidValue"
+        assert r.json()["detail"].startswith(f"query.{next(iter(params))}: "), r.text
+    r = await h.client.post(
+        "/scim/v2/.search", json={"attributes": "userName"}, headers=scim_headers(h)
+    )
+    assert r.status_code == 400 and r.json()["detail"].startswith("attributes: "), r.text
+    r = await h.client.post("/scim/v2/.search", content=b"{", headers=scim_headers(h))
+    assert r.status_code == 400 and r.json()["scimType"] == "invalidSyntax", r.text
+
+
 async def test_groups_are_roles(h: Harness) -> None:
     uid = (await create_user(h, "grace@example.com")).json()["id"]
     r = await h.client.get("/scim/v2/Groups", headers=scim_headers(h))

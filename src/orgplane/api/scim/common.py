@@ -1,14 +1,17 @@
 """SCIM plumbing shared by the resources: responses, errors, request bodies, and list
-parameters (filter, sort, 1-based paging)."""
+parameters (filter, sort, 1-based paging) from a GET's query or a search's body."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from litestar import Request, Response
-from litestar.exceptions import HTTPException
-from litestar.params import PathParameter
+from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.params import JSONBody, KwargDefinition, PathParameter, QueryParameter
+from msgspec import Struct
 from pydantic import ValidationError
 from scim2_models import (
     Context,
@@ -20,6 +23,8 @@ from scim2_models import (
 )
 
 from orgplane.api.body import decode_body
+from orgplane.api.deps import PrincipalDep
+from orgplane.api.problems import invalid_fields
 from orgplane.core.errors import InvalidInput, OrgplaneError
 
 UserRef = Annotated[str, PathParameter(description="The user's id (usr_...)", max_length=64)]
@@ -31,18 +36,18 @@ MEDIA_TYPE = "application/scim+json"
 BASE = "/scim/v2"
 PAGE_MAX = 200
 SCIM_TYPES = {409: "uniqueness"}
-SORT_KEYS = {
-    "username": lambda u: (u.user_name or "").lower(),
-    "emails.value": lambda u: (u.user_name or "").lower(),
-    "name.givenname": lambda u: ((u.name and u.name.given_name) or "").lower(),
-    "name.familyname": lambda u: ((u.name and u.name.family_name) or "").lower(),
-    "displayname": lambda g: (g.display_name or "").lower(),
+# What a list can be sorted by (SCIM's names are case-insensitive). A list may hold users and
+# groups together: a resource without the attribute sorts as if it were empty.
+SORT_KEYS: dict[str, Callable[[Any], str | None]] = {
+    "username": lambda r: getattr(r, "user_name", None),
+    "emails.value": lambda r: getattr(r, "user_name", None),
+    "name.givenname": lambda r: getattr(getattr(r, "name", None), "given_name", None),
+    "name.familyname": lambda r: getattr(getattr(r, "name", None), "family_name", None),
+    "displayname": lambda r: getattr(r, "display_name", None),
 }
 
 
-def _respond(
-    body: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> Response[bytes]:
+def _respond(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[Any]:
     content = json.dumps(body).encode() if body is not None else b""
     return Response(content, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
@@ -95,16 +100,23 @@ def handle_scim_error(_: Request[Any, Any, Any], exc: SCIMException) -> Response
     return _error(exc.status, exc.detail, exc.scim_type or None)
 
 
-def handle_validation(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+def handle_invalid_model(_: Request[Any, Any, Any], exc: ValidationError) -> Response[bytes]:
     return _error(400, str(exc).splitlines()[0] if str(exc) else "invalid request", "invalidValue")
 
 
+def handle_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
+    """A parameter or a search body of the wrong type: 400 naming each field."""
+    fields = "; ".join(f"{e['field']}: {e['message']}" for e in invalid_fields(exc))
+    return _error(400, fields or str(exc.detail), "invalidValue")
+
+
 def handle_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
-    return _error(exc.status_code, str(exc.detail))
-
-
-def handle_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    return _error(500, "internal server error")
+    """Litestar's own refusals: a body that is not JSON (400), no route (404, 405), too large."""
+    response = _error(
+        exc.status_code, str(exc.detail), "invalidSyntax" if exc.status_code == 400 else None
+    )
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def _body(request: Request[Any, Any, Any]) -> dict[str, Any]:
@@ -132,21 +144,19 @@ def _location(request: Request[Any, Any, Any], kind: str, ident: str) -> str:
     return f"{str(request.base_url).rstrip('/')}{BASE}/{kind}/{ident}"
 
 
-def _page(
-    resources: list[Any],
-    start_index: int | None,
-    count: int | None,
-    sort_by: str | None,
-    sort_order: str | None,
-) -> tuple[list[Any], int, int]:
-    if sort_by:
-        key = SORT_KEYS.get(sort_by.lower())
+def _page(resources: list[Any], q: ScimSearchRequest) -> tuple[list[Any], int, int]:
+    if q.sortBy:
+        key = SORT_KEYS.get(q.sortBy.lower())
         if key is None:
-            raise InvalidValueException(detail=f"sortBy {sort_by!r} is not supported")
-        resources = sorted(resources, key=key, reverse=(sort_order or "").lower() == "descending")
-    start = max(1, start_index or 1)
-    size = PAGE_MAX if count is None else max(0, min(count, PAGE_MAX))
-    return resources[start - 1 : start - 1 + size], start, len(resources)
+            raise InvalidValueException(detail=f"sortBy {q.sortBy!r} is not supported")
+        descending = (q.sortOrder or "").lower() == "descending"
+        resources = sorted(resources, key=lambda r: (key(r) or "").lower(), reverse=descending)
+    start = max(1, q.startIndex or 1)
+    return resources[start - 1 : start - 1 + _page_size(q)], start, len(resources)
+
+
+def _page_size(q: ScimSearchRequest) -> int:
+    return PAGE_MAX if q.count is None else max(0, min(q.count, PAGE_MAX))
 
 
 def _filtered(model: Any, resources: list[Any], text: str | None) -> list[Any]:
@@ -162,16 +172,9 @@ def _filtered(model: Any, resources: list[Any], text: str | None) -> list[Any]:
         raise InvalidFilterException(detail=f"invalid filter: {exc}") from None
 
 
-def _listed(model: Any, resources: list[Any], q: Any, params: Any) -> Any:
+def _listed(model: Any, resources: list[Any], q: ScimSearchRequest, params: Any) -> Response[Any]:
     """A ListResponse of ``resources`` after the request's filter, sort and 1-based paging."""
-    filtered = _filtered(model, resources, q.get("filter"))
-    page, start, total = _page(
-        filtered,
-        _int(q.get("startIndex"), "startIndex"),
-        _int(q.get("count"), "count"),
-        q.get("sortBy"),
-        q.get("sortOrder"),
-    )
+    page, start, total = _page(_filtered(model, resources, q.filter), q)
     return _respond(_list_response(page, total, start, params))
 
 
@@ -187,22 +190,68 @@ def _list_response(
     }
 
 
-def _int(value: str | None, name: str) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidValueException(detail=f"{name} must be an integer") from None
+# The parameters of a list (RFC 7644 §3.4.2): in a GET's query, or in a search's body.
+
+_FILTER = 'A filter (RFC 7644 §3.4.2.2), e.g. `userName eq "ada@example.com"`'
+_START_INDEX = "1-based index of the first result; below 1 counts as 1"
+_COUNT = f"Results per page, at most {PAGE_MAX} (the default); a negative count is 0"
+_SORT_BY = "`userName`, `emails.value`, `name.givenName`, `name.familyName` or `displayName`"
+_SORT_ORDER = "`ascending` (the default) or `descending`"
+_ATTRIBUTES = "The attributes to return (RFC 7644 §3.9), the default set otherwise"
+_EXCLUDED = "Attributes to leave out of the default set"
 
 
-async def _search_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    data = await _body(request)
-    out: dict[str, Any] = {}
-    for key in ("filter", "startIndex", "count", "sortBy", "sortOrder"):
-        if data.get(key) is not None:
-            out[key] = str(data[key])
-    for key in ("attributes", "excludedAttributes"):
-        if data.get(key):
-            out[key] = list(data[key]) if isinstance(data[key], list) else str(data[key])
-    return out
+class ScimSearchRequest(Struct, kw_only=True):
+    """A search (RFC 7644 §3.4.3): the parameters of a list, in a body."""
+
+    schemas: list[str] | None = None
+    filter: Annotated[str | None, KwargDefinition(description=_FILTER)] = None
+    startIndex: Annotated[int | None, KwargDefinition(description=_START_INDEX)] = None
+    count: Annotated[int | None, KwargDefinition(description=_COUNT)] = None
+    sortBy: Annotated[str | None, KwargDefinition(description=_SORT_BY)] = None
+    sortOrder: Annotated[str | None, KwargDefinition(description=_SORT_ORDER)] = None
+    attributes: Annotated[list[str] | None, KwargDefinition(description=_ATTRIBUTES)] = None
+    excludedAttributes: Annotated[list[str] | None, KwargDefinition(description=_EXCLUDED)] = None
+
+
+# Named as SCIM names them, so that an error names the parameter as the client sent it.
+Attributes = Annotated[str | None, QueryParameter(description=_ATTRIBUTES + ", comma-separated")]
+ExcludedAttributes = Annotated[str | None, QueryParameter(description=_EXCLUDED)]
+
+
+def _split(names: str | None) -> list[str] | None:
+    return names.split(",") if names else None
+
+
+def provide_listing(
+    principal: PrincipalDep,
+    filter: Annotated[str | None, QueryParameter(description=_FILTER)] = None,
+    startIndex: Annotated[int | None, QueryParameter(description=_START_INDEX)] = None,
+    count: Annotated[int | None, QueryParameter(description=_COUNT)] = None,
+    sortBy: Annotated[str | None, QueryParameter(description=_SORT_BY)] = None,
+    sortOrder: Annotated[str | None, QueryParameter(description=_SORT_ORDER)] = None,
+    attributes: Attributes = None,
+    excludedAttributes: ExcludedAttributes = None,
+) -> ScimSearchRequest:
+    """A GET's list parameters as a search. It takes the principal so that a caller without
+    credentials is answered 401 before its query is read."""
+    return ScimSearchRequest(
+        filter=filter,
+        startIndex=startIndex,
+        count=count,
+        sortBy=sortBy,
+        sortOrder=sortOrder,
+        attributes=_split(attributes),
+        excludedAttributes=_split(excludedAttributes),
+    )
+
+
+def provide_search(principal: PrincipalDep, data: JSONBody[ScimSearchRequest]) -> ScimSearchRequest:
+    """A search's list parameters, from its body; like a GET's query, its members are checked
+    once the key is."""
+    return data
+
+
+# A list's parameters, the dependency ``q``: a GET's query (``provide_listing``, the router's)
+# or a search's body (``provide_search``, the searches').
+ListingDep = NamedDependency[ScimSearchRequest]

@@ -1,10 +1,10 @@
-"""SCIM discovery: ServiceProviderConfig, ResourceTypes, Schemas, and the 404 for the rest."""
+"""SCIM discovery: ServiceProviderConfig, ResourceTypes, Schemas."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, Response, get, route
+from litestar import Request, Response, get
 from scim2_models import (
     AuthenticationScheme,
     Bulk,
@@ -29,6 +29,14 @@ from orgplane.api.scim.common import (
     _dump,
     _list_response,
     _respond,
+)
+from orgplane.api.scim.openapi import scim
+from orgplane.api.scim.shapes import (
+    ScimResourceType,
+    ScimResourceTypeList,
+    ScimSchema,
+    ScimSchemaList,
+    ScimServiceProviderConfig,
 )
 
 # --- Discovery --------------------------------------------------------------------------------
@@ -120,51 +128,43 @@ def _schemas(request: Request[Any, Any, Any]) -> list[Any]:
     return out
 
 
-@get("/ServiceProviderConfig", include_in_schema=False)
+@get("/ServiceProviderConfig", **scim("Get the service provider's configuration"))
 async def service_provider_config(
     request: Request[Any, Any, Any], principal: PrincipalDep
-) -> Response[bytes]:
+) -> Response[ScimServiceProviderConfig]:
     return _respond(_dump(_service_provider_config(request)))
 
 
-@get("/ResourceTypes", include_in_schema=False)
+@get("/ResourceTypes", **scim("List resource types"))
 async def list_resource_types(
     request: Request[Any, Any, Any], principal: PrincipalDep
-) -> Response[bytes]:
+) -> Response[ScimResourceTypeList]:
     items = [_resource_type(request, n) for n in RESOURCES]
     return _respond(_list_response(items, len(items), 1))
 
 
-@get("/ResourceTypes/{name:str}", include_in_schema=False)
+@get("/ResourceTypes/{name:str}", **scim("Get a resource type"))
 async def get_resource_type(
     request: Request[Any, Any, Any], name: SchemaRef, principal: PrincipalDep
-) -> Response[bytes]:
+) -> Response[ScimResourceType]:
     if name not in RESOURCES:
         raise NotFoundException(detail=f"resource type {name!r} not found")
     return _respond(_dump(_resource_type(request, name)))
 
 
-@get("/Schemas", include_in_schema=False)
-async def list_schemas(request: Request[Any, Any, Any], principal: PrincipalDep) -> Response[bytes]:
+@get("/Schemas", **scim("List schemas"))
+async def list_schemas(
+    request: Request[Any, Any, Any], principal: PrincipalDep
+) -> Response[ScimSchemaList]:
     items = _schemas(request)
     return _respond(_list_response(items, len(items), 1))
 
 
-@get("/Schemas/{schema_id:str}", include_in_schema=False)
+@get("/Schemas/{schema_id:str}", **scim("Get a schema"))
 async def get_schema(
     request: Request[Any, Any, Any], schema_id: SchemaRef, principal: PrincipalDep
-) -> Response[bytes]:
+) -> Response[ScimSchema]:
     for schema in _schemas(request):
         if schema.id == schema_id:
             return _respond(_dump(schema))
     raise NotFoundException(detail=f"schema {schema_id!r} not found")
-
-
-@route(
-    "/{rest:path}",
-    http_method=["GET", "POST", "PUT", "PATCH", "DELETE"],
-    include_in_schema=False,
-)
-async def unknown(rest: SchemaRef, principal: PrincipalDep) -> Response[bytes]:
-    """Anything else under /scim/v2 is a SCIM 404 (for an authenticated caller)."""
-    raise NotFoundException(detail=f"no SCIM endpoint at {BASE}{rest}")

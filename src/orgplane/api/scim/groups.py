@@ -15,7 +15,10 @@ from scim2_models import (
 
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.scim.common import (
+    Attributes,
+    ExcludedAttributes,
     GroupRef,
+    ListingDep,
     _body,
     _dump,
     _listed,
@@ -24,6 +27,8 @@ from orgplane.api.scim.common import (
     _respond,
     _validate,
 )
+from orgplane.api.scim.openapi import LOCATION, SendsPatchOp, SendsResource, scim
+from orgplane.api.scim.shapes import ScimGroup, ScimGroupList
 from orgplane.api.scim.users import _all_members
 from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import reach
@@ -58,12 +63,11 @@ async def _group(
     )
 
 
-@get("/Groups", include_in_schema=False)
+@get("/Groups", **scim("List groups"))
 async def list_groups(
-    request: Request[Any, Any, Any], services: ServicesDep, principal: PrincipalDep
-) -> Response[bytes]:
-    q = request.query_params
-    params = _params(Group, q.get("attributes"), q.get("excludedAttributes"))
+    request: Request[Any, Any, Any], services: ServicesDep, principal: PrincipalDep, q: ListingDep
+) -> Response[ScimGroupList]:
+    params = _params(Group, q.attributes, q.excludedAttributes)
     async with services.db.read() as conn:
         views = await role_service.list_roles(conn, principal, principal.org_public_id)
         groups = [await _group(request, conn, principal, v) for v in views]
@@ -77,7 +81,7 @@ async def _reply_group(
     group_id: GroupRef,
     status: int = 200,
     params: Any = None,
-) -> Response[bytes]:
+) -> Response[ScimGroup]:
     async with services.db.read() as conn:
         view = await role_service.get_role(conn, principal, principal.org_public_id, group_id)
         group = await _group(request, conn, principal, view)
@@ -85,15 +89,16 @@ async def _reply_group(
     return _respond(_dump(group, params=params), status, headers)  # type: ignore[arg-type]
 
 
-@get("/Groups/{group_id:str}", include_in_schema=False)
+@get("/Groups/{group_id:str}", **scim("Get a group"))
 async def get_group(
     request: Request[Any, Any, Any],
     group_id: GroupRef,
     services: ServicesDep,
     principal: PrincipalDep,
-) -> Response[bytes]:
-    q = request.query_params
-    params = _params(Group, q.get("attributes"), q.get("excludedAttributes"))
+    attributes: Attributes = None,
+    excludedAttributes: ExcludedAttributes = None,
+) -> Response[ScimGroup]:
+    params = _params(Group, attributes, excludedAttributes)
     return await _reply_group(request, services, principal, group_id, params=params)
 
 
@@ -101,10 +106,10 @@ def _member_ids(group: Group) -> set[str]:
     return {m.value for m in group.members or [] if m.value}
 
 
-@post("/Groups", include_in_schema=False)
+@post("/Groups", **scim("Create a group", 409, body=SendsResource, headers=[LOCATION]))
 async def create_group(
     request: Request[Any, Any, Any], services: ServicesDep, actor: ActorDep
-) -> Response[bytes]:
+) -> Response[ScimGroup]:
     group = _validate(Group, await _body(request), Context.RESOURCE_CREATION_REQUEST)
 
     view = await services.db.transaction(
@@ -145,10 +150,10 @@ async def _apply_group(
     )
 
 
-@put("/Groups/{group_id:str}", include_in_schema=False)
+@put("/Groups/{group_id:str}", **scim("Replace a group", 409, body=SendsResource))
 async def replace_group(
     request: Request[Any, Any, Any], group_id: GroupRef, services: ServicesDep, actor: ActorDep
-) -> Response[bytes]:
+) -> Response[ScimGroup]:
     async with services.db.read() as conn:
         await reach(conn, actor.principal, actor.principal.org_public_id, scope="users:write")
     after = _validate(Group, await _body(request), Context.RESOURCE_REPLACEMENT_REQUEST)
@@ -157,10 +162,10 @@ async def replace_group(
     return await _reply_group(request, services, actor.principal, group_id)
 
 
-@patch("/Groups/{group_id:str}", include_in_schema=False)
+@patch("/Groups/{group_id:str}", **scim("Change a group", 409, body=SendsPatchOp))
 async def patch_group(
     request: Request[Any, Any, Any], group_id: GroupRef, services: ServicesDep, actor: ActorDep
-) -> Response[bytes]:
+) -> Response[ScimGroup]:
     async with services.db.read() as conn:
         await reach(conn, actor.principal, actor.principal.org_public_id, scope="users:write")
     data = await _body(request)
@@ -172,7 +177,7 @@ async def patch_group(
     return await _reply_group(request, services, actor.principal, group_id)
 
 
-@delete("/Groups/{group_id:str}", status_code=204, include_in_schema=False)
+@delete("/Groups/{group_id:str}", status_code=204, **scim("Delete a group", 409))
 async def delete_group(group_id: GroupRef, services: ServicesDep, actor: ActorDep) -> None:
     await services.db.transaction(
         role_service.delete_role, actor, actor.principal.org_public_id, group_id

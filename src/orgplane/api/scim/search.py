@@ -12,41 +12,35 @@ from scim2_models import (
 
 from orgplane.api.deps import PrincipalDep, ServicesDep
 from orgplane.api.scim.common import (
+    ListingDep,
     _dump,
     _filtered,
-    _int,
     _list_response,
     _page,
     _params,
     _respond,
-    _search_body,
 )
 from orgplane.api.scim.groups import _group
+from orgplane.api.scim.openapi import search
+from orgplane.api.scim.shapes import ScimSearchResults
 from orgplane.api.scim.users import _all_members, _role_names, user_out
 from orgplane.core.people import roles as role_service
 
 
-@post("/.search", status_code=200, include_in_schema=False)
+@post("/.search", **search("Search users and groups"))
 async def search_all(
-    request: Request[Any, Any, Any], services: ServicesDep, principal: PrincipalDep
-) -> Response[bytes]:
+    request: Request[Any, Any, Any], services: ServicesDep, principal: PrincipalDep, q: ListingDep
+) -> Response[ScimSearchResults]:
     """A search over every resource type (users, then groups)."""
-    q = await _search_body(request)
     async with services.db.read() as conn:
         members = await _all_members(conn, principal)
         names = await _role_names(conn, principal)
         views = await role_service.list_roles(conn, principal, principal.org_public_id)
         groups = [await _group(request, conn, principal, v) for v in views]
-    resources = _filtered(User, [user_out(request, m, names) for m in members], q.get("filter"))
-    resources += _filtered(Group, groups, q.get("filter"))
-    page, start, total = _page(
-        resources,
-        _int(q.get("startIndex"), "startIndex"),
-        _int(q.get("count"), "count"),
-        q.get("sortBy"),
-        q.get("sortOrder"),
-    )
-    attributes, excluded = q.get("attributes"), q.get("excludedAttributes")
+    resources = _filtered(User, [user_out(request, m, names) for m in members], q.filter)
+    resources += _filtered(Group, groups, q.filter)
+    page, start, total = _page(resources, q)
+    attributes, excluded = q.attributes, q.excludedAttributes
     body = _list_response(page, total, start)
     if attributes or excluded:
         body["Resources"] = [_dump(r, params=_params(type(r), attributes, excluded)) for r in page]

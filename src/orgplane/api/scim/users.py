@@ -25,19 +25,22 @@ from scim2_models import (
 
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.scim.common import (
-    PAGE_MAX,
+    Attributes,
+    ExcludedAttributes,
+    ListingDep,
     UserRef,
     _body,
     _dump,
-    _int,
     _list_response,
     _listed,
     _location,
+    _page_size,
     _params,
     _respond,
-    _search_body,
     _validate,
 )
+from orgplane.api.scim.openapi import ETAG, LOCATION, SendsPatchOp, SendsResource, scim, search
+from orgplane.api.scim.shapes import ScimUser, ScimUserList
 from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import reach
 from orgplane.core.people import directory, repository
@@ -115,12 +118,14 @@ def _email_of(user: User[Any]) -> str:
     raise InvalidValueException(detail="userName is required")
 
 
-async def _search_users(
-    request: Request[Any, Any, Any], services: ServicesDep, principal: Principal, q: Any
-) -> Response[bytes]:
-    params = _params(User, q.get("attributes"), q.get("excludedAttributes"))
-    where = _where(q.get("filter"))
-    sort_by = (q.get("sortBy") or "").lower() or None
+async def _list_users(
+    request: Request[Any, Any, Any], services: ServicesDep, principal: PrincipalDep, q: ListingDep
+) -> Response[ScimUserList]:
+    """The members of the key's organization, filtered, sorted and paged as the list parameters
+    of a GET's query or of a search's body say."""
+    params = _params(User, q.attributes, q.excludedAttributes)
+    where = _where(q.filter)
+    sort_by = (q.sortBy or "").lower() or None
     if sort_by == "displayname":  # users have none: the order is the default one
         sort_by = None
     if where is None or (sort_by is not None and sort_by not in repository.MEMBER_SORTS):
@@ -130,9 +135,7 @@ async def _search_users(
             names = await _role_names(conn, principal)
         resources = [user_out(request, m, names) for m in members]
         return _listed(User, resources, q, params)
-    start = max(1, _int(q.get("startIndex"), "startIndex") or 1)
-    count = _int(q.get("count"), "count")
-    size = PAGE_MAX if count is None else max(0, min(count, PAGE_MAX))
+    start = max(1, q.startIndex or 1)
     async with services.db.read() as conn:
         page, total = await directory.search(
             conn,
@@ -140,13 +143,17 @@ async def _search_users(
             principal.org_public_id,
             where=None if where is True else where,
             sort=sort_by,
-            descending=(q.get("sortOrder") or "").lower() == "descending",
+            descending=(q.sortOrder or "").lower() == "descending",
             offset=start - 1,
-            limit=size,
+            limit=_page_size(q),
         )
         names = await _role_names(conn, principal)
     resources = [user_out(request, m, names) for m in page]
     return _respond(_list_response(resources, total, start, params))
+
+
+list_users = get("/Users", **scim("List users"))(_list_users)
+search_users = post("/Users/.search", **search("Search users"))(_list_users)
 
 
 def _where(text: str | None) -> Any:
@@ -160,29 +167,16 @@ def _where(text: str | None) -> Any:
     return repository.user_filter_clause(flt.ast)
 
 
-@get("/Users", include_in_schema=False)
-async def list_users(
-    request: Request[Any, Any, Any], services: ServicesDep, principal: PrincipalDep
-) -> Response[bytes]:
-    return await _search_users(request, services, principal, request.query_params)
-
-
-@post("/Users/.search", status_code=200, include_in_schema=False)
-async def search_users(
-    request: Request[Any, Any, Any], services: ServicesDep, principal: PrincipalDep
-) -> Response[bytes]:
-    return await _search_users(request, services, principal, await _search_body(request))
-
-
-@get("/Users/{user_id:str}", include_in_schema=False)
+@get("/Users/{user_id:str}", **scim("Get a user", headers=[ETAG]))
 async def get_user(
     request: Request[Any, Any, Any],
     user_id: UserRef,
     services: ServicesDep,
     principal: PrincipalDep,
-) -> Response[bytes]:
-    q = request.query_params
-    params = _params(User, q.get("attributes"), q.get("excludedAttributes"))
+    attributes: Attributes = None,
+    excludedAttributes: ExcludedAttributes = None,
+) -> Response[ScimUser]:
+    params = _params(User, attributes, excludedAttributes)
     async with services.db.read() as conn:
         member = await user_service.get_member(conn, principal, principal.org_public_id, user_id)
         names = await _role_names(conn, principal)
@@ -197,7 +191,7 @@ async def _reply_user(
     principal: Principal,
     user_id: UserRef,
     status: int = 200,
-) -> Response[bytes]:
+) -> Response[ScimUser]:
     async with services.db.read() as conn:
         member = await user_service.get_member(conn, principal, principal.org_public_id, user_id)
         names = await _role_names(conn, principal)
@@ -208,10 +202,10 @@ async def _reply_user(
     return _respond(_dump(user), status, headers)
 
 
-@post("/Users", include_in_schema=False)
+@post("/Users", **scim("Create (invite) a user", 409, body=SendsResource, headers=[ETAG, LOCATION]))
 async def create_user(
     request: Request[Any, Any, Any], services: ServicesDep, actor: ActorDep
-) -> Response[bytes]:
+) -> Response[ScimUser]:
     user = _validate(User, await _body(request), Context.RESOURCE_CREATION_REQUEST)
     invited = await services.db.transaction(
         people.invite_member,
@@ -255,10 +249,10 @@ async def _current(
     return user_out(request, member, names)
 
 
-@put("/Users/{user_id:str}", include_in_schema=False)
+@put("/Users/{user_id:str}", **scim("Replace a user", 409, body=SendsResource, headers=[ETAG]))
 async def replace_user(
     request: Request[Any, Any, Any], user_id: UserRef, services: ServicesDep, actor: ActorDep
-) -> Response[bytes]:
+) -> Response[ScimUser]:
     principal = actor.principal
     async with services.db.read() as conn:
         await reach(conn, principal, principal.org_public_id, scope="users:write")
@@ -271,10 +265,10 @@ async def replace_user(
     return await _reply_user(request, services, principal, user_id)
 
 
-@patch("/Users/{user_id:str}", include_in_schema=False)
+@patch("/Users/{user_id:str}", **scim("Change a user", 409, body=SendsPatchOp, headers=[ETAG]))
 async def patch_user(
     request: Request[Any, Any, Any], user_id: UserRef, services: ServicesDep, actor: ActorDep
-) -> Response[bytes]:
+) -> Response[ScimUser]:
     principal = actor.principal
     async with services.db.read() as conn:
         await reach(conn, principal, principal.org_public_id, scope="users:write")
@@ -287,7 +281,7 @@ async def patch_user(
     return await _reply_user(request, services, principal, user_id)
 
 
-@delete("/Users/{user_id:str}", status_code=204, include_in_schema=False)
+@delete("/Users/{user_id:str}", status_code=204, **scim("Remove a user", 409))
 async def delete_user(user_id: UserRef, services: ServicesDep, actor: ActorDep) -> None:
     await services.db.transaction(
         user_service.remove_member, actor, actor.principal.org_public_id, user_id
