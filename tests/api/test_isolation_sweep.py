@@ -72,8 +72,8 @@ def _kind(template: str, name: str) -> str | None:
         return "org"
     if name in ("user_id", "userId") or (name == "id" and "/users/" in template):
         return "user"
-    if name in ("role_id", "roleId") or (name == "id" and "/roles/" in template):
-        return "role"
+    if name in ("role_id", "roleId", "group_id") or (name == "id" and "/roles/" in template):
+        return "role"  # SCIM's groups are roles
     return {"key_id": "key", "invitation_id": "invitation"}.get(name)
 
 

@@ -407,7 +407,7 @@ async def test_openapi_documents_every_operation_its_errors_and_security(h):
         for route in h.app.litestar.routes
         if isinstance(route, HTTPRoute)
         for handler in route.route_handlers
-        if handler.include_in_schema
+        if handler.resolve_include_in_schema()
         for method in handler.http_methods
         if method.lower() in _METHODS and not route.path_format.startswith("/docs")
     }
