@@ -80,6 +80,7 @@ async def test_a_wrong_password_is_refused_on_the_form(h: Harness) -> None:
         data={"email": "owner@example.com", "password": "wrong", "_csrf_token": _csrf(form)},
     )
     assert response.status_code == 401
+    assert response.headers["content-type"].startswith("text/html")
     assert "not right" in response.text
     assert "orgplane_session" not in response.cookies
 

@@ -101,7 +101,7 @@ async def edit(
     caller: CallerDep,
     org_id: OrgId,
     data: Annotated[OrgEdit, Body(media_type=RequestEncodingType.URL_ENCODED)],
-) -> Any:
+) -> Template | Redirect:
     tags = [t.strip() for t in data.tags.replace("\n", ",").split(",") if t.strip()]
     changes = {"name": data.name, "description": data.description, "tags": tags}
     try:
@@ -229,7 +229,7 @@ async def allocate(
     caller: CallerDep,
     org_id: OrgId,
     data: Annotated[AllocationForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
-) -> Any:
+) -> Template | Redirect:
     try:
         amount = int(data.amount.replace(",", "").replace("_", "").strip())
     except ValueError:
