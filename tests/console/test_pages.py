@@ -109,7 +109,9 @@ async def test_a_concurrent_edit_gets_the_conflict_message(h: Harness) -> None:
               "_csrf_token": _csrf(page)},
     )  # fmt: skip
     assert response.status_code == 409, response.text
+    assert response.headers["content-type"].startswith("text/html")
     assert "Someone changed this organization" in response.text
+    assert ">theirs</textarea>" in response.text  # their version, as the message says
     org = await h.client.get(f"/orgs/{h.root.org_id}", headers=h.auth())
     assert org.json()["name"] == "Root"
     assert org.json()["description"] == "theirs"

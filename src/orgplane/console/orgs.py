@@ -114,7 +114,6 @@ async def edit(
             request, services, viewer, org_id, status_code=409,
             edit_error="Someone changed this organization while you were editing it. The page "
             "now shows their version: apply your change to it again.",
-            draft=data,
         )  # fmt: skip
     except OrgplaneError as exc:
         return await _overview(
