@@ -91,6 +91,8 @@ async def test_a_form_without_its_csrf_token_is_refused(h: Harness) -> None:
         f"{CONSOLE}/orgs/{h.root.org_id}", data={"name": "Forged", "etag": ""}
     )
     assert response.status_code == 403
+    assert response.headers["content-type"].startswith("text/html")
+    assert "This form was not sent from a page of this console" in response.text
     org = await h.client.get(f"/orgs/{h.root.org_id}", headers=h.auth())
     assert org.json()["name"] == "Root"
 

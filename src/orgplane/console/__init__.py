@@ -14,6 +14,7 @@ from pathlib import Path
 
 from litestar import Router, get
 from litestar.di import Provide
+from litestar.exceptions import PermissionDeniedException
 from litestar.middleware import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -23,7 +24,7 @@ from litestar.template.config import TemplateConfig
 
 from orgplane.config import Settings
 from orgplane.console import keys, logs, orgs, sign_in
-from orgplane.console.render import error_page
+from orgplane.console.render import error_page, refused_form
 from orgplane.console.session import (
     PATH,
     SECURITY_HEADERS,
@@ -75,6 +76,10 @@ def console_router(settings: Settings) -> Router:
         },
         middleware=[DefineMiddleware(CSRFMiddleware, config=csrf_config(settings))],
         response_headers=SECURITY_HEADERS,
-        exception_handlers={SignInRequired: to_sign_in, OrgplaneError: error_page},
+        exception_handlers={
+            SignInRequired: to_sign_in,
+            OrgplaneError: error_page,
+            PermissionDeniedException: refused_form,
+        },
         include_in_schema=False,
     )
