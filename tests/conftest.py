@@ -3,7 +3,9 @@
 Each database is migrated once per session with the real Alembic migrations; between tests the
 tables are emptied (PostgreSQL) or the migrated file is copied afresh (SQLite), so every test
 starts from the same state. Without a reachable PostgreSQL those runs are skipped with a loud
-message, unless ORGPLANE_REQUIRE_POSTGRES=1 (CI), which makes them fail instead.
+message, unless ORGPLANE_REQUIRE_POSTGRES=1 (CI), which makes them fail instead. The browser
+tests (tests/console/test_browser.py) are skipped or failed the same way without Chromium and
+Playwright (ORGPLANE_REQUIRE_BROWSER=1).
 
 The harness's types and functions (``Harness``, ``start_harness``...) are in support/harness.py;
 the helpers tests share are in support/.
@@ -29,6 +31,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from orgplane.api.dialects.sumologic import limits as sumologic_limits
 from orgplane.db.migrate import upgrade
 from orgplane.models import metadata, meters
+from support.browser import CHROMIUM, REQUIRE_BROWSER, browser_missing
 from support.harness import Harness, LiveServer, run_in_thread, start_harness, stop_harness
 
 POSTGRES_URL = os.environ.get(
@@ -60,21 +63,41 @@ def _postgres_reachable() -> str | None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
+    banner = "!" * 78
+    lines = []
     error = _postgres_reachable()
     if error is None:
-        return [f"orgplane: PostgreSQL at {POSTGRES_URL} is reachable; tests run on both databases"]
-    banner = "!" * 78
-    return [
-        banner,
-        f"orgplane: PostgreSQL at {POSTGRES_URL} is NOT reachable ({error}).",
-        "orgplane: PostgreSQL tests will be "
-        + (
-            "FAILED (ORGPLANE_REQUIRE_POSTGRES=1)."
-            if REQUIRE_POSTGRES
-            else "SKIPPED. Only SQLite is tested."
-        ),
-        banner,
-    ]
+        lines.append(
+            f"orgplane: PostgreSQL at {POSTGRES_URL} is reachable; tests run on both databases"
+        )
+    else:
+        lines += [
+            banner,
+            f"orgplane: PostgreSQL at {POSTGRES_URL} is NOT reachable ({error}).",
+            "orgplane: PostgreSQL tests will be "
+            + (
+                "FAILED (ORGPLANE_REQUIRE_POSTGRES=1)."
+                if REQUIRE_POSTGRES
+                else "SKIPPED. Only SQLite is tested."
+            ),
+            banner,
+        ]
+    missing = browser_missing()
+    if missing is None:
+        lines.append(f"orgplane: browser tests run in Chromium at {CHROMIUM}")
+    else:
+        lines += [
+            banner,
+            f"orgplane: browser tests cannot run: they need {missing}.",
+            "orgplane: browser tests will be "
+            + (
+                "FAILED (ORGPLANE_REQUIRE_BROWSER=1)."
+                if REQUIRE_BROWSER
+                else "SKIPPED. The console is tested over HTTP only."
+            ),
+            banner,
+        ]
+    return lines
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -83,6 +106,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             "!",
             "PostgreSQL was unreachable: its tests were SKIPPED, only SQLite was tested",
             red=True,
+        )
+    missing = browser_missing()
+    if missing is not None and not REQUIRE_BROWSER:
+        terminalreporter.write_sep(
+            "!", f"browser tests were SKIPPED: they need {missing}", red=True
         )
 
 

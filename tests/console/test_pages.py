@@ -81,6 +81,7 @@ async def test_a_wrong_password_is_refused_on_the_form(h: Harness) -> None:
         data={"email": "owner@example.com", "password": "wrong", "_csrf_token": _csrf(form)},
     )
     assert response.status_code == 401
+    assert response.headers["content-type"].startswith("text/html")
     assert "not right" in response.text
     assert "orgplane_session" not in response.cookies
 
@@ -92,7 +93,7 @@ async def test_a_form_without_its_csrf_token_is_refused(h: Harness) -> None:
     )
     assert response.status_code == 403
     assert response.headers["content-type"].startswith("text/html")
-    assert "This form has expired or did not come from this console" in response.text
+    assert "This form was not sent from a page of this console" in response.text
     org = await h.client.get(f"/orgs/{h.root.org_id}", headers=h.auth())
     assert org.json()["name"] == "Root"
     missing = await client.get(f"{CONSOLE}/no/such/page")
@@ -114,7 +115,9 @@ async def test_a_concurrent_edit_gets_the_conflict_message(h: Harness) -> None:
               "_csrf_token": _csrf(page)},
     )  # fmt: skip
     assert response.status_code == 409, response.text
+    assert response.headers["content-type"].startswith("text/html")
     assert "Someone changed this organization" in response.text
+    assert ">theirs</textarea>" in response.text  # their version, as the message says
     org = await h.client.get(f"/orgs/{h.root.org_id}", headers=h.auth())
     assert org.json()["name"] == "Root"
     assert org.json()["description"] == "theirs"

@@ -80,7 +80,7 @@ async def revoke_key(
     caller: CallerDep,
     org_id: OrgId,
     key_id: KeyRef,
-) -> Any:
+) -> Template | Redirect:
     try:
         await services.db.transaction(keys.revoke, actor=caller, key_ref=key_id, org_ref=org_id)
     except OrgplaneError as exc:

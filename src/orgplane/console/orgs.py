@@ -116,7 +116,7 @@ async def edit(
     caller: CallerDep,
     org_id: OrgId,
     data: Annotated[OrgEdit, Body(media_type=RequestEncodingType.URL_ENCODED)],
-) -> Any:
+) -> Template | Redirect:
     tags = [t.strip() for t in data.tags.replace("\n", ",").split(",") if t.strip()]
     changes = {"name": data.name, "description": data.description, "tags": tags}
     try:
@@ -129,7 +129,6 @@ async def edit(
             request, services, viewer, org_id, status_code=409,
             edit_error="Someone changed this organization while you were editing it. The page "
             "now shows their version: apply your change to it again.",
-            draft=data,
         )  # fmt: skip
     except OrgplaneError as exc:
         return await _overview(
@@ -244,7 +243,7 @@ async def allocate(
     caller: CallerDep,
     org_id: OrgId,
     data: Annotated[AllocationForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
-) -> Any:
+) -> Template | Redirect:
     try:
         amount = int(data.amount.replace(",", "").replace("_", "").strip())
     except ValueError:

@@ -46,8 +46,8 @@ def http_error_page(request: Request[Any, Any, Any], exc: HTTPException) -> Temp
     does not take, a form whose CSRF token is missing or wrong."""
     if exc.status_code == 403:
         message = (
-            "This form has expired or did not come from this console. Reload the page and try "
-            "again."
+            "This form was not sent from a page of this console, or the page is out of date. "
+            "Go back, reload the page and try again."
         )
     elif exc.status_code == 404:
         message = "There is no such page in the console."

@@ -45,7 +45,9 @@ async def sign_in_page(
 
 
 @post("/sign-in", status_code=303)
-async def sign_in(request: Request[Any, Any, Any], services: ServicesDep, data: Form) -> Any:
+async def sign_in(
+    request: Request[Any, Any, Any], services: ServicesDep, data: Form
+) -> Template | Redirect:
     refused = "The email or password is not right, or the account is locked."
     try:
         await limit_sign_in(request, services)
@@ -88,7 +90,7 @@ async def sign_in(request: Request[Any, Any, Any], services: ServicesDep, data: 
 @post("/sign-out", status_code=303)
 async def sign_out(
     request: Request[Any, Any, Any], services: ServicesDep, viewer: ViewerDep
-) -> Any:
+) -> Redirect:
     await services.db.transaction(auth.logout, viewer.key_pk)
     record_sign_in(
         services, request, request_meta(request), action="LOGOUT", status="SUCCESS",
