@@ -4,7 +4,7 @@ state tests reset between rounds."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyotp
@@ -15,7 +15,7 @@ from orgplane.core.access.service import authenticate
 from orgplane.core.people.access import user_capabilities
 from orgplane.models import users
 from orgplane.models.base import utcnow
-from support.auth import PASSWORD, bearer, sign_in
+from support.auth import PASSWORD, bearer, insert_user, sign_in
 from support.harness import Harness
 
 
@@ -70,3 +70,27 @@ async def set_user(h: Harness, user_pk: int, **values: Any) -> None:
         await tx.execute(sa.update(users).where(users.c.id == user_pk).values(**values))
 
     await h.services.db.transaction(run)
+
+
+@dataclass(frozen=True)
+class PolicyTree:
+    """Root > Region > Team, and Root > Sibling. owner@ owns the region, admin@ administers it;
+    member@ is a standard member of the team and of the sibling."""
+
+    region: str
+    team: str
+    sibling: str
+    member_pk: int
+
+
+async def policy_tree(h: Harness) -> PolicyTree:
+    root = h.root.org_id
+    region = (await h.create_org(root, "Region"))["id"]
+    team = (await h.create_org(region, "Team"))["id"]
+    sibling = (await h.create_org(root, "Sibling"))["id"]
+    await insert_user(h, "owner@example.com", {region: ["owner"]})
+    await insert_user(h, "admin@example.com", {region: ["administrator"]})
+    member_pk = await insert_user(
+        h, "member@example.com", {team: ["standard"], sibling: ["standard"]}
+    )
+    return PolicyTree(region, team, sibling, member_pk)

@@ -7,29 +7,13 @@ Codes are computed with pyotp, as an authenticator app computes them.
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 
 from orgplane.models import access_log, audit_log, metadata
-from support.auth import PASSWORD, UA, WRONG, bearer, insert_user, sign_in, user_row
+from support.auth import PASSWORD, UA, WRONG, bearer, insert_user, logged, sign_in, user_row
 from support.harness import Harness
-from support.mfa import code_at, code_now, enrol, session, set_user
+from support.mfa import code_at, code_now, enrol, policy_tree, session, set_user
 from support.problems import problem
-
-
-async def _logged(h: Harness, action: str) -> list[Any]:
-    await h.services.access_log.flush()
-    async with h.services.db.read() as conn:
-        return list(
-            (
-                await conn.execute(
-                    sa.select(access_log)
-                    .where(access_log.c.action == action)
-                    .order_by(access_log.c.id)
-                )
-            ).all()
-        )
 
 
 async def test_enrol_confirm_and_sign_in_with_a_code(h: Harness) -> None:
@@ -120,7 +104,7 @@ async def test_enrol_confirm_and_sign_in_with_a_code(h: Harness) -> None:
         )
         problem(response, 400, field)
 
-    details = [(e.status, e.detail) for e in await _logged(h, "LOGIN")]
+    details = [(e.status, e.detail) for e in await logged(h, "LOGIN")]
     assert details == [
         ("SUCCESS", None),
         ("FAILURE", "second factor required"),
@@ -155,7 +139,7 @@ async def test_wrong_codes_count_toward_the_lockout(h: Harness) -> None:
     assert (await user_row(h, user_pk)).locked_at is not None
     # A locked user's sessions stop too.
     problem(await h.client.get("/me/mfa", headers=bearer(token)), 401)
-    details = [e.detail for e in await _logged(h, "LOGIN")][-6:]
+    details = [e.detail for e in await logged(h, "LOGIN")][-6:]
     assert details == ["bad one-time code"] * 4 + [
         "bad one-time code; account locked",
         "account locked",
@@ -239,12 +223,8 @@ async def test_keys_cannot_manage_a_second_factor_and_anonymous_calls_are_401(
 
 async def test_the_org_switch_forces_enrolment_in_the_subtree_only(h: Harness) -> None:
     root = h.root.org_id
-    region = (await h.create_org(root, "Region"))["id"]
-    team = (await h.create_org(region, "Team"))["id"]
-    sibling = (await h.create_org(root, "Sibling"))["id"]
-    await insert_user(h, "owner@example.com", {region: ["owner"]})
-    await insert_user(h, "admin@example.com", {region: ["administrator"]})
-    await insert_user(h, "member@example.com", {team: ["administrator"], sibling: ["standard"]})
+    tree = await policy_tree(h)
+    region, team, sibling = tree.region, tree.team, tree.sibling
     owner = await session(h, "owner@example.com")
     admin = await session(h, "admin@example.com")
     assert (await h.client.get(f"/orgs/{team}", headers=h.auth())).json()["mfa_required"] is False

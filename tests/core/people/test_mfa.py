@@ -24,7 +24,7 @@ from orgplane.core.people import users as user_service
 from orgplane.models import audit_log, mfa_recovery_codes, users
 from support.auth import PASSWORD, WRONG, insert_user, org_pk, user_row
 from support.harness import Harness
-from support.mfa import caller, code_at, code_now, session, set_user
+from support.mfa import caller, code_at, code_now, policy_tree, session, set_user
 
 META = RequestMeta(request_id="test", ip="127.0.0.1", user_agent="mfa-tests/1.0")
 ROUNDS = 12
@@ -235,15 +235,8 @@ async def test_an_api_key_has_no_second_factor_to_manage(h: Harness) -> None:
 async def test_the_org_switch_is_the_owners_and_forces_enrolment_in_its_subtree(
     h: Harness,
 ) -> None:
-    root = h.root.org_id
-    region = (await h.create_org(root, "Region"))["id"]
-    team = (await h.create_org(region, "Team"))["id"]
-    sibling = (await h.create_org(root, "Sibling"))["id"]
-    await insert_user(h, "owner@example.com", {region: ["owner"]})
-    await insert_user(h, "admin@example.com", {region: ["administrator"]})
-    member_pk = await insert_user(
-        h, "member@example.com", {team: ["standard"], sibling: ["standard"]}
-    )
+    tree = await policy_tree(h)
+    region, team, sibling, member_pk = tree.region, tree.team, tree.sibling, tree.member_pk
     owner = await caller(h, await session(h, "owner@example.com"))
     admin = await caller(h, await session(h, "admin@example.com"))
 

@@ -372,7 +372,7 @@ async def redeem_code(
             return CodeCheck(False, BAD_CODE)
         if user.totp_last_step is not None and step <= user.totp_last_step:
             return CodeCheck(False, "one-time code already used")
-        await mfa_repo.use_step(tx, user.id, step)
+        await repo.set_user_columns(tx, user.id, {"totp_last_step": step})
         return CodeCheck(True, "totp")
     if not totp.is_recovery_code(normalized) or not await mfa_repo.use_recovery_code(
         tx, user.id, totp.recovery_hash(normalized), now

@@ -127,7 +127,11 @@ async def begin_enrolment(tx: Tx, *, actor: Caller, secret_key: str) -> Enrolmen
     if user.totp_confirmed_at is not None:
         raise _already_on()
     seed = totp.new_seed()
-    await mfa_repo.start(tx, user.id, totp.seal(seed, user_pk=user.id, secret_key=secret_key))
+    sealed = totp.seal(seed, user_pk=user.id, secret_key=secret_key)
+    # Not in force yet: no version, the user's representation is unchanged until confirmed.
+    await repo.set_user_columns(
+        tx, user.id, {"totp_secret": sealed, "totp_confirmed_at": None, "totp_last_step": None}
+    )
     auth.audit_user(
         tx,
         actor,
@@ -166,7 +170,12 @@ async def confirm_enrolment(tx: Tx, *, actor: Caller, code: str, secret_key: str
             "does not match: enter the code the authenticator app you just set up shows now "
             "(and check that the device's clock is right)",
         )
-    await mfa_repo.confirm(tx, user.id, step, by=actor.label)
+    await repo.set_user_columns(
+        tx,
+        user.id,
+        {"totp_confirmed_at": utcnow(), "totp_last_step": step, "modified_by": actor.label},
+        new_version=True,
+    )
     codes = await _new_recovery_codes(tx, user.id)
     if principal.enrolment_only:
         await mfa_repo.lift_enrolment_restriction(tx, principal.key_pk)

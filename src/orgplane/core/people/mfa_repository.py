@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from orgplane.core.people.auth_repository import set_user_columns
 from orgplane.db.engine import Reader, Tx
 from orgplane.models import mfa_recovery_codes, orgs, user_tokens, users
 from orgplane.models.base import utcnow
@@ -44,48 +45,13 @@ async def totp(conn: Reader, user_pk: int) -> Any:
     ).one()
 
 
-async def start(tx: Tx, user_pk: int, sealed_seed: str) -> None:
-    """A new, unconfirmed seed (replacing an unconfirmed one)."""
-    await tx.execute(
-        sa.update(users)
-        .where(users.c.id == user_pk)
-        .values(totp_secret=sealed_seed, totp_confirmed_at=None, totp_last_step=None)
-    )
-
-
-async def confirm(tx: Tx, user_pk: int, step: int, by: str) -> None:
-    """The seed is confirmed (the user's ``mfa_enabled``), its confirming step used up."""
-    now = utcnow()
-    await tx.execute(
-        sa.update(users)
-        .where(users.c.id == user_pk)
-        .values(
-            totp_confirmed_at=now,
-            totp_last_step=step,
-            modified_at=now,
-            modified_by=by,
-            version=users.c.version + 1,
-        )
-    )
-
-
-async def use_step(tx: Tx, user_pk: int, step: int) -> None:
-    await tx.execute(sa.update(users).where(users.c.id == user_pk).values(totp_last_step=step))
-
-
 async def clear(tx: Tx, user_pk: int, by: str) -> None:
     """No second factor any more: seed, confirmation, last step and recovery codes go."""
-    await tx.execute(
-        sa.update(users)
-        .where(users.c.id == user_pk)
-        .values(
-            totp_secret=None,
-            totp_confirmed_at=None,
-            totp_last_step=None,
-            modified_at=utcnow(),
-            modified_by=by,
-            version=users.c.version + 1,
-        )
+    await set_user_columns(
+        tx,
+        user_pk,
+        {"totp_secret": None, "totp_confirmed_at": None, "totp_last_step": None, "modified_by": by},
+        new_version=True,
     )
     await tx.execute(sa.delete(mfa_recovery_codes).where(mfa_recovery_codes.c.user_id == user_pk))
 
