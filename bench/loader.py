@@ -721,7 +721,6 @@ class Loader:
                 f"Last{u}",
                 "",
                 "active" if rng.random() < 0.9 else "pending",
-                False,
                 0,
                 stamps.value(created),
                 stamps.value(created),
@@ -1056,7 +1055,7 @@ ORG_COLUMNS = columns(
     "deleted_with version"
 )
 USER_COLUMNS = columns(
-    "id public_id email email_normalized first_name last_name title status mfa_enabled "
+    "id public_id email email_normalized first_name last_name title status "
     "failed_logins created_at modified_at version"
 )
 MEMBER_COLUMNS = ("user_id", "org_id", "root_id", "created_at")

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 
 from orgplane.core.ids import new_public_id
-from orgplane.models import membership_roles, memberships, orgs, users
+from orgplane.models import access_log, membership_roles, memberships, orgs, users
 from orgplane.models.base import utcnow
 from support.harness import Harness
 
@@ -93,3 +93,18 @@ async def user_row(h: Harness, user_pk: int) -> Any:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def logged(h: Harness, action: str) -> list[Any]:
+    """The access log's entries of ``action`` (``LOGIN``, ``LOGOUT``...), oldest first."""
+    await h.services.access_log.flush()
+    async with h.services.db.read() as conn:
+        return list(
+            (
+                await conn.execute(
+                    sa.select(access_log)
+                    .where(access_log.c.action == action)
+                    .order_by(access_log.c.id)
+                )
+            ).all()
+        )

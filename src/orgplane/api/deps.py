@@ -21,6 +21,7 @@ from orgplane.core.access.service import (
 )
 from orgplane.core.audit.access_log import AccessLogWriter
 from orgplane.core.errors import RateLimited, Unauthenticated
+from orgplane.core.people import mfa
 from orgplane.core.people.access import user_capabilities
 from orgplane.db.engine import Database
 
@@ -80,7 +81,19 @@ def record_attempt(
 
 
 async def provide_principal(request: Request[Any, Any, Any], services: ServicesDep) -> Principal:
-    """Authenticate the request (401 on failure), log the attempt, and apply the rate limits."""
+    """Authenticate the request (401 on failure), log the attempt, and apply the rate limits;
+    a session that may only enrol a second factor is refused (403 naming the rule)."""
+    principal = await provide_enrolling_principal(request, services)
+    if principal.enrolment_only:
+        raise mfa.enrolment_required(principal)
+    return principal
+
+
+async def provide_enrolling_principal(
+    request: Request[Any, Any, Any], services: ServicesDep
+) -> Principal:
+    """``provide_principal`` that lets a session restricted to enrolling a second factor
+    through: the principal of the second factor's own endpoints (``/me/mfa``)."""
     settled: tuple[Principal, Verdict | None] | None = request.scope.get("state", {}).pop(
         SETTLED, None
     )

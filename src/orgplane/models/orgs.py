@@ -31,6 +31,8 @@ orgs = sa.Table(
     sa.Column("settings", Json, nullable=False),
     sa.Column("tags", Json, nullable=False),
     sa.Column("customizations", Json, nullable=False),
+    # Every member signing in to this org or to one of its descendants needs a second factor.
+    sa.Column("mfa_required", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("modified_at", UTCDateTime, nullable=False),
     sa.Column("deleted_at", UTCDateTime, nullable=True),

@@ -1,5 +1,5 @@
 """People: users (one identity per email), their memberships in orgs, roles, invitations,
-sign-in sessions.
+sign-in sessions, two-factor recovery codes.
 
 System roles (owner, administrator, standard, read-only) exist in every org without rows of
 their own; custom roles are rows of ``roles``. A membership's roles are rows of
@@ -25,12 +25,19 @@ users = sa.Table(
     sa.Column("title", sa.String(100), nullable=False, server_default=""),
     sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
     sa.Column("locked_at", UTCDateTime, nullable=True),
-    sa.Column("mfa_enabled", sa.Boolean, nullable=False, server_default=sa.false()),
     # argon2id; None until the user sets a password (an invitation, a reset).
     sa.Column("password_hash", sa.String(255), nullable=True),
     sa.Column("failed_logins", sa.Integer, nullable=False, server_default="0"),
     sa.Column("failed_since", UTCDateTime, nullable=True),
     sa.Column("last_login_at", UTCDateTime, nullable=True),
+    # Two-factor sign-in (TOTP, RFC 6238). The seed, sealed with AES-GCM under a key derived
+    # from the server's secret key (core/people/totp.py): a TOTP seed is the one secret the
+    # server must read back, so it cannot be stored as a hash. Set when an enrolment begins;
+    # active once ``totp_confirmed_at`` is set (the user's ``mfa_enabled``).
+    sa.Column("totp_secret", sa.String(200), nullable=True),
+    sa.Column("totp_confirmed_at", UTCDateTime, nullable=True),
+    # The last time step whose code was accepted: a code is good once, then never again.
+    sa.Column("totp_last_step", sa.BigInteger, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("modified_at", UTCDateTime, nullable=False),
     sa.Column("created_by", sa.String(200), nullable=True),
@@ -113,4 +120,18 @@ user_tokens = sa.Table(
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Column("used_at", UTCDateTime, nullable=True),
     sa.Index("ix_user_tokens_user_id_kind", "user_id", "kind"),
+)
+
+# One-time recovery codes of a user's second factor: 10 per enrolment, each good once. Only the
+# sha256 of a code is stored (codes carry 50 random bits and sign-in attempts are rate limited
+# and locked out, as for API keys a salted slow hash would add nothing).
+mfa_recovery_codes = sa.Table(
+    "mfa_recovery_codes",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("user_id", BigId, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("code_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("used_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("user_id", "code_hash"),
 )

@@ -19,7 +19,6 @@ import sqlalchemy as sa
 from orgplane.core.access.principal import Actor
 from orgplane.core.people import auth
 from orgplane.models import (
-    access_log,
     audit_log,
     membership_roles,
     metadata,
@@ -27,7 +26,17 @@ from orgplane.models import (
     users,
 )
 from orgplane.models.base import utcnow
-from support.auth import PASSWORD, UA, WRONG, bearer, insert_user, org_pk, sign_in, user_row
+from support.auth import (
+    PASSWORD,
+    UA,
+    WRONG,
+    bearer,
+    insert_user,
+    logged,
+    org_pk,
+    sign_in,
+    user_row,
+)
 from support.harness import Harness
 
 
@@ -36,20 +45,6 @@ async def _set(h: Harness, table: Any, where: Any, **values: Any) -> None:
         await tx.execute(sa.update(table).where(where).values(**values))
 
     await h.services.db.transaction(run)
-
-
-async def _logged(h: Harness, action: str) -> list[Any]:
-    await h.services.access_log.flush()
-    async with h.services.db.read() as conn:
-        return list(
-            (
-                await conn.execute(
-                    sa.select(access_log)
-                    .where(access_log.c.action == action)
-                    .order_by(access_log.c.id)
-                )
-            ).all()
-        )
 
 
 async def _audited(h: Harness, action: str) -> list[Any]:
@@ -186,7 +181,7 @@ async def test_five_failures_in_fifteen_minutes_lock_the_account(h: Harness) -> 
     assert refused.status_code == 401 and refused.json()["detail"] == auth.LOGIN_REFUSED
     locks = await _audited(h, "user.locked")
     assert [(a.target_id, a.org_id) for a in locks] == [(row.public_id, (await org_pk(h, root)).id)]
-    details = [e.detail for e in await _logged(h, "LOGIN")]
+    details = [e.detail for e in await logged(h, "LOGIN")]
     assert details == ["bad password"] * 4 + ["bad password; account locked", "account locked"]
 
     assert await h.services.db.transaction(auth.unlock_user, Actor.system("admin"), user_pk)
@@ -257,7 +252,7 @@ async def test_every_attempt_is_in_the_access_log_without_secrets(h: Harness) ->
     await h.client.post("/auth/logout", headers={**bearer(token), "User-Agent": UA})
     await h.client.post("/auth/logout", headers=bearer("ops_" + "x" * 38))
 
-    logins = await _logged(h, "LOGIN")
+    logins = await logged(h, "LOGIN")
     summary = [(e.status, e.org_id, e.user_id, e.detail) for e in logins]
     assert summary == [
         ("FAILURE", root_pk, user_pk, "bad password"),
@@ -267,14 +262,14 @@ async def test_every_attempt_is_in_the_access_log_without_secrets(h: Harness) ->
     ]
     assert all(e.user_agent == UA and e.ip and e.path == "/auth/login" for e in logins)
     assert logins[0].actor.startswith("user:") and logins[2].actor == "anonymous"
-    logouts = await _logged(h, "LOGOUT")
+    logouts = await logged(h, "LOGOUT")
     assert [(e.status, e.org_id) for e in logouts] == [("SUCCESS", child_pk), ("FAILURE", None)]
     assert logouts[0].key_id == logins[3].key_id and logouts[0].key_id.startswith("ses_")
     # Requests made with the session are logged as such.
     await sign_in(h, "two@example.com", PASSWORD)
     session = (await sign_in(h, "two@example.com", PASSWORD)).json()["token"]
     await h.client.get(f"/orgs/{root}", headers=bearer(session))
-    uses = await _logged(h, "SESSION_AUTH")
+    uses = await logged(h, "SESSION_AUTH")
     assert [(e.status, e.user_id, e.org_id) for e in uses] == [("SUCCESS", user_pk, root_pk)]
 
     # Issue the other kinds of token too, then scan every table for any secret.

@@ -21,6 +21,7 @@ from orgplane.core.access.service import (
 )
 from orgplane.core.errors import InvalidInput, Unauthenticated
 from orgplane.core.people import auth
+from orgplane.core.people.errors import SecondFactorRequired
 
 Token = Annotated[str, Meta(max_length=100)]
 
@@ -29,6 +30,18 @@ class LoginRequest(Struct, forbid_unknown_fields=True):
     email: Annotated[str, Meta(min_length=1, max_length=254)]
     password: Annotated[str, Meta(min_length=1, max_length=auth.PASSWORD_MAX)]
     org_id: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    otp: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=32,
+                description="For a user with a second factor: the current code of their "
+                "authenticator app, or one of their unused recovery codes",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class SessionUser(Struct):
@@ -50,6 +63,14 @@ class LoginResponse(Struct):
     org_id: str
     user: SessionUser
     orgs: list[SessionOrg]
+    mfa_enrolment_required: Annotated[
+        bool,
+        Meta(
+            description="The organization requires a second factor the user has not enrolled: "
+            "until POST /me/mfa/confirm the session may only use /me/mfa (everything else "
+            "answers 403 `mfa_enrolment_required`)"
+        ),
+    ]
 
 
 class PasswordResetRequest(Struct, forbid_unknown_fields=True):
@@ -71,18 +92,37 @@ class EmailChanged(Struct):
     summary="Sign in",
     status_code=200,
     operation_class=PublicOperation,
-    responses=problems(),
+    responses=problems(
+        described={
+            401: "Refused: the same problem for every reason (`unauthenticated`), except a "
+            "correct password without a valid one-time code (`second_factor_required`)"
+        }
+    ),
     description="Returns a session token (`ops_...`, shown once) to send as "
     "`Authorization: Bearer <token>`; it acts in `org_id` (default: the user's first org) with "
-    "the user's capabilities there, for 12 hours. Every refusal is the same 401; 5 failures in "
-    "15 minutes lock the account.",
+    "the user's capabilities there, for 12 hours. Every refusal is the same 401 (problem type "
+    "`unauthenticated`); 5 failures in 15 minutes lock the account.\n\n"
+    "Two-factor sign-in: a user with a second factor also sends `otp`. Without it, or with a "
+    "wrong or already used one, a correct password is answered 401 with the problem type "
+    "`second_factor_required` (and only then: it does say the password was right); a wrong "
+    "code counts as a failure toward the lockout. When `org_id` or an ancestor requires a "
+    "second factor (`mfa_required`) and the user has none, the session opens with "
+    "`mfa_enrolment_required: true` and may only enrol one (`/me/mfa`) until it is confirmed.",
 )
 async def login(
     request: Request[Any, Any, Any], data: JSONBody[LoginRequest], services: ServicesDep
 ) -> LoginResponse:
     await limit_sign_in(request, services)
     meta = request_meta(request)
-    outcome = await auth.login(services.db, meta, data.email, data.password, data.org_id)
+    outcome = await auth.login(
+        services.db,
+        meta,
+        data.email,
+        data.password,
+        data.org_id,
+        otp=data.otp,
+        secret_key=services.settings.secret_key,
+    )
     if not outcome.ok:
         record_sign_in(
             services,
@@ -98,6 +138,8 @@ async def login(
         services.metrics.auth_failures.labels("login refused").inc()
         if outcome.bad_org:
             raise InvalidInput.for_field("org_id", "not one of your organizations")
+        if outcome.second_factor_required:
+            raise SecondFactorRequired(auth.SECOND_FACTOR_REQUIRED)
         raise Unauthenticated(auth.LOGIN_REFUSED)
     assert outcome.token is not None and outcome.session_pk is not None
     assert outcome.expires_at is not None
@@ -124,6 +166,7 @@ async def login(
             for o in outcome.member_orgs
             if o.status not in ("deactivated", "deleted")
         ],
+        mfa_enrolment_required=outcome.mfa_enrolment_required,
     )
 
 

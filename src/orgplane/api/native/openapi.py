@@ -23,12 +23,14 @@ _DESCRIPTIONS = {
 }
 
 
-def problems(*statuses: int) -> dict[int, ResponseSpec]:
-    codes = sorted({400, 401, 403, 404, 429, *statuses})
+def problems(*statuses: int, described: dict[int, str] | None = None) -> dict[int, ResponseSpec]:
+    """The problem responses of an operation: the usual ones and ``statuses``, each with its
+    usual description or the operation's own (``described``)."""
+    codes = sorted({400, 401, 403, 404, 429, *statuses, *(described or {})})
     return {
         code: ResponseSpec(
             data_container=Problem,
-            description=_DESCRIPTIONS[code],
+            description=(described or {}).get(code, _DESCRIPTIONS[code]),
             media_type="application/problem+json",
             # Litestar's generated examples are random strings: noise, and a different document
             # on every start.

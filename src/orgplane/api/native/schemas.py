@@ -50,6 +50,8 @@ class Org(Struct):
     tags: list[str]
     settings: dict[str, Any]
     customizations: dict[str, Any]
+    # Every member signing in to this org or to a descendant needs a second factor.
+    mfa_required: bool
     created_at: datetime
     modified_at: datetime
     deleted_at: datetime | None
@@ -80,6 +82,16 @@ class OrgUpdate(Struct, forbid_unknown_fields=True):
     tags: list[str] | UnsetType = UNSET
     settings: dict[str, Any] | UnsetType = UNSET
     customizations: dict[str, Any] | UnsetType = UNSET
+    mfa_required: (
+        Annotated[
+            bool,
+            Meta(
+                description="Require a second factor of every member signing in to this "
+                "organization or a descendant (needs the manageSignInPolicy capability: owners)"
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
 
 
 class OrgMove(Struct, forbid_unknown_fields=True):
@@ -246,6 +258,7 @@ def org_out(row: Any, *, show_parent: bool = True) -> Org:
         list(row.tags),
         row.settings,
         row.customizations,
+        row.mfa_required,
         row.created_at,
         row.modified_at,
         deleted_at,

@@ -26,6 +26,9 @@ class Principal:
     # "key", or "session" for a signed-in user (then key_pk/key_id name the session's row).
     kind: str = "key"
     user_public_id: str | None = None
+    # A session that may only enrol a second factor: its org requires one, its user has none
+    # yet (core/people/mfa.py).
+    enrolment_only: bool = False
 
     @property
     def label(self) -> str:

@@ -78,6 +78,7 @@ _SESSION_BY_HASH = (
         user_tokens.c.org_id,
         user_tokens.c.expires_at,
         user_tokens.c.used_at,
+        user_tokens.c.data,
         users.c.public_id.label("user_public_id"),
         orgs.c.public_id.label("org_public_id"),
         orgs.c.root_id,
@@ -254,6 +255,7 @@ def _result_from_session_row(row: Any, key_hash: str) -> AuthResult:
         expires_at=row.expires_at,
         kind="session",
         user_public_id=row.user_public_id,
+        enrolment_only=bool((row.data or {}).get("mfa_enrolment_required")),
     )
     return AuthResult(principal, "ok", key_id, row.org_id, row.root_id)
 

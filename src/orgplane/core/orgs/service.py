@@ -55,6 +55,7 @@ AUDITED_FIELDS = (
     "settings",
     "tags",
     "customizations",
+    "mfa_required",
 )
 UPDATABLE_FIELDS = frozenset(AUDITED_FIELDS)
 
@@ -152,6 +153,8 @@ async def create_child_allocated(
         )
     if parent.depth + 1 >= max_depth:
         raise Conflict(f"the tree may be at most {max_depth} levels deep")
+    if values.get("mfa_required"):
+        require_scope(principal, "orgs:write", "manageSignInPolicy")
     org_id = await repository.insert_org(tx, values, parent)
     row = await repository.fetch(tx, org_id)
     audit.record(
@@ -203,6 +206,10 @@ async def update(
         raise Conflict("a credential cannot disable or deactivate its own organization")
     if "status" in values and values["status"] != row.status:
         require_scope(principal, "orgs:write", "deactivateOrganizations")
+    if "mfa_required" in values and values["mfa_required"] != row.mfa_required:
+        # The switch that makes every member of the subtree sign in with a second factor:
+        # owners only (core/people/mfa.py).
+        require_scope(principal, "orgs:write", "manageSignInPolicy")
     if values.get("status") == "deactivated" and row.status != "deactivated":
         if row.parent_id is None:
             raise Conflict("the root of a tenant tree cannot be deactivated")

@@ -161,6 +161,10 @@ def _clean_one(key: str, value: Any) -> Any:
         return clean_tags(value)
     if key in ("settings", "customizations"):
         return clean_document(value, key)
+    if key == "mfa_required":
+        if not isinstance(value, bool):
+            raise InvalidInput.for_field(key, "must be true or false")
+        return value
     raise InvalidInput.for_field(key, "unknown field")
 
 

@@ -1,14 +1,21 @@
-"""Sign-in: argon2id passwords, sessions, lockout, password resets and email changes.
+"""Sign-in: argon2id passwords, the second factor, sessions, lockout, password resets and
+email changes.
 
 Sessions and one-time tokens are random, prefixed secrets shown once; only their sha256 is
 stored (``user_tokens``). Login does the same argon2 work whether or not the email is known,
 and answers every refusal with the same message, so it tells nobody which emails exist.
+
+The second factor (TOTP or a recovery code; enrolled through ``mfa``) is asked for only after
+the right password: "a one-time code is required" tells whoever sent it that the password was
+right, as every service with two-step sign-in does. Guessing passwords is what the lockout and
+the per-address limit bound; a wrong code counts toward the same lockout as a wrong password.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +36,8 @@ from orgplane.core.ids import (
     prefixed_token_well_formed,
 )
 from orgplane.core.people import auth_repository as repo
+from orgplane.core.people import mfa_repository as mfa_repo
+from orgplane.core.people import totp
 from orgplane.core.people.repository import unique
 from orgplane.db.engine import Reader, Tx
 from orgplane.models.base import utcnow
@@ -40,9 +49,19 @@ FAILURE_WINDOW = timedelta(minutes=15)
 SESSION_TTL = timedelta(hours=12)
 RESET_TTL = timedelta(hours=1)
 EMAIL_CHANGE_TTL = timedelta(hours=24)
-# The one answer to every refused sign-in, whatever the reason.
+# The one answer to every refused sign-in, whatever the reason, but one: a correct password
+# without the one-time code its user's second factor needs (``SECOND_FACTOR_REQUIRED``).
 LOGIN_REFUSED = "invalid email or password"
+SECOND_FACTOR_REQUIRED = (
+    "a one-time code is required: send `otp`, the current code of your authenticator app "
+    "or one of your unused recovery codes"
+)
+# Details of the access log (never a secret).
+SECOND_FACTOR_MISSING = "second factor required"
+BAD_CODE = "bad one-time code"
+ACCOUNT_LOCKED = "account locked"
 
+log = logging.getLogger("orgplane.auth")
 # argon2-cffi's defaults are RFC 9106's low-memory recommendation for argon2id.
 _hasher = PasswordHasher()
 
@@ -110,7 +129,7 @@ def _self_actor(meta: RequestMeta, user_public_id: str) -> Actor:
     return Actor(meta=meta, label_override=f"user:{user_public_id}")
 
 
-def _audit_user(
+def audit_user(
     tx: Tx,
     actor: Actor,
     member_orgs: list[Any],
@@ -139,7 +158,7 @@ def _audit_user(
 
 @dataclass(frozen=True)
 class LoginOutcome:
-    """What a login attempt did, for the response and the access log (never the password)."""
+    """What a login attempt did, for the response and the access log (never a secret)."""
 
     ok: bool
     detail: str
@@ -153,12 +172,29 @@ class LoginOutcome:
     user: Any = None
     # Set when the org asked for is not one of the user's (a 400 after a correct password).
     bad_org: bool = False
+    # Refused after a correct password for want of a valid one-time code: the client should
+    # ask for one (a 401 saying so; any other refusal is the same 401 as a wrong password).
+    second_factor_required: bool = False
+    # Opened a session that may only enrol a second factor: its org requires one, the user has
+    # none yet.
+    mfa_enrolment_required: bool = False
 
 
 async def login(
-    db: Any, meta: RequestMeta, email: str, password: str, org_ref: str | None
+    db: Any,
+    meta: RequestMeta,
+    email: str,
+    password: str,
+    org_ref: str | None,
+    *,
+    otp: str | None = None,
+    secret_key: str,
 ) -> LoginOutcome:
     """Check the credentials and open a session; count failures and lock after too many.
+
+    A user with a confirmed second factor also needs ``otp``: a current TOTP code (accepted
+    once) or an unused recovery code (used up); a wrong one counts as a failed sign-in.
+    ``secret_key`` opens the TOTP seeds (the settings' ``secret_key``).
 
     The argon2 check runs in a worker thread between a read and a short write transaction, so
     no transaction is held open for the duration of a hash.
@@ -173,13 +209,20 @@ async def login(
     if matched and password_hash is not None and needs_rehash(password_hash):
         rehashed = await asyncio.to_thread(_hasher.hash, password)
     outcome: LoginOutcome = await db.transaction(
-        _finish_login, meta, user, matched, rehashed, org_ref
+        _finish_login, meta, user, matched, rehashed, org_ref, otp, secret_key
     )
     return outcome
 
 
 async def _finish_login(
-    tx: Tx, meta: RequestMeta, user: Any, matched: bool, rehashed: str | None, org_ref: str | None
+    tx: Tx,
+    meta: RequestMeta,
+    user: Any,
+    matched: bool,
+    rehashed: str | None,
+    org_ref: str | None,
+    otp: str | None,
+    secret_key: str,
 ) -> LoginOutcome:
     now = utcnow()
     member_orgs = await repo.member_orgs(tx, user.id)
@@ -190,12 +233,13 @@ async def _finish_login(
         "user": user,
     }
     if not matched:
-        detail = await _count_failure(tx, meta, user, member_orgs, now)
+        detail = await record_failure(tx, meta, user, member_orgs, now)
         return LoginOutcome(False, detail, **common)
-    # Re-read under the row lock: a concurrent failure may have just locked the account.
+    # Re-read under the row lock: a concurrent failure may have just locked the account, a
+    # concurrent sign-in may have just used the same one-time code.
     current = await repo.lock_user_state(tx, user.id)
     if current.locked_at is not None:
-        return LoginOutcome(False, "account locked", **common)
+        return LoginOutcome(False, ACCOUNT_LOCKED, **common)
     if current.status != "active":
         return LoginOutcome(False, f"user {current.status}", **common)
     usable = [o for o in member_orgs if o.status not in ("deactivated", "deleted")]
@@ -207,6 +251,22 @@ async def _finish_login(
         org = next((o for o in usable if o.public_id == org_ref), None)
         if org is None:
             return LoginOutcome(False, "not a member of the organization", bad_org=True, **common)
+    enrolment_only = False
+    if current.totp_confirmed_at is not None:
+        if otp is None:
+            # The first step of a two-step sign-in, not a guess: not counted.
+            return LoginOutcome(False, SECOND_FACTOR_MISSING, second_factor_required=True, **common)
+        checked = await redeem_code(
+            tx, meta, current, otp, secret_key=secret_key, now=now, member_orgs=member_orgs
+        )
+        if not checked.accepted:
+            detail = checked.detail
+            if checked.counts:
+                detail = await record_failure(tx, meta, user, member_orgs, now, detail)
+            locked = detail.endswith(ACCOUNT_LOCKED)
+            return LoginOutcome(False, detail, second_factor_required=not locked, **common)
+    else:
+        enrolment_only = await mfa_repo.required_in(tx, org.path)
     values: dict[str, Any] = {"failed_logins": 0, "failed_since": None, "last_login_at": now}
     if rehashed is not None:
         values["password_hash"] = rehashed
@@ -214,28 +274,46 @@ async def _finish_login(
     token = new_prefixed_token(SESSION_TOKEN_PREFIX)
     expires_at = now + SESSION_TTL
     session_pk = await repo.insert_session(
-        tx, token_hash=hash_secret(token), user_id=user.id, org_id=org.id, expires_at=expires_at
+        tx,
+        token_hash=hash_secret(token),
+        user_id=user.id,
+        org_id=org.id,
+        expires_at=expires_at,
+        data=mfa_repo.ENROLMENT_ONLY if enrolment_only else None,
     )
     return LoginOutcome(
-        True, "ok", token=token, expires_at=expires_at, session_pk=session_pk, org=org, **common
+        True,
+        "ok",
+        token=token,
+        expires_at=expires_at,
+        session_pk=session_pk,
+        org=org,
+        mfa_enrolment_required=enrolment_only,
+        **common,
     )
 
 
-async def _count_failure(
-    tx: Tx, meta: RequestMeta, user: Any, member_orgs: list[Any], now: datetime
+async def record_failure(
+    tx: Tx,
+    meta: RequestMeta,
+    user: Any,
+    member_orgs: list[Any],
+    now: datetime,
+    what: str = "bad password",
 ) -> str:
-    """Count one failure atomically (concurrent failures each count) and lock at the limit.
+    """Count one failed sign-in (``what`` failed: a password, a one-time code) atomically
+    (concurrent failures each count) and lock at the limit; the access log's detail.
 
     The window is fixed from the first failure: 5 failures within 15 minutes of it lock the
     account; a failure after the window starts a new count.
     """
     counted = await repo.count_failure(tx, user.id, now=now, window_start=now - FAILURE_WINDOW)
     if counted.locked_at is not None:
-        return "account locked"
+        return ACCOUNT_LOCKED
     if counted.failed_logins < MAX_FAILURES:
-        return "bad password"
+        return what
     if await repo.lock_account(tx, user.id, now):
-        _audit_user(
+        audit_user(
             tx,
             _self_actor(meta, user.public_id),
             member_orgs,
@@ -244,7 +322,74 @@ async def _count_failure(
             before={"locked": False},
             after={"locked": True, "reason": f"{counted.failed_logins} failed sign-ins"},
         )
-    return "bad password; account locked"
+    return f"{what}; {ACCOUNT_LOCKED}"
+
+
+# --- the second factor at sign-in ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CodeCheck:
+    """What ``redeem_code`` made of a one-time code; ``detail`` says it for the access log."""
+
+    accepted: bool
+    detail: str
+    # A refusal that counts as a failed sign-in (a wrong or replayed code; not a seed the
+    # server cannot open, which is no fault of the person signing in: a recovery code, which
+    # needs no seed, still works).
+    counts: bool = True
+
+
+async def redeem_code(
+    tx: Tx,
+    meta: RequestMeta,
+    user: Any,
+    code: str,
+    *,
+    secret_key: str,
+    now: datetime,
+    member_orgs: list[Any] | None = None,
+) -> CodeCheck:
+    """Accept and use up ``code`` for ``user`` (its row as ``lock_user_state`` read it, under
+    the lock): a TOTP code of a step after the last accepted one, or an unused recovery code
+    (audited as ``user.mfa_recovery_code_used`` with how many are left).
+
+    Under the user's row lock, two sign-ins with the same code cannot both pass: the second
+    reads the step (or the used code) the first wrote."""
+    normalized = totp.normalize(code)
+    if totp.is_totp_code(normalized) and user.totp_secret is not None:
+        try:
+            seed = totp.open_sealed(user.totp_secret, user_pk=user.id, secret_key=secret_key)
+        except totp.SeedUnreadable as exc:
+            log.error(
+                "the TOTP seed of user %s does not open (%s): was ORGPLANE_SECRET_KEY changed?",
+                user.public_id,
+                exc,
+            )
+            return CodeCheck(False, "two-factor seed unreadable", counts=False)
+        step = totp.matching_step(seed, normalized, now)
+        if step is None:
+            return CodeCheck(False, BAD_CODE)
+        if user.totp_last_step is not None and step <= user.totp_last_step:
+            return CodeCheck(False, "one-time code already used")
+        await repo.set_user_columns(tx, user.id, {"totp_last_step": step})
+        return CodeCheck(True, "totp")
+    if not totp.is_recovery_code(normalized) or not await mfa_repo.use_recovery_code(
+        tx, user.id, totp.recovery_hash(normalized), now
+    ):
+        return CodeCheck(False, BAD_CODE)
+    left = await mfa_repo.recovery_codes_left(tx, user.id)
+    if member_orgs is None:
+        member_orgs = await repo.member_orgs(tx, user.id)
+    audit_user(
+        tx,
+        _self_actor(meta, user.public_id),
+        member_orgs,
+        user.public_id,
+        "user.mfa_recovery_code_used",
+        after={"recovery_codes_left": left},
+    )
+    return CodeCheck(True, "recovery code")
 
 
 async def logout(tx: Tx, session_pk: int) -> bool:
@@ -273,7 +418,7 @@ async def unlock_user(tx: Tx, actor: Actor, user: Any) -> bool:
     await repo.set_user_columns(tx, user_pk, values, new_version=row.locked_at is not None)
     if row.locked_at is None:
         return False
-    _audit_user(
+    audit_user(
         tx,
         actor,
         await repo.member_orgs(tx, user_pk),
@@ -305,7 +450,7 @@ async def issue_password_reset(tx: Tx, actor: Actor, user: Any) -> str:
     user_pk = _user_pk(user)
     public_id = await repo.public_id(tx, user_pk)
     token = await _issue(tx, user_pk, "password_reset", RESET_TOKEN_PREFIX, RESET_TTL)
-    _audit_user(
+    audit_user(
         tx,
         actor,
         await repo.member_orgs(tx, user_pk),
@@ -345,7 +490,7 @@ async def request_email_change(
     token = await _issue(
         tx, user_pk, "email_change", EMAIL_TOKEN_PREFIX, EMAIL_CHANGE_TTL, {"email": new_email}
     )
-    _audit_user(
+    audit_user(
         tx,
         actor,
         await repo.member_orgs(tx, user_pk),
@@ -396,7 +541,7 @@ async def complete_password_reset(
     )
     ended = await repo.end_sessions(tx, row.user_id)
     tx.forget_keys(ended)
-    _audit_user(
+    audit_user(
         tx,
         _self_actor(meta, public_id),
         await repo.member_orgs(tx, row.user_id),
@@ -426,7 +571,7 @@ async def confirm_email_change(tx: Tx, meta: RequestMeta, token: str) -> Any:
             },
             new_version=True,
         )
-    _audit_user(
+    audit_user(
         tx,
         _self_actor(meta, user.public_id),
         await repo.member_orgs(tx, row.user_id),

@@ -31,7 +31,9 @@ async def user_for_login(conn: Reader, normalized_email: str) -> Any:
 async def member_orgs(conn: Reader | Tx, user_pk: int) -> list[Any]:
     """The user's memberships' orgs, oldest membership first (the default session org)."""
     rows = await conn.execute(
-        sa.select(orgs.c.id, orgs.c.public_id, orgs.c.name, orgs.c.root_id, orgs.c.status)
+        sa.select(
+            orgs.c.id, orgs.c.public_id, orgs.c.name, orgs.c.root_id, orgs.c.status, orgs.c.path
+        )
         .select_from(memberships.join(orgs, orgs.c.id == memberships.c.org_id))
         .where(memberships.c.user_id == user_pk, orgs.c.deleted_at.is_(None))
         .order_by(memberships.c.created_at, memberships.c.org_id)
@@ -54,10 +56,20 @@ async def identity(conn: Reader | Tx, user_pk: int) -> Any:
 
 
 async def lock_user_state(tx: Tx, user_pk: int) -> Any:
-    """The user's public id, status and lock, the row locked until commit."""
+    """The user's public id, status, lock and second factor, the row locked until commit: the
+    sign-in lock, that also makes a one-time code good for one sign-in only."""
     return (
         await tx.execute(
-            sa.select(users.c.public_id, users.c.status, users.c.locked_at)
+            sa.select(
+                users.c.id,
+                users.c.public_id,
+                users.c.email,
+                users.c.status,
+                users.c.locked_at,
+                users.c.totp_secret,
+                users.c.totp_confirmed_at,
+                users.c.totp_last_step,
+            )
             .where(users.c.id == user_pk)
             .with_for_update()
         )
@@ -112,7 +124,13 @@ async def lock_account(tx: Tx, user_pk: int, now: datetime) -> bool:
 
 
 async def insert_session(
-    tx: Tx, *, token_hash: str, user_id: int, org_id: int, expires_at: datetime
+    tx: Tx,
+    *,
+    token_hash: str,
+    user_id: int,
+    org_id: int,
+    expires_at: datetime,
+    data: dict[str, Any] | None = None,
 ) -> int:
     session_pk: int = (
         await tx.execute(
@@ -122,6 +140,7 @@ async def insert_session(
                 kind="session",
                 user_id=user_id,
                 org_id=org_id,
+                data=data if data is not None else sa.null(),
                 created_at=utcnow(),
                 expires_at=expires_at,
             )

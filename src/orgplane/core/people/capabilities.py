@@ -25,7 +25,11 @@ CATALOG: dict[str, str] = {
     "viewAccessLog": "Read the access log.",
     "ingestUsage": "Report usage.",
     "manageCustomizations": "Change customizations.",
+    "manageSignInPolicy": "Require two-factor sign-in in the organization and its descendants.",
 }
+# Owners only among the system roles: administrators cannot turn their own org's two-factor
+# requirement off.
+MANAGE_SIGN_IN_POLICY = "manageSignInPolicy"
 
 # Holding the key implies holding each of the listed capabilities.
 IMPLIES: dict[str, tuple[str, ...]] = {
@@ -36,12 +40,16 @@ IMPLIES: dict[str, tuple[str, ...]] = {
     "manageUsersAndRoles": ("viewUsersAndRoles",),
     "manageCustomizations": ("viewOrganizations",),
     "ingestUsage": ("viewOrganizations",),
+    "manageSignInPolicy": ("viewOrganizations",),
 }
 
 _VIEW = ("viewOrganizations", "viewUsersAndRoles", "viewAuditLog", "viewAccessLog")
 SYSTEM_ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "owner": ("Owner", tuple(CATALOG)),
-    "administrator": ("Administrator", tuple(CATALOG)),
+    "administrator": (
+        "Administrator",
+        tuple(c for c in CATALOG if c != MANAGE_SIGN_IN_POLICY),
+    ),
     "standard": (
         "Standard",
         (*_VIEW, "createOrganizations", "ingestUsage", "manageCustomizations"),

@@ -17,7 +17,14 @@ from orgplane.core.people.capabilities import GUARDIAN_ROLES, SYSTEM_ROLES, expa
 from orgplane.db.engine import Reader, Tx
 from orgplane.models import membership_roles, memberships, orgs, roles, users
 
-MEMBER_COLUMNS = (*users.c, memberships.c.created_at.label("member_since"))
+# A member as every surface shows them: the user's columns but the sealed TOTP seed (only the
+# second factor's own commands read it), whether their second factor is on, since when they are
+# a member.
+MEMBER_COLUMNS = (
+    *(c for c in users.c if c.name != "totp_secret"),
+    users.c.totp_confirmed_at.is_not(None).label("mfa_enabled"),
+    memberships.c.created_at.label("member_since"),
+)
 
 
 async def find_member(conn: Reader, org: Any, user_ref: str) -> Any:

@@ -19,8 +19,9 @@ from orgplane.core.access.service import reach
 from orgplane.core.audit import service as audit
 from orgplane.core.errors import Conflict, InvalidInput, NotFound
 from orgplane.core.pagination import decode_cursor, encode_cursor
-from orgplane.core.people import auth, repository
+from orgplane.core.people import auth, auth_repository, repository
 from orgplane.core.people import memberships as ms
+from orgplane.core.people import mfa_repository as mfa_repo
 from orgplane.core.people.auth import normalize_email
 from orgplane.core.people.repository import unique
 from orgplane.db.engine import Reader, Tx
@@ -387,15 +388,18 @@ async def start_email_change(
 
 
 async def disable_mfa(tx: Tx, actor: Caller, org_ref: str, user_ref: str, email: Any) -> Member:
-    """Turn off the member's second factor. ``email`` must be the member's (a guard against
-    acting on the wrong user); the change and the request are audited even when the user had
-    none to turn off."""
+    """Turn off the member's second factor (an administrator's reset, for a lost device): the
+    seed, an unconfirmed enrolment and the recovery codes go; where an org requires a second
+    factor, their next sign-in there enrols one again. ``email`` must be the member's (a guard
+    against acting on the wrong user); the change and the request are audited even when the
+    user had none to turn off."""
     org, member = await _managed_identity(tx, actor, org_ref, user_ref)
     _, normalized = clean_email(email)
     if normalized != member.row.email_normalized:
         raise InvalidInput.for_field("email", f"is not the email of user {user_ref!r}")
-    if member.row.mfa_enabled:
-        await repository.write_user(tx, member.row.id, {"mfa_enabled": False}, by=actor.label)
+    second_factor = await auth_repository.lock_user_state(tx, member.row.id)
+    if second_factor.totp_secret is not None:
+        await mfa_repo.clear(tx, member.row.id, by=actor.label)
     audit.record(
         tx,
         actor,
@@ -404,7 +408,7 @@ async def disable_mfa(tx: Tx, actor: Caller, org_ref: str, user_ref: str, email:
         org_id=org.id,
         target_type="user",
         target_id=member.row.public_id,
-        before={"mfa_enabled": member.row.mfa_enabled},
+        before={"mfa_enabled": second_factor.totp_confirmed_at is not None},
         after={"mfa_enabled": False},
     )
     return await _member(tx.conn, org, user_ref)

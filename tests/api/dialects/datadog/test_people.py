@@ -50,6 +50,7 @@ from datadog_api_client.v2.model.user_update_request import UserUpdateRequest
 from datadog_api_client.v2.model.users_type import UsersType
 
 from orgplane.api.dialects.datadog.permissions import BY_CAPABILITY
+from orgplane.core.people.capabilities import of_system_role
 from support.harness import Harness, LiveServer
 
 PASSWORD = "correct horse battery staple"
@@ -157,10 +158,14 @@ async def test_users_and_invitations(h: Harness, live: LiveServer) -> None:
             "Lead",
         )
 
+        # An administrator holds every permission but the owners' (the login policy).
         permissions = await live.call(users.list_user_permissions, jane_id)
         assert {p.attributes.name for p in permissions.data} == {
-            p.name for p in BY_CAPABILITY.values()
+            p.name
+            for p in BY_CAPABILITY.values()
+            if p.capability in of_system_role("administrator")
         }
+        assert "org_login_policy_write" not in {p.attributes.name for p in permissions.data}
         assert (await live.call(users.list_user_permissions, bob.data.id)).data == []
 
         sent = await live.call(

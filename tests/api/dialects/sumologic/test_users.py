@@ -15,7 +15,9 @@ import requests
 from sumologic import SumoLogic
 
 from orgplane.api.dialects.sumologic import limits
+from support.auth import PASSWORD, bearer, insert_user, sign_in
 from support.harness import Harness, LiveServer
+from support.mfa import enrol, session
 from support.sumologic import BASE, basic, raises, sdk, sumo_error, sumo_key
 
 
@@ -106,6 +108,29 @@ async def test_users_lifecycle_through_the_sdk(h: Harness, live: LiveServer, rel
     await raises(live, 404, sumo.get, f"/users/{uid}")
     # Bob has no open invitation once he is gone either way: resend for a removed user is a 404.
     await raises(live, 404, sumo.post, f"/users/{uid}/resendWelcomeEmail", None)
+
+
+async def test_mfa_disable_resets_an_enrolled_users_second_factor(
+    h: Harness, live: LiveServer, relaxed: None
+) -> None:
+    org = h.root.org_id
+    await insert_user(h, "ada@example.com", {org: ["standard"]})
+    token = await session(h, "ada@example.com")
+    await enrol(h, token)
+    sumo = await sdk(h, live, org, ["users:write"])
+    (uid,) = [
+        u["id"]
+        for u in (await live.call(sumo.get, "/users")).json()["data"]
+        if u["email"] == "ada@example.com"
+    ]
+    assert (await live.call(sumo.get, f"/users/{uid}")).json()["isMfaEnabled"] is True
+    response = await live.call(
+        sumo.put, f"/users/{uid}/mfa/disable", {"email": "ada@example.com", "password": "x"}
+    )
+    assert response.status_code == 204
+    assert (await live.call(sumo.get, f"/users/{uid}")).json()["isMfaEnabled"] is False
+    assert (await h.client.get("/me/mfa", headers=bearer(token))).json()["enabled"] is False
+    assert (await sign_in(h, "ada@example.com", PASSWORD)).status_code == 200
 
 
 async def test_roles_v1_and_v2_with_capabilities_and_users(

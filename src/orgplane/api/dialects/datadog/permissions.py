@@ -70,6 +70,13 @@ _TABLE: tuple[Permission, ...] = (
         "Organizations",
         "write",
     ),
+    Permission(
+        "manageSignInPolicy",
+        "org_login_policy_write",
+        "Login Policy Write",
+        "Access Management",
+        "write",
+    ),
 )
 
 

@@ -35,8 +35,11 @@ Deviations from Sumo Logic:
 
 - ``delink`` answers 501 ``not_implemented_yet`` (after checking each id): orgplane keeps every
   org in its tree and no API credential can turn a child into a root;
-- ``mfa/disable``: orgplane has no second factor; it turns ``isMfaEnabled`` off (it is never on)
-  and audits ``user.mfa_disabled``; ``email`` must be the user's, ``password`` is not checked;
+- ``mfa/disable`` is an administrator's reset: it turns the user's TOTP second factor off (seed
+  and recovery codes go; ``core.people.users.disable_mfa``) and audits ``user.mfa_disabled``;
+  ``email`` must be the user's, ``password`` (the administrator's, in Sumo Logic) is not checked;
+- ``managePasswordPolicy`` stands for orgplane's ``manageSignInPolicy``: requiring a second
+  factor in an org's subtree (the native ``mfa_required`` of an org);
 - orgplane sends no mail: a new user, ``resendWelcomeEmail``, ``password/reset`` and
   ``email/requestChange`` issue the core's tokens (audited), which the native API hands out;
 - the ``email`` filter of ``GET /v1/users`` matches a prefix; ``deleteContent`` and

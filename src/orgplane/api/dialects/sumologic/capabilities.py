@@ -28,6 +28,8 @@ TO_ORGPLANE: dict[str, str] = {
     "createAccessKeys": "manageApiKeys",
     "searchAuditIndex": "viewAuditLog",
     "manageOrgSettings": "manageCustomizations",
+    # Sumo Logic's password policy is where it requires MFA.
+    "managePasswordPolicy": "manageSignInPolicy",
     "viewAccessLog": "viewAccessLog",
     "ingestUsage": "ingestUsage",
 }

@@ -221,9 +221,10 @@ async def unlock_user(id: UserId, services: ServicesDep, actor: ActorDep) -> Non
     summary="Disable MFA for user",
     status_code=204,
     responses=ERRORS,
-    description="orgplane has no second factor to enrol: this turns `isMfaEnabled` off (it is "
-    "never on) and records `user.mfa_disabled` in the audit log. `email` must be the user's; "
-    "`password` is not checked.",
+    description="An administrator's reset of the user's second factor (TOTP): its seed and "
+    "recovery codes go, and `user.mfa_disabled` is recorded in the audit log; where an "
+    "organization requires a second factor, the user enrols again at their next sign-in. "
+    "`email` must be the user's; `password` is not checked.",
 )
 async def disable_mfa(
     id: UserId,
