@@ -12,6 +12,7 @@ import re
 import httpx
 
 from orgplane.core.bootstrap import create_root_with_admin_key
+from support import mfa as mfa_support
 from support.harness import Harness
 from support.people import PASSWORD, make_user
 
@@ -372,3 +373,41 @@ async def test_the_bootstrapped_owner_signs_in_from_the_printed_link(h: Harness)
     # An owner sees every control of the root.
     for tab in ("Consumption", "Allocations", "People", "API keys", "Audit trail"):
         assert f">{tab}</a>" in page.text
+
+
+async def _console_sign_in(client: httpx.AsyncClient, email: str, code: str = "") -> httpx.Response:
+    form = await client.get(f"{CONSOLE}/sign-in")
+    return await client.post(
+        f"{CONSOLE}/sign-in",
+        data={"email": email, "password": PASSWORD, "code": code, "_csrf_token": _csrf(form)},
+    )
+
+
+async def test_a_second_factor_is_asked_for_and_a_used_code_refused(h: Harness) -> None:
+    await make_user(h, h.root.org_id, "owner@example.com", ["owner"])
+    secret, _ = await mfa_support.enrol(h, await mfa_support.session(h, "owner@example.com"))
+    client = httpx.AsyncClient(transport=h.client._transport, base_url=str(h.client.base_url))
+    missing = await _console_sign_in(client, "owner@example.com")
+    assert missing.status_code == 401
+    assert "Enter the current code from your authenticator app" in missing.text
+    assert "orgplane_session" not in missing.cookies
+    wrong = await _console_sign_in(client, "owner@example.com", "000000")
+    assert wrong.status_code == 401 and "That code is not right" in wrong.text
+    # A code of the next time step: the one the enrolment used is spent.
+    code = mfa_support.code_at(secret, 1)
+    signed = await _console_sign_in(client, "owner@example.com", code)
+    assert signed.status_code == 303, signed.text
+    again = httpx.AsyncClient(transport=h.client._transport, base_url=str(h.client.base_url))
+    replayed = await _console_sign_in(again, "owner@example.com", code)
+    assert replayed.status_code == 401 and "used already" in replayed.text
+
+
+async def test_a_member_who_must_enrol_first_sees_only_the_rule(h: Harness) -> None:
+    required = await h.client.patch(
+        f"/orgs/{h.root.org_id}", json={"mfa_required": True}, headers=h.auth()
+    )
+    assert required.status_code == 200, required.text
+    client = await _signed_in(h, "member@example.com", roles=["standard"])
+    page = await client.get(f"{CONSOLE}/orgs/{h.root.org_id}")
+    assert page.status_code == 403
+    assert "requires two-factor sign-in of its members" in page.text

@@ -23,6 +23,7 @@ from orgplane.api.deps import ServicesDep, principal_of, request_meta
 from orgplane.config import Settings
 from orgplane.core.access.principal import Caller, Principal
 from orgplane.core.errors import RateLimited
+from orgplane.core.people import mfa
 
 COOKIE = "orgplane_session"
 
@@ -102,6 +103,9 @@ async def provide_viewer(request: Request[Any, Any, Any], services: ServicesDep)
     principal, _ = await principal_of(request, services, token)
     if principal is None or principal.kind != "session":
         raise SignInRequired(request.url.path)
+    if principal.enrolment_only:
+        # The org requires a second factor this person has not set up: nothing else until then.
+        raise mfa.enrolment_required(principal)
     verdict = await services.limiter.check(principal.key_id, principal.org_id)
     if verdict is not None and not verdict.allowed:
         raise RateLimited(

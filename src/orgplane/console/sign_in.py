@@ -24,6 +24,7 @@ from orgplane.core.people import auth
 class SignInForm(Struct):
     email: str = ""
     password: str = ""
+    code: str = ""
     next: str = ""
 
 
@@ -60,7 +61,10 @@ async def sign_in(
     if not data.email or not data.password:
         outcome = None
     else:
-        outcome = await auth.login(services.db, meta, data.email, data.password, None)
+        outcome = await auth.login(
+            services.db, meta, data.email, data.password, None,
+            otp=data.code.strip() or None, secret_key=services.settings.secret_key,
+        )  # fmt: skip
     if outcome is None or not outcome.ok:
         record_sign_in(
             services, request, meta, action="LOGIN", status="FAILURE",
@@ -71,9 +75,19 @@ async def sign_in(
             detail=outcome.detail if outcome else "email or password missing",
         )  # fmt: skip
         services.metrics.auth_failures.labels("login refused").inc()
+        if outcome is not None and outcome.second_factor_required:
+            # Shown only after the right password, as the API's second_factor_required is.
+            refused = (
+                "Enter the current code from your authenticator app (or a recovery code) "
+                "with your password."
+                if not data.code
+                else "That code is not right, or it was used already. Enter your password and "
+                "the current code again."
+            )
         return page(
             request, None, "sign_in.html", status_code=401, next=_next(data.next),
             email=data.email, error=refused,
+            ask_code=outcome is not None and outcome.second_factor_required,
         )  # fmt: skip
     assert outcome.token is not None and outcome.session_pk is not None
     record_sign_in(
