@@ -411,3 +411,53 @@ async def test_a_member_who_must_enrol_first_sees_only_the_rule(h: Harness) -> N
     page = await client.get(f"{CONSOLE}/orgs/{h.root.org_id}")
     assert page.status_code == 403
     assert "requires two-factor sign-in of its members" in page.text
+
+
+async def test_enrolling_in_the_console_then_signing_in_with_a_code(h: Harness) -> None:
+    client = await _signed_in(h)
+    account = await client.get(f"{CONSOLE}/account")
+    assert "Set up two-factor sign-in" in account.text
+    begun = await client.post(f"{CONSOLE}/account/mfa/enrol", data={"_csrf_token": _csrf(account)})
+    assert begun.status_code == 200, begun.text
+    assert "<svg" in begun.text
+    secret = re.search(r"<code data-totp-secret>([A-Z2-7]+)</code>", begun.text)
+    assert secret, begun.text
+    confirmed = await client.post(
+        f"{CONSOLE}/account/mfa/confirm",
+        data={"code": mfa_support.code_now(secret.group(1)), "_csrf_token": _csrf(begun)},
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    recovery = re.findall(r"<li><code>([0-9a-z]{5}-[0-9a-z]{5})</code></li>", confirmed.text)
+    assert len(recovery) == 10, confirmed.text
+    signed_out = await client.post(f"{CONSOLE}/sign-out", data={"_csrf_token": _csrf(confirmed)})
+    assert signed_out.status_code == 303
+    fresh = httpx.AsyncClient(transport=h.client._transport, base_url=str(h.client.base_url))
+    assert (await _console_sign_in(fresh, "owner@example.com")).status_code == 401
+    assert (await _console_sign_in(fresh, "owner@example.com", "000000")).status_code == 401
+    with_recovery = await _console_sign_in(fresh, "owner@example.com", recovery[0])
+    assert with_recovery.status_code == 303, with_recovery.text
+    again = httpx.AsyncClient(transport=h.client._transport, base_url=str(h.client.base_url))
+    assert (await _console_sign_in(again, "owner@example.com", recovery[0])).status_code == 401
+    code = mfa_support.code_at(secret.group(1), 1)
+    assert (await _console_sign_in(again, "owner@example.com", code)).status_code == 303
+
+
+async def test_a_member_who_must_enrol_does_so_from_the_account_page(h: Harness) -> None:
+    required = await h.client.patch(
+        f"/orgs/{h.root.org_id}", json={"mfa_required": True}, headers=h.auth()
+    )
+    assert required.status_code == 200, required.text
+    client = await _signed_in(h, "member@example.com", roles=["standard"])
+    account = await client.get(f"{CONSOLE}/account")
+    assert account.status_code == 200
+    assert "Your organization requires two-factor sign-in" in account.text
+    begun = await client.post(f"{CONSOLE}/account/mfa/enrol", data={"_csrf_token": _csrf(account)})
+    secret = re.search(r"<code data-totp-secret>([A-Z2-7]+)</code>", begun.text)
+    assert secret, begun.text
+    confirmed = await client.post(
+        f"{CONSOLE}/account/mfa/confirm",
+        data={"code": mfa_support.code_now(secret.group(1)), "_csrf_token": _csrf(begun)},
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    page = await client.get(f"{CONSOLE}/orgs/{h.root.org_id}")
+    assert page.status_code == 200, page.text

@@ -22,7 +22,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from orgplane.config import Settings
-from orgplane.console import keys, logs, orgs, people, sign_in
+from orgplane.console import account, keys, logs, orgs, people, sign_in
 from orgplane.console.render import error_page
 from orgplane.console.session import (
     PATH,
@@ -51,6 +51,10 @@ def console_router(settings: Settings) -> Router:
             sign_in.sign_in_page,
             sign_in.sign_in,
             sign_in.sign_out,
+            account.account,
+            account.enrol,
+            account.confirm,
+            account.disable,
             orgs.home,
             orgs.tree,
             orgs.overview,

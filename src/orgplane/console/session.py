@@ -96,16 +96,26 @@ def to_sign_in(request: Request[Any, Any, Any], exc: SignInRequired) -> Response
 
 
 async def provide_viewer(request: Request[Any, Any, Any], services: ServicesDep) -> Principal:
-    """The signed-in person's session principal; the sign-in page when there is none."""
+    """The signed-in person's session principal; the sign-in page when there is none. A session
+    that may only enrol a second factor gets the rule (its account page is the exception)."""
+    principal = await provide_enrolling_viewer(request, services)
+    if principal.enrolment_only:
+        # The org requires a second factor this person has not set up: nothing else until then.
+        raise mfa.enrolment_required(principal)
+    return principal
+
+
+async def provide_enrolling_viewer(
+    request: Request[Any, Any, Any], services: ServicesDep
+) -> Principal:
+    """``provide_viewer`` that lets a session restricted to enrolling a second factor through
+    (the account page, where it enrols)."""
     token = request.cookies.get(COOKIE)
     if not token:
         raise SignInRequired(request.url.path)
     principal, _ = await principal_of(request, services, token)
     if principal is None or principal.kind != "session":
         raise SignInRequired(request.url.path)
-    if principal.enrolment_only:
-        # The org requires a second factor this person has not set up: nothing else until then.
-        raise mfa.enrolment_required(principal)
     verdict = await services.limiter.check(principal.key_id, principal.org_id)
     if verdict is not None and not verdict.allowed:
         raise RateLimited(
