@@ -13,6 +13,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from support.auth import PASSWORD
 from support.browser import CONSOLE, OWNER, Console, make_person, skip_or_fail_without_browser
 from support.harness import Harness
 
@@ -357,3 +358,75 @@ async def test_an_org_out_of_reach_shows_not_found(console: Console, h: Harness)
     await console.look("not-found")
     await page.get_by_role("link", name="Back to the console").click()
     await expect(page.get_by_role("heading", level=1)).to_have_text("Root")
+
+
+async def test_an_invited_person_accepts_and_signs_in(console: Console, h: Harness) -> None:
+    page = console.page
+    await _tab(page, "People").click()
+    await expect(page.get_by_role("table").get_by_role("rowheader")).to_have_text([OWNER])
+    await console.look("people")
+    invite = page.get_by_role("region", name="Invite someone")
+    await invite.get_by_label("Email").fill("new@example.com")
+    await expect(invite.get_by_role("checkbox", name=re.compile("^Standard"))).to_be_checked()
+    await invite.get_by_role("button", name="Invite").click()
+    invited = page.get_by_role("region", name="new@example.com is invited")
+    link = await invited.get_by_label("Invitation link").input_value()
+    assert re.fullmatch(rf"{re.escape(page.url.split(CONSOLE)[0])}{CONSOLE}/invitations/\S+", link)
+    await console.look("invited")
+
+    await page.get_by_role("button", name="Sign out").click()
+    await page.goto(link)
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Welcome to orgplane")
+    await page.get_by_label("Password").fill("too short")
+    await page.get_by_role("button", name="Accept and set password").click()
+    # The browser itself refuses a password shorter than the form's 12 characters.
+    assert await page.get_by_label("Password").evaluate("field => field.validity.tooShort")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Welcome to orgplane")
+    await console.look("accept")
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Accept and set password").click()
+    await expect(page.get_by_role("status")).to_have_text(
+        "Your invitation is accepted: sign in with your email and new password."
+    )
+    await console.look("accepted")
+    await console.sign_in("new@example.com")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Root")
+    await _tab(page, "People").click()
+    members = page.get_by_role("table").get_by_role("rowheader")
+    await expect(members).to_have_text(["new@example.com", OWNER], ignore_case=True)
+
+
+async def test_moving_deleting_and_restoring_an_org(console: Console, h: Harness) -> None:
+    ids = await _family(h)
+    page = console.page
+    await page.goto(f"{CONSOLE}/orgs/{ids['eu']}")
+    move = page.get_by_label("New parent's id")
+    await move.fill(ids["berlin"])
+    await page.get_by_role("button", name="Move").click()
+    await expect(page.get_by_role("alert")).to_have_text(
+        "an organization cannot be moved under itself or one of its descendants"
+    )
+    await expect(page.get_by_label("New parent's id")).to_have_value(ids["berlin"])
+    await console.look("move-refused")
+
+    await page.goto(f"{CONSOLE}/orgs/{ids['berlin']}")
+    await page.get_by_label("New parent's id").fill(ids["us"])
+    await page.get_by_role("button", name="Move").click()
+    await expect(page.get_by_role("status")).to_have_text("Moved.")
+    trail = page.get_by_role("navigation", name="Breadcrumb")
+    await expect(trail.get_by_role("listitem")).to_have_text(["Root", "Acme US", "Acme EU Berlin"])
+
+    await trail.get_by_role("link", name="Acme US").click()
+    await page.get_by_role("link", name="Delete Acme US…").click()
+    await expect(page.get_by_role("heading", name="Delete Acme US?")).to_be_visible()
+    await expect(page.get_by_role("main")).to_contain_text("deletes its 1 descendant organization")
+    await expect(page.get_by_role("main")).to_contain_text("Acme EU Berlin")
+    await console.look("delete")
+    await page.get_by_role("button", name="Delete Acme US and its descendants").click()
+    await expect(page.get_by_role("status")).to_have_text("Deleted. It can be restored below.")
+    await expect(page.get_by_role("heading", name="Deleted children")).to_be_visible()
+    await console.look("deleted-children")
+    await page.get_by_role("button", name="Restore Acme US").click()
+    await expect(page.get_by_role("status")).to_have_text("Restored.")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Acme US")
+    assert (await _org(h, ids["berlin"]))["status"] == "active"

@@ -326,6 +326,7 @@ async def test_a_move_refusal_is_shown_and_delete_spells_out_the_cascade(h: Harn
         data={"parent": berlin["id"], "_csrf_token": _csrf(page)},
     )
     assert cycle.status_code in (409, 422), cycle.text
+    assert cycle.headers["content-type"].startswith("text/html")
     assert 'role="alert"' in cycle.text
     moved = await client.post(
         f"{CONSOLE}/orgs/{berlin['id']}/move",

@@ -88,7 +88,7 @@ async def disable(
     viewer: ViewerDep,
     caller: CallerDep,
     data: Code,
-) -> Any:
+) -> Template | Redirect:
     try:
         refused = await services.db.transaction(
             mfa.disable, actor=caller, code=data.code.strip(),

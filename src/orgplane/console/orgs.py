@@ -278,7 +278,7 @@ async def move(
     caller: CallerDep,
     org_id: OrgId,
     data: Annotated[MoveForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
-) -> Any:
+) -> Template | Redirect:
     try:
         await services.db.transaction(
             org_service.move, actor=caller, org_ref=org_id, new_parent_ref=data.parent.strip(),
@@ -329,7 +329,7 @@ async def delete(
     viewer: ViewerDep,
     caller: CallerDep,
     org_id: OrgId,
-) -> Any:
+) -> Template | Redirect:
     async with services.db.read() as conn:
         org = await reach(conn, viewer, org_id, scope="orgs:read")
     try:
@@ -352,7 +352,7 @@ async def restore(
     viewer: ViewerDep,
     caller: CallerDep,
     org_id: OrgId,
-) -> Any:
+) -> Template | Redirect:
     """Restore a deleted org (from its parent's list of deleted children)."""
     await services.db.transaction(
         org_service.restore, actor=caller, org_ref=org_id,

@@ -93,7 +93,7 @@ async def change(
     caller: CallerDep,
     org_id: OrgId,
     user_id: UserId,
-) -> Any:
+) -> Template | Redirect:
     """Replace the member's roles, or disable or enable them (the button pressed says which)."""
     form = await request.form()
     action = str(form.get("action", "roles"))
@@ -130,7 +130,7 @@ async def accept(
     services: ServicesDep,
     token: Token,
     data: Annotated[Acceptance, Body(media_type=RequestEncodingType.URL_ENCODED)],
-) -> Any:
+) -> Template | Redirect:
     try:
         await limit_sign_in(request, services)
         # argon2 is slow by design: hash off the event loop and before the transaction.
