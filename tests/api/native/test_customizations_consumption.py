@@ -412,7 +412,10 @@ async def _roots(conn: Any, org_ids: set[int]) -> dict[int, int]:
 async def _insert_usage(h: Any, rows: dict[tuple[int, str, date], int]) -> None:
     """Write the day counters directly, and fold them into the per-subtree counters of each
     org and its ancestors, as ingestion does (the rows here reach back past what it accepts)."""
-    async with h.services.db.engine.begin() as conn:
+
+    # A write transaction of the app's (BEGIN IMMEDIATE on SQLite): a transaction that reads
+    # first and then writes cannot wait for the access log's flush and fails "locked".
+    async def write(conn: Any) -> None:
         found = await conn.execute(
             sa.select(orgs.c.id, orgs.c.root_id, orgs.c.path).where(
                 orgs.c.id.in_({o for o, _, _ in rows})
@@ -458,9 +461,11 @@ async def _insert_usage(h: Any, rows: dict[tuple[int, str, date], int]) -> None:
                 ],
             )
 
+    await h.services.db.transaction(write)
+
 
 async def _set_limits(h: Any, limits: dict[tuple[int, str], int]) -> None:
-    async with h.services.db.engine.begin() as conn:
+    async def write(conn: Any) -> None:
         roots = await _roots(conn, {o for o, _ in limits})
         await conn.execute(
             sa.insert(org_limits),
@@ -469,6 +474,8 @@ async def _set_limits(h: Any, limits: dict[tuple[int, str], int]) -> None:
                 for (o, m), a in limits.items()
             ],
         )
+
+    await h.services.db.transaction(write)  # as _insert_usage
 
 
 async def _meter_names(h: Any) -> list[str]:

@@ -494,7 +494,7 @@ async def test_cli_bootstrap_keys_and_tree(tmp_path):
     result = await run_cli("bootstrap", "--json", *db, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     boot = json.loads(result.stdout)
-    assert set(boot) == {"org_id", "api_key"}
+    assert set(boot) == {"org_id", "api_key", "owner_email", "console_link"}
     assert boot["api_key"].startswith("opk_")
     # Again: nothing new.
     again = await run_cli("bootstrap", "--json", *db, cwd=tmp_path)
