@@ -22,6 +22,9 @@ After the API figures of ``bench/scale.py`` on the same server and database:
   - ``console_tree_level``: ``GET /console/orgs/{wide}/children?cursor=...``, the fragment the
     tree loads when a level is opened: the first page and 100 cursors through the listing;
 
+* each run also reads the server's own latency histogram of the figure's route from orgplane's
+  ``/metrics`` before and after (the issue's target is server time): the share of the run's
+  requests served within 50 ms, beside wrk's p99;
 * afterwards, the same samples again (the session held through the load), and the server's RSS.
 """
 
@@ -45,6 +48,9 @@ STEP = 10_000  # the meter's step: every amount a multiple of it
 CSRF_COOKIE = "orgplane_csrf"
 SESSION_COOKIE = "orgplane_session"
 OWNER = "admin@example.com"
+# The routes as orgplane's /metrics labels them: the server's own latency of each figure.
+ORG_ROUTE = "/console/orgs/{org_id}"
+LEVEL_ROUTE = "/console/orgs/{org_id}/children"
 _CSRF_INPUT = re.compile(r'name="_csrf_token" value="([^"]+)"')
 
 
@@ -235,9 +241,21 @@ def run_console(
             f"(the wide org's page {samples[list(orgs).index(wide)]['bytes']:,} bytes)"
         )
         figures = [
-            Figure(name, "orgplane", label, base + paths[0], browser, paths, connections=c)
+            Figure(
+                name,
+                "orgplane",
+                label,
+                base + paths[0],
+                browser,
+                paths,
+                connections=c,
+                route=route,
+            )
             for c in (1, ctx.connections)
-            for name, paths in (("console_org", org_paths), ("console_tree_level", level_paths))
+            for name, paths, route in (
+                ("console_org", org_paths, ORG_ROUTE),
+                ("console_tree_level", level_paths, LEVEL_ROUTE),
+            )
         ]
         measure_started = time.monotonic()
         measure_figures(ctx, figures, servers)

@@ -576,6 +576,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=200, help="requests per measurement")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--port", type=int, default=8075, help="the setup server's, 127.0.0.1")
+    parser.add_argument(
+        "--build-only", action="store_true", help="build the database and its .json, then stop"
+    )
     parser.add_argument("--max-seconds", type=float, default=3600)
     args = parser.parse_args()
     deadline = Deadline(args.max_seconds)
@@ -592,6 +595,9 @@ def main() -> int:
         if not port_free(args.port):
             raise SystemExit(f"port {args.port} is in use on 127.0.0.1; pick another (--port)")
         meta = build(args, meta_path, deadline)
+    if args.build_only:
+        print(f"built {args.database} and {meta_path.name}")
+        return 0
     print(
         f"{meta['orgs']:,} orgs; load average {os.getloadavg()[0]:.2f}; "
         f"{args.rounds} rounds of {args.requests} requests",

@@ -217,8 +217,9 @@ def scale_verdicts(db: str, part: Any, scale: int, connections: int) -> list[Ver
 
 
 def console_verdicts(db: str, part: dict[str, Any], at: str, connections: int) -> list[Verdict]:
-    """The console's pages (issue 13): p99 at 1 connection for both figures; pages/s of the org
-    page at ``connections`` on SQLite (PostgreSQL's throughput is reported beside its p99)."""
+    """The console's pages (issue 13): p99 at 1 connection for both figures (wrk's, which holds
+    the server's time and the loopback; the server's own histogram is shown beside it); pages/s
+    of the org page at ``connections`` on SQLite (PostgreSQL's is reported beside its p99)."""
     console = part.get("console")
     reason = _not_run(console)
     if reason:
@@ -231,6 +232,8 @@ def console_verdicts(db: str, part: dict[str, Any], at: str, connections: int) -
             continue
         many = _figure(figures, scenario, "orgplane", connections)
         text = f"{one['p99_ms']:.1f} ms (p50 {one['p50_ms']:.1f}, {one['requests_per_s']:,.0f}/s)"
+        if one.get("server_within_50ms") is not None:
+            text += f"; server time: {one['server_within_50ms']:.1%} within 50 ms"
         if many and connections != 1:
             text += (
                 f"; at c{connections} {many['requests_per_s']:,.0f} pages/s, "
