@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -183,9 +184,49 @@ end
 """
 
 
+# Labels hold braces themselves (route="/orgs/{org_id}"): the value follows the last "} ".
+_BUCKET = re.compile(r"^orgplane_request_duration_seconds_bucket\{(.*)\} (\S+)$", re.M)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def server_histogram(base: str, route: str) -> dict[float, float]:
+    """The server's own latency histogram of ``GET route`` (orgplane's /metrics: the time from
+    the request reaching the app to its last byte sent), cumulative counts by upper bound."""
+    text = httpx.get(f"{base}/metrics", timeout=30).text
+    out: dict[float, float] = {}
+    for labels, value in _BUCKET.findall(text):
+        found = dict(_LABEL.findall(labels))
+        if found.get("route") == route and found.get("method") == "GET":
+            out[float(found["le"])] = float(value)
+    return out
+
+
+def server_times(before: dict[float, float], after: dict[float, float]) -> dict[str, Any]:
+    """What the server timed between two readings: requests, the share within each bound, and
+    the smallest bound holding 99% of them (the p99 rounded up to the histogram's buckets)."""
+    delta = {le: after.get(le, 0.0) - before.get(le, 0.0) for le in sorted(after)}
+    total = delta.get(float("inf"), 0.0)
+    if not total:
+        return {"requests": 0}
+    within = {le: n / total for le, n in delta.items()}
+    p99 = next((le for le, share in within.items() if share >= 0.99), float("inf"))
+    return {
+        "requests": int(total),
+        "within_50ms": round(within.get(0.05, 0.0), 5),
+        "p99_at_most_ms": None if p99 == float("inf") else round(p99 * 1000, 1),
+        "share_within_ms": {
+            str(round(le * 1000, 1)): round(share, 5)
+            for le, share in within.items()
+            if le != float("inf")
+        },
+    }
+
+
 @dataclass
 class Figure:
-    """One thing measured: an app, a scenario, a database, and its runs."""
+    """One thing measured: an app, a scenario, a database, and its runs. With ``route`` (an
+    orgplane route template, as /metrics labels it), each run also reads the server's own
+    latency histogram of that route before and after (``server``: one entry per run)."""
 
     scenario: str
     app: str  # orgplane, bare, reference
@@ -195,6 +236,8 @@ class Figure:
     paths: list[str] = field(default_factory=list)  # a rotation of paths instead of one
     connections: int = 32
     runs: list[WrkRun] = field(default_factory=list)
+    route: str | None = None
+    server: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -206,7 +249,18 @@ class Figure:
     def summary(self) -> dict[str, Any]:
         if not self.runs:
             return {"scenario": self.scenario, "app": self.app, "runs": []}
+        server = {}
+        if self.server:
+            measured = [s for s in self.server if s.get("requests")]
+            server = {
+                "server_within_50ms": statistics.median(s["within_50ms"] for s in measured)
+                if measured
+                else None,
+                "server_p99_at_most_ms": [s.get("p99_at_most_ms") for s in self.server],
+                "server_runs": self.server,
+            }
         return {
+            **server,
             "scenario": self.scenario,
             "app": self.app,
             "database": self.database,
@@ -294,9 +348,13 @@ def measure(
         for figure in figures:
             deadline.check(f"{figure.name}, round {round_no}")
             servers.check_alive()
+            base = "{0.scheme}://{0.netloc}".format(urlsplit(figure.url))
+            before = server_histogram(base, figure.route) if figure.route else {}
             run = wrk_figure(figure, load.duration, workdir)
             drain(figure, run)
             figure.runs.append(run)
+            if figure.route:
+                figure.server.append(server_times(before, server_histogram(base, figure.route)))
             bad = run.non_2xx + run.socket_errors
             say(
                 f"  round {round_no} {figure.scenario:>16} {figure.app:<9} c{figure.connections:<3}"

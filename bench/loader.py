@@ -853,6 +853,9 @@ class Loader:
         deep = max(in_region, key=lambda i: tree.depth[i])
         wide = main.wide if main.wide is not None else region
         busiest = [i for i, _ in self.audit_counts.most_common(20)]
+        live = [i for i in range(len(tree)) if tree.tenant[i] == 0 and i not in self.deleted]
+        bottom = max(tree.depth[i] for i in live)
+        deepest = [i for i in live if tree.depth[i] == bottom]
         self.loaded.targets = {
             "root": self.root_public,
             "region": self.public[region],
@@ -860,6 +863,10 @@ class Loader:
             "read": self.public[reads[len(reads) // 2] if reads else in_region[-1]],
             "deep": self.public[deep],
             "deep_depth": tree.depth[deep],
+            # Three of the main tenant's deepest live orgs, spread over its tree.
+            "deep_orgs": [
+                self.public[deepest[k * len(deepest) // 3]] for k in range(min(3, len(deepest)))
+            ],
             "wide": self.public[wide],
             "wide_children": sum(
                 1 for i, p in enumerate(tree.parent) if p == wide and i not in self.deleted

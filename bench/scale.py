@@ -24,7 +24,12 @@ through the API, and:
     the regions of the main tenant (their whole subtrees' entries, joined through the paths);
 
 * reads the server's memory after that load: VmRSS of every process of its process group
-  (target <= 200 MB at 1,000,000 orgs).
+  (target <= 200 MB at 1,000,000 orgs);
+* then, on the same server, the console's pages (``bench/console_pages.py``), signed in as the
+  bootstrap's first owner, in rounds of their own: ``console_org`` (``GET /console/orgs/{id}``
+  over orgs of the main tenant, the wide org included) and ``console_tree_level`` (the fragment
+  of a tree level, ``GET /console/orgs/{wide}/children?cursor=...``); target p99 <= 50 ms at
+  1 connection, and >= 500 pages/s at 32 for ``console_org`` on SQLite.
 
 ``orgplane audit verify`` is not run on the scale data by default (it reads every entry back:
 about 45 s per million entries on a 2-core machine); ``--verify-audit`` runs it.
@@ -39,15 +44,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import tempfile
 import time
+import traceback
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+from console_pages import run_console
 from harness import Figure, Servers, create_key, group_rss, serve_orgplane
 from loader import Sizes, load
 from quick import (
@@ -190,10 +198,33 @@ def run_scale(ctx: Context, label: str, url: str, orgs: int, verify: bool) -> di
             for c in (1, ctx.connections)
             for name, paths in rotations.items()
         ]
+        result["load_avg_before"] = os.getloadavg()
         measure_figures(ctx, figures, servers)
+        result["load_avg_after"] = os.getloadavg()
         result["figures"] = [f.summary() for f in figures]
         result["rss_after_load"] = group_rss(servers.pid("orgplane-scale"))
         ctx.say(f"[{label}] server RSS after the load: {result['rss_after_load']['total_mib']} MiB")
+        # The console's pages last: giving the listed children limits writes audit entries
+        # under the first region, which the audit figures above must not see.
+        # A failure here is the console's: the figures above are kept.
+        try:
+            console = run_console(
+                ctx,
+                label,
+                base,
+                boot,
+                auth,
+                targets,
+                spread(cursors, ROTATION),
+                servers,
+                "orgplane-scale",
+            )
+        except Exception:
+            text = traceback.format_exc()
+            ctx.say(f"[{label}] console FAILED:\n{text}")
+            console = {"error": text[-4000:]}
+        result["figures"] += console.pop("figures", [])
+        result["console"] = console
     finally:
         servers.stop_all()
     record(ctx, f"{label}: scale measurements", started)

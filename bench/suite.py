@@ -459,6 +459,7 @@ def as_verdicts(report: dict[str, Any]) -> list[Any]:
 def failed(results: dict[str, Any]) -> bool:
     """A part that crashed (not a missed target: those are findings)."""
     parts = [p for db in results["databases"].values() for p in db.values()]
+    parts += [p.get("console") for p in parts if isinstance(p, dict)]
     parts += [results.get(k) for k in ("ingest", "rollup", "allocations")]
     return any(isinstance(p, dict) and "error" in p for p in parts)
 
