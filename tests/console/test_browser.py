@@ -16,6 +16,7 @@ from typing import Any
 from support.auth import PASSWORD
 from support.browser import CONSOLE, OWNER, Console, make_person, skip_or_fail_without_browser
 from support.harness import Harness
+from support.mfa import code_now
 
 skip_or_fail_without_browser()
 
@@ -430,3 +431,44 @@ async def test_moving_deleting_and_restoring_an_org(console: Console, h: Harness
     await expect(page.get_by_role("status")).to_have_text("Restored.")
     await expect(page.get_by_role("heading", level=1)).to_have_text("Acme US")
     assert (await _org(h, ids["berlin"]))["status"] == "active"
+
+
+async def test_two_factor_sign_in_is_set_up_on_the_account_page(
+    console: Console, h: Harness
+) -> None:
+    page = console.page
+    await page.get_by_role("navigation", name="Console").get_by_role("link", name="Account").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Your account")
+    await console.look("account")
+    await page.get_by_role("button", name="Set up two-factor sign-in").click()
+    key = page.get_by_role("figure", name=re.compile(r"^Key: "))
+    await expect(key.locator("svg")).to_be_visible()  # the QR code, drawn on the server
+    found = re.search(r"Key: (\S+)", await key.inner_text())
+    assert found, await key.inner_text()
+    await console.look("account-enrol")
+    await page.get_by_label("Code from your app").fill(code_now(found.group(1)))
+    await page.get_by_role("button", name="Turn on").click()
+    await expect(page.get_by_role("status")).to_contain_text("Two-factor sign-in is on.")
+    codes = (
+        await page.get_by_role("region", name="Two-factor sign-in")
+        .get_by_role("listitem")
+        .all_inner_texts()
+    )
+    assert len(codes) == 10
+    await console.look("account-recovery-codes")
+
+    await page.get_by_role("button", name="Sign out").click()
+    await console.sign_in(OWNER)
+    await expect(page.get_by_role("alert")).to_contain_text("Enter the current code")
+    await expect(page.get_by_label("Code")).to_be_focused()
+    await console.look("sign-in-code")
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_label("Code").fill(codes[0])
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Root")
+
+    await page.goto(f"{CONSOLE}/account")
+    await expect(page.get_by_role("main")).to_contain_text("9 recovery codes left")
+    await page.get_by_label("A current code or a recovery code").fill(codes[1])
+    await page.get_by_role("button", name="Turn off").click()
+    await expect(page.get_by_role("status")).to_have_text("Two-factor sign-in is off.")
