@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import socket
+import sqlite3
 from importlib.metadata import version
 from pathlib import Path
 
@@ -37,6 +38,10 @@ async def test_migrate_says_what_it_applied_and_bootstrap_how_to_get_a_key(
         re.MULTILINE,
     ), created.stdout
     assert "admin@example.com" in created.stdout
+    # What the command line changed is audited as the cli's.
+    with sqlite3.connect(tmp_path / "orgplane.db") as db:
+        surfaces = db.execute("SELECT DISTINCT surface FROM audit_log").fetchall()
+    assert surfaces == [("cli",)]
     repeated = await run_cli("bootstrap", "--database-url", url, cwd=tmp_path)
     assert repeated.returncode == 0
     assert "already bootstrapped" in repeated.stdout

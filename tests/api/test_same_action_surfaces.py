@@ -3,7 +3,8 @@ where it came from: every surface calls the same core command.
 
 Each surface acts on an org of its own, set up alike (same name, same allocations); the entries
 it wrote are compared with the native API's after the fields that name the caller, the request
-or the org (ids, actor, times, hashes) are put aside.
+or the org (ids, actor, times, hashes) are put aside. Each entry names the surface it came
+through.
 """
 
 from __future__ import annotations
@@ -148,6 +149,15 @@ ACTIONS: dict[str, tuple[Act, list[Act]]] = {
     "deactivate": (_native_deactivate, [_sumologic_deactivate]),
 }
 
+SURFACE: dict[Act, str] = {
+    _allocate_operations: "api",
+    _allocate_credits: "api",
+    _native_deactivate: "api",
+    _make_allocate: "make",
+    _sumologic_allocate: "sumologic",
+    _sumologic_deactivate: "sumologic",
+}
+
 PREPARE: dict[Act, Callable[[Harness, str, str], Awaitable[None]]] = {
     _sumologic_allocate: _sumologic_baselines,
 }
@@ -181,6 +191,7 @@ async def test_the_same_action_writes_the_same_audit_entries(h: Harness, action:
         assert response.status_code == 200, response.text
         entries = await _entries_since(h, before)
         assert entries, "the action wrote no audit entry"
+        assert {e.surface for e in entries} == {SURFACE[act]}
         seen.append(_what(entries, {parent: "PARENT", child: "CHILD"}))
     expected = seen[0]
     for got in seen[1:]:

@@ -16,7 +16,7 @@ from typing import Any
 from support.auth import PASSWORD
 from support.browser import CONSOLE, OWNER, Console, make_person, skip_or_fail_without_browser
 from support.harness import Harness
-from support.mfa import code_now
+from support.mfa import code_at, code_now
 
 skip_or_fail_without_browser()
 
@@ -288,7 +288,8 @@ async def test_a_change_is_found_in_the_audit_trail(console: Console, h: Harness
     rows = page.get_by_role("row").filter(has=page.get_by_role("cell", name="org.updated"))
     await expect(rows).to_have_count(1)
     await expect(rows.get_by_role("cell").nth(1)).to_have_text(re.compile(r"^user:"))
-    await expect(rows.get_by_role("cell").nth(4)).to_contain_text("Edited in the browser")
+    await expect(rows.get_by_role("cell").nth(3)).to_have_text("console")  # the surface
+    await expect(rows.get_by_role("cell").nth(5)).to_contain_text("Edited in the browser")
     await console.look("audit-filtered")
 
     async with page.expect_download() as download:
@@ -361,10 +362,15 @@ async def test_an_org_out_of_reach_shows_not_found(console: Console, h: Harness)
     await expect(page.get_by_role("heading", level=1)).to_have_text("Root")
 
 
-async def test_an_invited_person_accepts_and_signs_in(console: Console, h: Harness) -> None:
+async def test_an_invited_person_accepts_signs_in_and_sees_only_their_subtree(
+    console: Console, h: Harness
+) -> None:
+    ids = await _family(h)
     page = console.page
+    await page.goto(f"{CONSOLE}/orgs/{ids['eu']}")
     await _tab(page, "People").click()
-    await expect(page.get_by_role("table").get_by_role("rowheader")).to_have_text([OWNER])
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Acme EU")
+    await expect(page.get_by_text("No members.")).to_be_visible()
     await console.look("people")
     invite = page.get_by_role("region", name="Invite someone")
     await invite.get_by_label("Email").fill("new@example.com")
@@ -390,11 +396,24 @@ async def test_an_invited_person_accepts_and_signs_in(console: Console, h: Harne
         "Your invitation is accepted: sign in with your email and new password."
     )
     await console.look("accepted")
+
+    # The invitee lands on the org they were invited to, and sees nothing above or beside it.
     await console.sign_in("new@example.com")
-    await expect(page.get_by_role("heading", level=1)).to_have_text("Root")
-    await _tab(page, "People").click()
-    members = page.get_by_role("table").get_by_role("rowheader")
-    await expect(members).to_have_text(["new@example.com", OWNER], ignore_case=True)
+    await expect(page).to_have_url(re.compile(rf"{CONSOLE}/orgs/{ids['eu']}$"))
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Acme EU")
+    trail = page.get_by_role("navigation", name="Breadcrumb")
+    await expect(trail.get_by_role("listitem")).to_have_text(["Acme EU"])
+    await expect(page.get_by_role("table", name="Children of Acme EU").get_by_role("rowheader"))\
+        .to_have_text(["Acme EU Berlin"])  # fmt: skip
+    await page.get_by_role("navigation", name="Console").get_by_role("link", name="Tree").click()
+    await expect(page.get_by_role("link", name="Acme EU", exact=True)).to_be_visible()
+    await expect(page.get_by_role("link", name="Root")).to_have_count(0)
+    await expect(page.get_by_role("link", name="Acme US")).to_have_count(0)
+    await console.look("invitee-tree")
+    for hidden in (h.root.org_id, ids["us"]):
+        response = await page.goto(f"{CONSOLE}/orgs/{hidden}")
+        assert response is not None and response.status == 404
+        await expect(page.get_by_role("heading", level=1)).to_have_text("Not found")
 
 
 async def test_moving_deleting_and_restoring_an_org(console: Console, h: Harness) -> None:
@@ -457,14 +476,28 @@ async def test_two_factor_sign_in_is_set_up_on_the_account_page(
     assert len(codes) == 10
     await console.look("account-recovery-codes")
 
+    secret = found.group(1)
     await page.get_by_role("button", name="Sign out").click()
     await console.sign_in(OWNER)
     await expect(page.get_by_role("alert")).to_contain_text("Enter the current code")
     await expect(page.get_by_label("Code")).to_be_focused()
     await console.look("sign-in-code")
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_label("Code").fill(codes[0])
-    await page.get_by_role("button", name="Sign in").click()
+    # A wrong code is refused; the next time step's code (the enrolment spent the current one)
+    # signs in, and the same code a second time is refused as used.
+    await _sign_in_with_code(console, "000000")
+    await expect(page.get_by_role("alert")).to_contain_text("That code is not right")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
+    code = code_at(secret, 1)
+    await _sign_in_with_code(console, code)
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Root")
+    await page.get_by_role("button", name="Sign out").click()
+    await console.sign_in(OWNER)
+    await _sign_in_with_code(console, code)
+    await expect(page.get_by_role("alert")).to_contain_text("used already")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
+    await console.look("sign-in-code-used")
+    # A recovery code stands in for the app, once.
+    await _sign_in_with_code(console, codes[0])
     await expect(page.get_by_role("heading", level=1)).to_have_text("Root")
 
     await page.goto(f"{CONSOLE}/account")
@@ -472,3 +505,11 @@ async def test_two_factor_sign_in_is_set_up_on_the_account_page(
     await page.get_by_label("A current code or a recovery code").fill(codes[1])
     await page.get_by_role("button", name="Turn off").click()
     await expect(page.get_by_role("status")).to_have_text("Two-factor sign-in is off.")
+
+
+async def _sign_in_with_code(console: Console, code: str) -> None:
+    """The sign-in form filled again, as the page asks after a missing or refused code."""
+    page = console.page
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_label("Code").fill(code)
+    await page.get_by_role("button", name="Sign in").click()

@@ -198,6 +198,14 @@ async def test_the_audit_trail_shows_a_console_change(h: Harness) -> None:
     )
     assert audit.status_code == 200, audit.text
     assert "edited in the console" in audit.text
+    assert "<td>console</td>" in audit.text
+    # The API shows the same entry, named as the console's.
+    (entry,) = (
+        await h.client.get(
+            f"/orgs/{h.root.org_id}/audit", params={"action": "org.updated"}, headers=h.auth()
+        )
+    ).json()["data"]
+    assert (entry["surface"], entry["after"]["description"]) == ("console", "edited in the console")
     exported = await client.get(
         f"{CONSOLE}/orgs/{h.root.org_id}/audit/export", params={"action": "org.updated"}
     )

@@ -83,3 +83,41 @@ async def test_path_index_carries_the_id_on_postgresql(db_url: str) -> None:
         (index,) = [i for i in indexes if i["name"] == "uq_orgs_path"]
         assert index["unique"] and index["column_names"] == ["path"]
         assert list(index["dialect_options"]["postgresql_include"]) == ["id"]
+
+
+async def test_entries_written_before_0010_still_verify_after_it(tmp_path: Any) -> None:
+    """0010 adds ``audit_log.surface``; the chain covers it only when set, so an entry written
+    before it (here, with the hash orgplane computed before 0010) verifies after the upgrade,
+    and giving that entry a surface afterwards is caught as an alteration."""
+    from datetime import UTC, datetime
+
+    from orgplane.core.audit import service as audit
+    from orgplane.models import audit_chain_heads, audit_log
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'before-0010.db'}"
+    upgrade(url, "0009")
+    written = {
+        "root_id": 1, "seq": 1, "org_id": 1, "at": datetime(2026, 12, 1, 12, tzinfo=UTC),
+        "actor": "system", "actor_key_id": None, "actor_user_id": None,
+        "action": "org.created", "target_type": "org", "target_id": "org_before0010",
+        "before": None, "after": {"name": "Before"}, "request_id": None, "ip": None,
+        "user_agent": "orgplane-cli", "prev_hash": audit.GENESIS,
+        # sha256 of the entry as orgplane chained it before 0010 (no surface in the document).
+        "hash": "336b4c31499a6fb6d9f86b2104a98ddaa3a952e14159c3e2ba3476f138ee91af",
+    }  # fmt: skip
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.insert(audit_log).values(written))
+            await conn.execute(
+                sa.insert(audit_chain_heads).values(root_id=1, seq=1, last_hash=written["hash"])
+            )
+        assert upgrade(url) == ["0010"]
+        async with engine.begin() as conn:
+            assert (await conn.execute(sa.select(audit_log.c.surface))).scalar_one() is None
+            assert await audit.verify(conn) == []
+            await conn.execute(sa.update(audit_log).values(surface="console"))
+            (broken,) = await audit.verify(conn)
+            assert (broken.seq, broken.reason) == (1, "entry was altered")
+    finally:
+        await engine.dispose()

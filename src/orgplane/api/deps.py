@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Request
 from litestar.di import NamedDependency
 
+from orgplane.api.mounts import surface_of
 from orgplane.api.observability import Metrics
 from orgplane.api.ratelimit import RateLimiter, Verdict
 from orgplane.config import Settings
@@ -52,6 +53,7 @@ def request_meta(request: Request[Any, Any, Any]) -> RequestMeta:
         request_id=request.scope.get("state", {}).get("request_id"),
         ip=client[0] if client else None,
         user_agent=request.headers.get("user-agent"),
+        surface=surface_of(request.scope["path"]),
     )
 
 

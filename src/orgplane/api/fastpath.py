@@ -99,7 +99,8 @@ class FastReads:
 
         client = scope.get("client")
         state = scope.setdefault("state", {})
-        meta = RequestMeta(state.get("request_id"), client[0] if client else None, user_agent)
+        ip = client[0] if client else None
+        meta = RequestMeta(state.get("request_id"), ip, user_agent, surface="api")
         record_attempt(services, result, "GET", path, meta)
         verdict = await services.limiter.check(principal.key_id, principal.org_id)
         state[SETTLED] = (principal, verdict)

@@ -19,34 +19,28 @@ from orgplane.api import problems
 from orgplane.api.dialects.datadog.errors import EXCEPTION_HANDLERS as DATADOG
 from orgplane.api.dialects.make.errors import HANDLERS as MAKE
 from orgplane.api.dialects.sumologic.errors import EXCEPTION_HANDLERS as SUMOLOGIC
-from orgplane.api.scim.common import BASE as SCIM
+from orgplane.api.mounts import surface_of
 from orgplane.api.scim.common import handle_http as scim_http_error
 from orgplane.console.render import error_page, http_error_page
-from orgplane.console.session import PATH as CONSOLE
 
 log = logging.getLogger("orgplane.errors")
-_VENDORS: tuple[tuple[str, Any], ...] = (
-    ("/datadog", DATADOG[HTTPException]),
-    ("/make/api/v2", MAKE[HTTPException]),
-    ("/sumologic/api", SUMOLOGIC[HTTPException]),
-    (SCIM, scim_http_error),
-)
+_VENDORS: dict[str, Any] = {
+    "datadog": DATADOG[HTTPException],
+    "make": MAKE[HTTPException],
+    "sumologic": SUMOLOGIC[HTTPException],
+    "scim": scim_http_error,
+}
 UNEXPECTED = "an unexpected error occurred; it has been logged"
 
 
 def _vendor(request: Request[Any, Any, Any]) -> Any:
     """The HTTP-error handler of the vendor or SCIM surface serving this path, or None
     (native)."""
-    path = request.scope["path"]
-    for prefix, handler in _VENDORS:
-        if path == prefix or path.startswith(prefix + "/"):
-            return handler
-    return None
+    return _VENDORS.get(surface_of(request.scope["path"]))
 
 
 def _console(request: Request[Any, Any, Any]) -> bool:
-    path = request.scope["path"]
-    return path == CONSOLE or path.startswith(CONSOLE + "/")
+    return surface_of(request.scope["path"]) == "console"
 
 
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:

@@ -19,6 +19,7 @@ from litestar.di import NamedDependency
 from litestar.params import PathParameter
 from litestar.response import Redirect
 
+from orgplane.api import mounts
 from orgplane.api.deps import ServicesDep, principal_of, request_meta
 from orgplane.config import Settings
 from orgplane.core.access.principal import Caller, Principal
@@ -32,7 +33,7 @@ CallerDep = NamedDependency[Caller]
 OrgId = Annotated[str, PathParameter(description="An org's public id", max_length=64)]
 KeyRef = Annotated[str, PathParameter(description="An API key's id", max_length=64)]
 LogKind = Annotated[str, PathParameter(description="audit or access-log", max_length=16)]
-PATH = "/console"
+PATH = mounts.CONSOLE
 
 # No inline script or style, nothing from elsewhere, never in a frame.
 SECURITY_HEADERS = [

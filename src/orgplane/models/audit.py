@@ -24,6 +24,8 @@ audit_log = sa.Table(
     sa.Column("request_id", sa.String(64), nullable=True),
     sa.Column("ip", sa.String(64), nullable=True),
     sa.Column("user_agent", sa.String(400), nullable=True),
+    # api, datadog, make, sumologic, scim, console or cli; NULL before revision 0010.
+    sa.Column("surface", sa.String(16), nullable=True),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
     sa.UniqueConstraint("root_id", "seq"),

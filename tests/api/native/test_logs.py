@@ -168,6 +168,7 @@ async def test_each_change_writes_an_entry_with_its_request_context(h):
         assert entry.target_type == ("key" if action.startswith("key.") else "org")
         assert entry.ip == "127.0.0.1"
         assert entry.user_agent == UA
+        assert entry.surface == "api"
 
     by_action: dict[str, Any] = {}
     statement = sa.select(audit_log).where(audit_log.c.target_id.in_([a, key_id]))
@@ -186,8 +187,8 @@ async def test_each_change_writes_an_entry_with_its_request_context(h):
     trail = (await h.client.get(f"/orgs/{a}/audit", headers=h.auth())).json()["data"]
     assert [e["action"] for e in trail] == [action for action, _ in reversed(made)]
     assert [e["request_id"] for e in trail] == list(reversed(request_ids))
-    assert {(e["actor"], e["ip"], e["user_agent"], e["org_id"]) for e in trail} == {
-        (actor, "127.0.0.1", UA, a)
+    assert {(e["actor"], e["ip"], e["user_agent"], e["org_id"], e["surface"]) for e in trail} == {
+        (actor, "127.0.0.1", UA, a, "api")
     }
 
     # Reads write nothing.
@@ -284,6 +285,14 @@ async def test_verify_names_an_altered_entry_and_the_cli_exits_1(h, db_url):
     await _exec(
         h, sa.update(audit_log).where(audit_log.c.id == updated.id).values(after=updated.after)
     )
+    assert await _verify(h) == []
+    # The surface it came through is covered too.
+    assert updated.surface == "api"
+    await _exec(
+        h, sa.update(audit_log).where(audit_log.c.id == updated.id).values(surface="console")
+    )
+    assert [b.entry_id for b in await _verify(h)] == [updated.id]
+    await _exec(h, sa.update(audit_log).where(audit_log.c.id == updated.id).values(surface="api"))
     assert await _verify(h) == []
     # Rewriting the action of an earlier entry is caught at that entry.
     (first_child,) = await _rows(

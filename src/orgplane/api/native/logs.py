@@ -51,6 +51,7 @@ def audit_out(row: Any, org_public_id: str) -> AuditEntry:
         request_id=row.request_id,
         ip=row.ip,
         user_agent=row.user_agent,
+        surface=row.surface,
         hash=row.hash,
     )
 

@@ -162,6 +162,9 @@ class AuditEntry(Struct):
     request_id: str | None
     ip: str | None
     user_agent: str | None
+    # Where the change came from: api, datadog, make, sumologic, scim, console or cli (None on
+    # entries written before orgplane recorded it).
+    surface: str | None
     hash: str
 
 

@@ -22,6 +22,7 @@ from scim2_models import (
     ScimFilter,
 )
 
+from orgplane.api import mounts
 from orgplane.api.body import decode_body
 from orgplane.api.deps import PrincipalDep
 from orgplane.api.problems import invalid_fields
@@ -33,7 +34,7 @@ SchemaRef = Annotated[
     str, PathParameter(description="A schema URN or resource name", max_length=200)
 ]
 MEDIA_TYPE = "application/scim+json"
-BASE = "/scim/v2"
+BASE = mounts.SCIM
 PAGE_MAX = 200
 SCIM_TYPES = {409: "uniqueness"}
 # What a list can be sorted by (SCIM's names are case-insensitive). A list may hold users and

@@ -46,9 +46,12 @@ class RequestMeta:
     request_id: str | None = None
     ip: str | None = None
     user_agent: str | None = None
+    # The surface a change came through ("api", "datadog", "make", "sumologic", "scim",
+    # "console", or "cli" for the command line), as the audit log names it.
+    surface: str | None = None
 
 
-SYSTEM_META = RequestMeta(request_id=None, ip=None, user_agent="orgplane-cli")
+SYSTEM_META = RequestMeta(request_id=None, ip=None, user_agent="orgplane-cli", surface="cli")
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,8 @@
 
 Each tenant tree's entries form a hash chain (``hash = sha256(prev_hash + canonical entry)``),
 so an edited, removed or reordered row breaks the chain and ``verify`` names the first bad link.
+The canonical entry holds ``HASHED_FIELDS``, and ``surface`` when it is set (entries written
+before it existed have none, and their hashes stay as they were).
 Appending takes the tenant's chain head last in the transaction, which keeps the lock short and
 the lock order fixed (org rows first, then the head), so appends cannot deadlock with moves. (An
 allocation on PostgreSQL chains its one entry itself, ``make_entry`` then ``link``: it takes the
@@ -42,8 +44,10 @@ HASHED_FIELDS = (
     "ip",
     "user_agent",
 )
+# Hashed when set: an entry written before the column existed has none.
+HASHED_WHEN_SET = ("surface",)
 # Every column an entry writes, in one order: what the hash covers, then the links.
-COLUMNS = (*HASHED_FIELDS, "prev_hash", "hash")
+COLUMNS = (*HASHED_FIELDS, *HASHED_WHEN_SET, "prev_hash", "hash")
 
 
 def record(
@@ -101,6 +105,7 @@ def make_entry(
         "request_id": actor.meta.request_id,
         "ip": actor.meta.ip,
         "user_agent": (actor.meta.user_agent or "")[:400] or None,
+        "surface": actor.meta.surface,
     }
 
 
@@ -116,6 +121,9 @@ def entry_hash(prev_hash: str, entry: Any) -> str:
     get = entry.get if isinstance(entry, dict) else lambda k: getattr(entry, k)
     document: dict[str, Any] = {name: get(name) for name in HASHED_FIELDS}
     document["at"] = _timestamp(document["at"])
+    for name in HASHED_WHEN_SET:
+        if (value := get(name)) is not None:
+            document[name] = value
     canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(prev_hash.encode() + b"\n" + canonical).hexdigest()
 

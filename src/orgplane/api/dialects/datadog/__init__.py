@@ -62,12 +62,13 @@ differ) with its message naming the field.
 
 from litestar import Router
 
+from orgplane.api import mounts
 from orgplane.api.dialects.datadog import v1, v2_roles, v2_users
 from orgplane.api.dialects.datadog.errors import EXCEPTION_HANDLERS
 from orgplane.api.dialects.openapi import DATADOG_SECURITY
 
 router = Router(
-    path="/datadog",
+    path=mounts.DATADOG,
     route_handlers=[*v1.HANDLERS, *v2_users.HANDLERS, *v2_roles.HANDLERS],
     tags=["datadog"],
     security=DATADOG_SECURITY,

@@ -56,12 +56,13 @@ from __future__ import annotations
 
 from litestar import Router
 
+from orgplane.api import mounts
 from orgplane.api.dialects.make import enums, managed, organizations, people
 from orgplane.api.dialects.make.errors import HANDLERS
 from orgplane.api.dialects.openapi import MAKE_SECURITY
 
 router = Router(
-    path="/make/api/v2",
+    path=mounts.MAKE,
     route_handlers=[*managed.HANDLERS, *organizations.HANDLERS, *people.HANDLERS, *enums.HANDLERS],
     tags=["make"],
     security=MAKE_SECURITY,

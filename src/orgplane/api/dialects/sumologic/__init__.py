@@ -57,13 +57,14 @@ Deviations from Sumo Logic:
 from litestar import Router
 from litestar.di import Provide
 
+from orgplane.api import mounts
 from orgplane.api.dialects.openapi import SUMOLOGIC_SECURITY
 from orgplane.api.dialects.sumologic import organizations, roles, usages, users
 from orgplane.api.dialects.sumologic.errors import EXCEPTION_HANDLERS
 from orgplane.api.dialects.sumologic.limits import provide_sumo_principal
 
 router = Router(
-    path="/sumologic/api",
+    path=mounts.SUMOLOGIC,
     route_handlers=[*users.HANDLERS, *roles.HANDLERS, *organizations.HANDLERS, *usages.HANDLERS],
     tags=["sumologic"],
     security=SUMOLOGIC_SECURITY,
