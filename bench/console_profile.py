@@ -20,13 +20,10 @@ ASGI transport (one request at a time, orgplane's settings but for ``log_level=w
 2. the same pages' CPU time on the event loop's thread (``time.thread_time``) split by part,
    each part timed where the page's handler calls it
    (the session and the user's capabilities, the rate limiter, reach and the breadcrumb, the
-   children page, the consumption report and its statements, the template), with the number of
+   children page, the utilization bars and their statements, the template), with the number of
    statements per page and how they ran (SQLAlchemy-compiled or prepared on the driver);
 3. a pyinstrument profile of the rotation, written next to the database
-   (``<database>-profile.txt``), its top printed;
-4. on SQLite, the proposals for the console's code tried in this process only (nothing in
-   ``src/`` changes): each page checked to come out the same, then the loop thread's CPU per
-   request (median) of each variant, the variants alternating round by round.
+   (``<database>-profile.txt``), its top printed.
 
 Nothing listens during the measurement; the server used for the setup runs on 127.0.0.1 and
 is stopped in a ``finally``. ``--max-seconds`` bounds the whole run.
@@ -40,7 +37,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -178,131 +174,12 @@ def instrument(parts: Parts) -> None:
     parts.wrap_async(queries, "lineage", "breadcrumb (lineage)")
     parts.wrap_async(queries, "list_children", "children page (reach + keyset)")
     parts.wrap_async(consumption, "report", "consumption report (reach + 3 statements)")
-    parts.wrap_async(consumption, "_sums", "  of which: sums over usage_subtree_daily")
-    parts.wrap_async(consumption, "_limits", "  of which: limits")
+    parts.wrap_async(consumption, "utilization", "utilization bars (reach + 2 statements)")
     parts.wrap_sync(jinja2.Template, "render", "template render")
     for reader in (engine.SyncReader, engine.PostgresReader):
         parts.wrap_async(reader, "execute", "statements: SQLAlchemy Core (execute)")
         parts.wrap_async(reader, "first", "statements: prepared (first)")
         parts.wrap_async(reader, "all", "statements: prepared (all)")
-
-
-# ---------------------------------------------------------------------------------------------
-# what the proposals would save: each tried in this process only (orgplane's code is not
-# changed), the pages checked to come out the same before they are timed
-
-
-def _raw_sqlite(conn: Any) -> Any:
-    return conn._conn.connection.dbapi_connection
-
-
-def try_driver_statements(consumption: Any) -> Callable[[], None]:
-    """Proposal 1: the report's sums and limits as plain SQL on the driver, their text built
-    once per number of ids, as the hot reads are (``PreparedSelect``); no statement at all for
-    no ids. SQLite only (the readers' raw connection)."""
-    texts: dict[tuple[str, int], str] = {}
-    sums = (
-        "SELECT org_id, meter, "
-        + ", ".join(
-            "COALESCE(SUM(CASE WHEN day >= ? AND day < ? THEN quantity ELSE 0 END), 0)"
-            for _ in range(4)
-        )
-        + " FROM {table} WHERE org_id IN ({marks}) AND day >= ? AND day < ?"
-        " GROUP BY org_id, meter"
-    )
-
-    async def _sums(conn: Any, counters: Any, ids: list[int], windows: Any) -> Any:
-        if not ids:
-            return {}
-        key = (counters.name, len(ids))
-        if key not in texts:
-            texts[key] = sums.format(table=counters.name, marks=", ".join("?" * len(ids)))
-        previous = windows.period.previous()
-        bounds = [
-            (windows.period.start, windows.period.end),
-            windows.week,
-            windows.prev_week,
-            (previous.start, previous.end),
-        ]
-        params = [d.isoformat() for pair in bounds for d in pair]
-        params += [*ids, windows.earliest.isoformat(), windows.period.end.isoformat()]
-        rows = _raw_sqlite(conn).execute(texts[key], params).fetchall()
-        names = ("period", "week", "prev_week", "prev_period")
-        return {(r[0], r[1]): dict(zip(names, map(int, r[2:]), strict=True)) for r in rows}
-
-    async def _limits(conn: Any, org_ids: list[int]) -> Any:
-        if not org_ids:
-            return {}
-        sql = (
-            "SELECT org_id, meter, amount FROM org_limits WHERE org_id IN "
-            f"({', '.join('?' * len(org_ids))})"
-        )
-        return {(r[0], r[1]): int(r[2]) for r in _raw_sqlite(conn).execute(sql, org_ids)}
-
-    originals = consumption._sums, consumption._limits
-    consumption._sums, consumption._limits = _sums, _limits
-
-    def revert() -> None:
-        consumption._sums, consumption._limits = originals
-
-    return revert
-
-
-def try_no_report_without_children(consumption: Any) -> Callable[[], None]:
-    """Proposal 2: a page that lists no children reads no consumption report (it draws no bar)."""
-    report = consumption.report
-
-    async def skipping(*a: Any, **k: Any) -> Any:
-        if k.get("rollup") == "children" and k.get("children") == []:
-            return {"entries": []}
-        return await report(*a, **k)
-
-    consumption.report = skipping
-
-    def revert() -> None:
-        consumption.report = report
-
-    return revert
-
-
-BAR_MACRO = """{% macro bar(u) -%}{{ bar_markup(u) }}{%- endmacro %}"""
-
-
-def bar_markup(u: Any) -> Any:
-    """The utilization macro's markup, built by one Python function."""
-    from markupsafe import Markup, escape
-
-    if not u:
-        return Markup('<span class="muted">no limit</span>')
-    pct, meter = u["utilization_pct"], escape(u["meter"])
-    return Markup(
-        f'<span class="meter-bar" title="{meter}: {u["consumed"]:,} of {u["limit"]:,}">\n'
-        f'  <meter min="0" max="100" low="70" high="90" optimum="0" value="{min(pct, 100)}" '
-        f'aria-label="{meter} used">{pct}%</meter>\n'
-        f'  <span class="pct">{round(pct, 1)}%</span>\n</span>'
-    )
-
-
-def try_bar_in_python(app: Any) -> Callable[[], None]:
-    """Proposal 3: the utilization bar drawn by a Python function (one f-string) instead of
-    the macro's filters, escapes and attribute lookups."""
-    import jinja2
-
-    env = app.litestar.template_engine.engine
-    loader = env.loader
-    env.loader = jinja2.ChoiceLoader([jinja2.DictLoader({"utilization.html": BAR_MACRO}), loader])
-    env.globals["bar_markup"] = bar_markup
-    env.cache.clear()
-
-    def revert() -> None:
-        env.loader = loader
-        env.cache.clear()
-
-    return revert
-
-
-def squeeze(html_text: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r">\s+<", "><", html_text)).strip()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,86 +354,11 @@ async def profile(meta: dict[str, Any], args: argparse.Namespace) -> dict[str, A
                     await console_get(rotation[i % len(rotation)])
                 profiler.stop()
 
-                # 4. The proposals, one after the other, each on top of the previous.
-                if services.settings.is_sqlite:
-                    report["proposals"] = await proposals(app, kinds, console_get, args)
     finally:
         await services.access_log.stop()
         await services.db.dispose()
     report["pyinstrument"] = profiler.output_text(unicode=False, color=False, show_all=False)
     return report
-
-
-async def proposals(
-    app: Any, kinds: dict[str, list[str]], get: Get, args: argparse.Namespace
-) -> dict[str, Any]:
-    """The loop thread's CPU per request (median) of each kind of page as it is and with the
-    proposals added one after the other, the variants alternating in each of ``--rounds``
-    rounds (a burst of other load on the machine then lands on every variant, not one). Every
-    page must first come out the same: byte for byte, and for the bar drawn in Python once
-    whitespace between tags is squeezed."""
-    from orgplane.core.usage import consumption
-
-    every = [p for paths in kinds.values() for p in paths]
-    steps: list[tuple[str, Callable[[], Callable[[], None]]]] = [
-        ("1. sums and limits as SQL on the driver", lambda: try_driver_statements(consumption)),
-        (
-            "2. + no report for a page without children",
-            lambda: try_no_report_without_children(consumption),
-        ),
-        ("3. + the bar drawn in Python", lambda: try_bar_in_python(app)),
-    ]
-    variants = ["as it is", *(label for label, _ in steps)]
-
-    async def pages() -> dict[str, str]:
-        return {p: (await get(p)).text for p in every}
-
-    def apply(n: int) -> list[Callable[[], None]]:
-        return [make() for _, make in steps[:n]]
-
-    def revert(undo: list[Callable[[], None]]) -> None:
-        for step in reversed(undo):
-            step()
-
-    before = await pages()
-    for n, label in enumerate(variants[1:], start=1):
-        undo = apply(n)
-        after = await pages()
-        revert(undo)
-        for path in every:
-            if n < 3 and after[path] != before[path]:
-                raise RuntimeError(f"{label}: {path} is not the same page")
-            if n == 3 and squeeze(after[path]) != squeeze(before[path]):
-                raise RuntimeError(f"{label}: {path} is not the same page")
-    # Per variant, kind and URL: the loop thread's CPU of each request.
-    samples: dict[str, dict[tuple[str, str], list[float]]] = {
-        v: defaultdict(list) for v in variants
-    }
-    for _ in range(args.rounds):
-        for n, label in enumerate(variants):
-            undo = apply(n)
-            for name, paths in kinds.items():
-                for i in range(args.requests):
-                    path = paths[i % len(paths)]
-                    started = time.thread_time()
-                    await get(path)
-                    samples[label][(name, path)].append(time.thread_time() - started)
-            revert(undo)
-    # A rotation's figure: the mean of its URLs' medians (each URL weighs as in the rotation).
-    medians = {
-        label: {
-            name: round(statistics.mean(statistics.median(row[(name, p)]) for p in paths) * 1000, 3)
-            for name, paths in kinds.items()
-        }
-        for label, row in samples.items()
-    }
-    print(
-        "  the loop thread's CPU per request, median (ms), in the order: " + "; ".join(kinds),
-        flush=True,
-    )
-    for label, row in medians.items():
-        print(f"  {label}: " + ", ".join(f"{v:.2f}" for v in row.values()), flush=True)
-    return medians
 
 
 def main() -> int:

@@ -22,7 +22,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from orgplane.config import Settings
-from orgplane.console import account, keys, logs, orgs, people, sign_in
+from orgplane.console import account, bars, keys, logs, orgs, people, sign_in
 from orgplane.console.render import error_page
 from orgplane.console.session import (
     PATH,
@@ -35,7 +35,15 @@ from orgplane.console.session import (
 from orgplane.core.errors import OrgplaneError
 
 HERE = Path(__file__).parent
-TEMPLATES = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine)
+
+
+def _globals(engine: JinjaTemplateEngine) -> None:
+    engine.engine.globals["bar"] = bars.bar
+
+
+TEMPLATES = TemplateConfig(
+    directory=HERE / "templates", engine=JinjaTemplateEngine, engine_callback=_globals
+)
 
 
 @get("/", include_in_schema=False)

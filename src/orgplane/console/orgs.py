@@ -29,16 +29,6 @@ from orgplane.core.usage import consumption
 CHILDREN_PAGE = 50
 
 
-def _utilization(report: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """Per child: its most used meter with a limit (what a utilization bar shows)."""
-    out: dict[int, dict[str, Any]] = {}
-    for entry in report["entries"]:
-        limited = [m for m in entry["meters"] if m["utilization_pct"] is not None]
-        if limited:
-            out[entry["org"].id] = max(limited, key=lambda m: m["utilization_pct"])
-    return out
-
-
 async def _children(
     services: ServicesDep,
     viewer: ViewerDep,
@@ -54,13 +44,11 @@ async def _children(
             conn, viewer, org_id, limit=CHILDREN_PAGE, cursor=cursor, name=name or None,
             status="deleted" if deleted else None,
         )  # fmt: skip
-        usage = await consumption.report(
-            conn, viewer, org_id, rollup="children", children=children.rows
-        )
+        bars = {} if deleted else await consumption.utilization(conn, viewer, org_id, children.rows)
     return {
         "children": children.rows,
         "next_cursor": children.next_cursor,
-        "utilization": _utilization(usage),
+        "utilization": bars,
         "query": name or "",
         "deleted": deleted,
     }

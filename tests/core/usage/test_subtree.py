@@ -144,3 +144,50 @@ async def test_subtree_counters_follow_ingestion_and_moves(h: Any) -> None:
         await _check_reports(h, everyone, live)
         await _ingest(h, [(a11, "operations", 3, now), (org, "transfer", 2, now)])
         await _check_reports(h, everyone, live)
+
+
+async def test_utilization_bars_agree_with_the_children_report(h: Any) -> None:
+    """The bars a console list shows (``consumption.utilization``, two prepared statements per
+    50 children) are the children report's numbers for each child's most used limited meter:
+    60 children, so a list spans two slices of slots; some with no limit, one with a limit of
+    0, one past its limit, one with two limited meters."""
+    from orgplane.core.usage import consumption
+    from support.mfa import caller
+
+    for meter in ("operations", "credits"):
+        response = await h.client.put(
+            f"/orgs/{h.root.org_id}/limits/{meter}", json={"amount": 10_000_000},
+            headers=h.auth(),
+        )  # fmt: skip
+        assert response.status_code == 200, response.text
+    children = []
+    for n in range(60):
+        allocations = {"operations": 10_000 * (n % 4)} if n % 3 else {}
+        if n == 7:
+            allocations["credits"] = 50
+        children.append(await h.create_org(h.root.org_id, f"C{n:02d}", allocations=allocations))
+    now = utcnow()
+    events = [(c, "operations", 1_000 * n + 1, now) for n, c in enumerate(children) if n % 2]
+    events += [(children[7], "credits", 40, now), (children[5], "operations", 50_000, now)]
+    await _ingest(h, events)
+
+    principal = (await caller(h, h.root.api_key)).principal
+    async with h.services.db.read() as conn:
+        rows = (await conn.execute(sa.select(orgs).where(orgs.c.parent_id.isnot(None)))).all()
+        report = await consumption.report(
+            conn, principal, h.root.org_id, rollup="children", children=rows
+        )
+        bars = await consumption.utilization(conn, principal, h.root.org_id, rows)
+    expected = {}
+    for entry in report["entries"]:
+        limited = [m for m in entry["meters"] if m["utilization_pct"] is not None]
+        if limited:
+            best = max(limited, key=lambda m: m["utilization_pct"])
+            expected[entry["org"].id] = {k: best[k] for k in ("meter", "consumed", "limit",
+                                                              "utilization_pct")}  # fmt: skip
+    assert bars == expected
+    by_name = {row.name: row.id for row in rows}
+    assert bars[by_name["C05"]]["utilization_pct"] == 550.01  # 55,001 of 10,000
+    assert bars[by_name["C07"]]["meter"] == "credits"  # 80% of credits beats 23% of operations
+    assert by_name["C00"] not in bars and by_name["C03"] not in bars  # no limit / a limit of 0
+    assert len(bars) == 30

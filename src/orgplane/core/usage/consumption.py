@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from orgplane.core.access.principal import Principal
 from orgplane.core.access.service import reach
 from orgplane.core.errors import InvalidInput
-from orgplane.db.engine import Reader
+from orgplane.db.engine import PreparedSelect, Reader, all_rows
 from orgplane.models import meters, org_limits, orgs, usage_daily, usage_subtree_daily
 from orgplane.models.base import utcnow
 
@@ -253,3 +253,74 @@ async def _children(conn: Reader, org: Any) -> list[Any]:
         )
     ).all()
     return list(rows)
+
+
+# --- utilization bars: each listed child's most used meter, this period ----------------------
+#
+# A page of children shows one bar per child: the period's consumption of its subtree against
+# its allocation. Two statements, prepared once on the driver, read just that: the listed
+# children's limits, then the period's sums of those that have one (a child without a limit
+# shows none and costs nothing more). A page holds at most ``UTILIZATION_SLOTS`` children;
+# longer lists are read in slices of that many.
+
+UTILIZATION_SLOTS = 50
+_NO_ORG = -1  # fills the slots a shorter list leaves free: no org has it
+_SLOT_NAMES = [f"org{i}" for i in range(UTILIZATION_SLOTS)]
+_LIMITS_OF = PreparedSelect(
+    sa.select(org_limits.c.org_id, org_limits.c.meter, org_limits.c.amount).where(
+        org_limits.c.org_id.in_([sa.bindparam(name) for name in _SLOT_NAMES])
+    )
+)
+_PERIOD_SUMS = PreparedSelect(
+    sa.select(
+        usage_subtree_daily.c.org_id,
+        usage_subtree_daily.c.meter,
+        sa.func.sum(usage_subtree_daily.c.quantity).label("consumed"),
+    )
+    .where(
+        usage_subtree_daily.c.org_id.in_([sa.bindparam(name) for name in _SLOT_NAMES]),
+        usage_subtree_daily.c.day >= sa.bindparam("start"),
+        usage_subtree_daily.c.day < sa.bindparam("end"),
+    )
+    .group_by(usage_subtree_daily.c.org_id, usage_subtree_daily.c.meter)
+)
+
+
+async def _by_slots(
+    conn: Reader, prepared: PreparedSelect, ids: list[int], **params: Any
+) -> list[Any]:
+    rows: list[Any] = []
+    for at in range(0, len(ids), UTILIZATION_SLOTS):
+        part = ids[at : at + UTILIZATION_SLOTS]
+        padded = part + [_NO_ORG] * (UTILIZATION_SLOTS - len(part))
+        slots = dict(zip(_SLOT_NAMES, padded, strict=True))
+        rows += await all_rows(conn, prepared, {**slots, **params})
+    return rows
+
+
+async def utilization(
+    conn: Reader, principal: Principal, org_ref: str, children: list[Any]
+) -> dict[int, dict[str, Any]]:
+    """Per child of ``org_ref`` among ``children`` (org rows) that has a limit: the meter it
+    has used the most of this period, as a share of that limit (the numbers of ``report``'s
+    ``rollup="children"`` entry for that meter). Meters tie in name order."""
+    org = await reach(conn, principal, org_ref, scope="usage:read")
+    ids = [c.id for c in children if c.parent_id == org.id]
+    if not ids:
+        return {}
+    limits = {(r.org_id, r.meter): int(r.amount) for r in await _by_slots(conn, _LIMITS_OF, ids)}
+    limited = sorted({org_id for org_id, _ in limits})
+    if not limited:
+        return {}
+    current = month_of(utcnow().astimezone(ZoneInfo(org.timezone)).date())
+    consumed = {
+        (r.org_id, r.meter): int(r.consumed)
+        for r in await _by_slots(conn, _PERIOD_SUMS, limited, start=current.start, end=current.end)
+    }
+    out: dict[int, dict[str, Any]] = {}
+    for (org_id, meter), limit in sorted(limits.items()):
+        used = consumed.get((org_id, meter), 0)
+        pct = _pct(used, limit)
+        if pct is not None and (org_id not in out or pct > out[org_id]["utilization_pct"]):
+            out[org_id] = {"meter": meter, "consumed": used, "limit": limit, "utilization_pct": pct}
+    return out
