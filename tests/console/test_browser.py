@@ -132,6 +132,24 @@ async def test_the_tree_loads_a_level_when_it_is_opened(console: Console, h: Har
     await console.look("berlin")
 
 
+async def test_a_long_level_shows_more_children_on_request(console: Console, h: Harness) -> None:
+    for n in range(53):
+        await h.create_org(h.root.org_id, f"Branch {n:02d}")
+    page = console.page
+    await page.goto(f"{CONSOLE}/tree")
+    branches = page.get_by_role("link", name=re.compile(r"^Branch \d\d$"))
+    await expect(branches).to_have_count(50)  # a level is loaded 50 at a time
+    more = page.get_by_role("link", name="More…")
+    await more.focus()
+    await page.keyboard.press("Enter")
+    await expect(branches).to_have_count(53)
+    await expect(more).to_have_count(0)
+    await expect(page).to_have_url(re.compile(rf"{CONSOLE}/tree$"))  # loaded in place
+    names = await branches.all_inner_texts()
+    assert names == [f"Branch {n:02d}" for n in range(53)]
+    await console.look("tree-more")
+
+
 async def test_search_finds_children_by_name(console: Console, h: Harness) -> None:
     await _family(h)
     page = console.page
