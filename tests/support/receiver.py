@@ -56,12 +56,15 @@ def receiver() -> Iterator[Receiver]:
                 time.sleep(delay)
             status, headers = state.answers.get(self.path, (200, {}))
             reply = b'{"ok": true}' if status < 300 else b"receiver says no"
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("content-length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
+            try:
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the sender gave up (or was killed) before the answer
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
