@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -19,6 +20,9 @@ from orgplane.core.webhooks.destinations import Destination, Network, Refused
 MAX_RESPONSE_BYTES = 64 * 1024
 EXCERPT_CHARS = 1024
 _CLIENTS = 256
+# httpx logs every request's URL at INFO; a webhook URL may carry the receiver's token.
+if logging.getLogger("httpx").level == logging.NOTSET:
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
