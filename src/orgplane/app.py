@@ -41,6 +41,7 @@ from orgplane.api.native import (
     roles,
     usage,
     users,
+    webhooks,
 )
 from orgplane.api.observability import Metrics, ObservabilityMiddleware
 from orgplane.api.ratelimit import RateLimiter, add_rate_limit_headers
@@ -52,6 +53,7 @@ from orgplane.core.access.service import KeyCache
 from orgplane.core.audit import service as audit
 from orgplane.core.audit.access_log import AccessLogWriter
 from orgplane.core.errors import InvalidInput
+from orgplane.core.webhooks.worker import Worker
 from orgplane.db.engine import Database
 from orgplane.logging import configure as configure_logging
 
@@ -122,12 +124,25 @@ def create_litestar(services: Services) -> Litestar:
         gc.collect()
         gc.freeze()
         housekeeping = asyncio.create_task(_housekeeping(services), name="orgplane-housekeeping")
+        # Webhooks are dispatched and delivered in every server process unless dedicated
+        # `orgplane worker` processes do it: claims are safe to share.
+        stop_webhooks = asyncio.Event()
+        webhooks_task = None
+        if services.settings.webhook_delivery == "inprocess":
+            webhooks_task = asyncio.create_task(
+                Worker(services.db, services.settings).run(stop_webhooks),
+                name="orgplane-webhooks",
+            )
         try:
             yield
         finally:
             housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await housekeeping
+            if webhooks_task is not None:
+                stop_webhooks.set()
+                with contextlib.suppress(Exception):
+                    await webhooks_task
             await services.access_log.stop()
             await services.limiter.close()
             await services.db.dispose()
@@ -170,6 +185,11 @@ def create_litestar(services: Services) -> Litestar:
                 description="The signed-in user's second factor: TOTP and recovery codes",
             ),
             Tag(name="users", description="Members, invitations"),
+            Tag(
+                name="webhooks",
+                description="Endpoints that receive the org's events (Standard Webhooks), "
+                "their delivery logs, redelivery",
+            ),
             Tag(name="roles", description="Capabilities and roles"),
             Tag(name="operations", description="Health, readiness, metrics"),
             Tag(name="datadog", description="Datadog's org-management API, under /datadog"),
@@ -208,6 +228,7 @@ def create_litestar(services: Services) -> Litestar:
             roles.list_capabilities,
             auth_api.router,
             mfa.router,
+            webhooks.router,
             scim_router,
             datadog_dialect.router,
             make_dialect.router,

@@ -1,4 +1,4 @@
-"""The ``orgplane`` command: serve, migrate, bootstrap, keys, orgs, audit, access-log."""
+"""The ``orgplane`` command: serve, worker, migrate, bootstrap, keys, orgs, audit, access-log."""
 
 from __future__ import annotations
 
@@ -310,6 +310,31 @@ def serve(
         loop=Loops.uvloop,
         log_access=False,
     ).serve()
+
+
+@app.command()
+def worker(database_url: DatabaseUrl = None) -> None:
+    """Dispatch and deliver webhooks until SIGTERM or SIGINT (run any number on PostgreSQL;
+    set ORGPLANE_WEBHOOK_DELIVERY=off on the servers when workers do it)."""
+    import signal
+
+    from orgplane.core.webhooks.worker import Worker
+    from orgplane.logging import configure as configure_logging
+
+    settings = _settings(database_url)
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def run(db: Database) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await _check_schema(db)
+        typer.echo("orgplane worker: delivering webhooks (SIGTERM or Ctrl-C stops)", err=True)
+        await Worker(db, settings).run(stop)
+
+    _with_db(database_url, run)
+    typer.echo("orgplane worker: stopped", err=True)
 
 
 async def _check_schema(db: Database) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from typing import Literal
 
@@ -49,6 +50,26 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     # Serve GET /orgs/{id} with an API key outside the framework (api/fastpath.py).
     fast_reads: bool = True
+    # Webhooks (core/webhooks). Destinations in these networks (comma-separated CIDRs) pass the
+    # address check that otherwise refuses loopback, private, link-local, CGNAT and other
+    # non-public addresses; plain http is allowed only to them.
+    webhook_allowed_networks: str = ""
+    # Seconds to wait before each retry of a failed delivery, in order (jittered by +-20%): with
+    # the first attempt, eight attempts over about a day and a half.
+    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,50400"
+    # An endpoint whose deliveries have all failed for this long is disabled.
+    webhook_disable_after_days: float = Field(default=5.0, gt=0)
+    # "inprocess": `orgplane serve` dispatches and delivers in each server process; "off" when
+    # `orgplane worker` processes do it.
+    webhook_delivery: Literal["inprocess", "off"] = "inprocess"
+    # How long a claimed delivery is reserved for its worker; past it, another worker retries it.
+    webhook_lease_seconds: float = Field(default=60.0, gt=0)
+    # How often an idle worker looks for new events and due deliveries.
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    webhook_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Deliveries a worker sends at once.
+    webhook_concurrency: int = Field(default=16, ge=1, le=1024)
 
     @field_validator("database_url")
     @classmethod
@@ -58,6 +79,36 @@ class Settings(BaseSettings):
                 "database_url must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
             )
         return value
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"{part!r} is not a network (CIDR, e.g. 127.0.0.0/8)") from None
+        return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        try:
+            delays = [float(p) for p in value.split(",") if p.strip()]
+        except ValueError:
+            raise ValueError("must be comma-separated seconds, e.g. 5,300,1800") from None
+        if any(d < 0 for d in delays):
+            raise ValueError("delays must not be negative")
+        return value
+
+    @property
+    def webhook_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        parts = (p.strip() for p in self.webhook_allowed_networks.split(","))
+        return tuple(ipaddress.ip_network(p, strict=False) for p in parts if p)
+
+    @property
+    def webhook_retry_delays(self) -> tuple[float, ...]:
+        return tuple(float(p) for p in self.webhook_retry_schedule.split(",") if p.strip())
 
     @model_validator(mode="after")
     def _no_default_secret_in_production(self) -> Settings:

@@ -26,12 +26,19 @@ from orgplane.models.usage import (
     usage_events,
     usage_subtree_daily,
 )
+from orgplane.models.webhooks import (
+    event_positions,
+    webhook_attempts,
+    webhook_deliveries,
+    webhooks,
+)
 
 __all__ = [
     "access_log",
     "audit_chain_heads",
     "audit_log",
     "credentials",
+    "event_positions",
     "idempotency_keys",
     "invitations",
     "ledger",
@@ -49,4 +56,7 @@ __all__ = [
     "usage_subtree_daily",
     "user_tokens",
     "users",
+    "webhook_attempts",
+    "webhook_deliveries",
+    "webhooks",
 ]

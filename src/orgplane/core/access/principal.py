@@ -6,6 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 
+def path_reaches(org_id: int, path: str) -> bool:
+    """True when the org at ``path`` is the org ``org_id`` or one of its descendants."""
+    return f"/{org_id}/" in path
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """An authenticated credential. It may act on its org and that org's descendants only."""
@@ -38,7 +43,7 @@ class Principal:
 
     def reaches(self, path: str) -> bool:
         """True when the org at ``path`` is this principal's org or one of its descendants."""
-        return f"/{self.org_id}/" in path
+        return path_reaches(self.org_id, path)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from orgplane.core.errors import FieldError, InvalidInput
 
-RESOURCES = ("orgs", "keys", "audit", "credits", "usage", "users", "meters")
+RESOURCES = ("orgs", "keys", "audit", "credits", "usage", "users", "meters", "webhooks")
 ACTIONS = ("read", "write")
 ALL = "*"
 CATALOG: tuple[str, ...] = tuple(f"{r}:{a}" for r in RESOURCES for a in ACTIONS)
@@ -25,6 +25,8 @@ SCOPE_DESCRIPTIONS = {
     "users:write": "Manage users and roles.",
     "meters:read": "Read meters.",
     "meters:write": "Define and change meters.",
+    "webhooks:read": "Read webhooks and their delivery logs.",
+    "webhooks:write": "Create, change, rotate, test and delete webhooks; redeliver events.",
 }
 
 # The capability (core.people.capabilities.CATALOG) a user-bound principal needs for each scope
@@ -44,6 +46,9 @@ SCOPE_CAPABILITY: dict[str, str] = {
     "users:write": "manageUsersAndRoles",
     "meters:read": "viewOrganizations",
     "meters:write": "manageOrganizations",
+    # A webhook's log shows the org's events and its endpoints: whoever manages them reads them.
+    "webhooks:read": "manageWebhooks",
+    "webhooks:write": "manageWebhooks",
 }
 
 

@@ -10,7 +10,7 @@ import base64
 import binascii
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -376,6 +376,14 @@ async def out_of_reach(conn: Reader, principal: Principal, public_ids: Iterable[
     """Of these org public ids (named in a log entry the principal reads), those it may not
     see: outside its subtree, or no org's. Such an id is shown as null: an entry of the
     principal's own org must not name the parent that ``GET /orgs/{id}`` hides."""
+    return await hidden_from(conn, principal.reaches, public_ids)
+
+
+async def hidden_from(
+    conn: Reader, reaches: Callable[[str], bool], public_ids: Iterable[str]
+) -> set[str]:
+    """Of these org public ids, those outside what ``reaches`` (a test of an org's path)
+    accepts, or no org's: ``out_of_reach`` for a principal, or for a webhook's org."""
     wanted = sorted(set(public_ids))
     if not wanted:
         return set()
@@ -385,7 +393,7 @@ async def out_of_reach(conn: Reader, principal: Principal, public_ids: Iterable[
             sa.select(orgs.c.public_id, orgs.c.path).where(orgs.c.public_id.in_(wanted))
         )
     }
-    return {p for p in wanted if p not in found or not principal.reaches(found[p])}
+    return {p for p in wanted if p not in found or not reaches(found[p])}
 
 
 def unauthenticated(reason: str) -> Unauthenticated:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.visitors import InternalTraversal
 
-from orgplane.core.access.principal import Principal
-from orgplane.core.access.service import org_not_found, out_of_reach, reach
+from orgplane.core.access.principal import Principal, path_reaches
+from orgplane.core.access.service import hidden_from, org_not_found, reach
 from orgplane.core.errors import InvalidInput
 from orgplane.core.pagination import (
     decode_cursor,
@@ -309,6 +309,16 @@ ORG_REFERENCES = ("parent", "parent_id", "returned_to", "cascade_of")
 async def as_seen_by(conn: Reader, principal: Principal, rows: list[Any]) -> list[Any]:
     """The entries with every org they name outside the principal's reach shown as null (a
     key of a child reads its own allocations without learning its parent's id)."""
+    return await _as_seen(conn, principal.reaches, rows)
+
+
+async def as_seen_from_org(conn: Reader, org_id: int, rows: list[Any]) -> list[Any]:
+    """The entries as the org ``org_id`` sees them (``as_seen_by`` for a key of that org): what
+    a webhook of the org receives."""
+    return await _as_seen(conn, lambda path: path_reaches(org_id, path), rows)
+
+
+async def _as_seen(conn: Reader, reaches: Callable[[str], bool], rows: list[Any]) -> list[Any]:
     named = {
         value
         for row in rows
@@ -317,7 +327,7 @@ async def as_seen_by(conn: Reader, principal: Principal, rows: list[Any]) -> lis
         for key in ORG_REFERENCES
         if isinstance(value := document.get(key), str)
     }
-    hidden = await out_of_reach(conn, principal, named)
+    hidden = await hidden_from(conn, reaches, named)
     if not hidden:
         return rows
     return [_hiding(row, hidden) for row in rows]

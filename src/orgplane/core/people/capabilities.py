@@ -26,6 +26,7 @@ CATALOG: dict[str, str] = {
     "ingestUsage": "Report usage.",
     "manageCustomizations": "Change customizations.",
     "manageSignInPolicy": "Require two-factor sign-in in the organization and its descendants.",
+    "manageWebhooks": "Create, change and delete webhooks; read their delivery logs; redeliver.",
 }
 # Owners only among the system roles: administrators cannot turn their own org's two-factor
 # requirement off.
@@ -41,6 +42,7 @@ IMPLIES: dict[str, tuple[str, ...]] = {
     "manageCustomizations": ("viewOrganizations",),
     "ingestUsage": ("viewOrganizations",),
     "manageSignInPolicy": ("viewOrganizations",),
+    "manageWebhooks": ("viewOrganizations",),
 }
 
 _VIEW = ("viewOrganizations", "viewUsersAndRoles", "viewAuditLog", "viewAccessLog")

@@ -13,8 +13,6 @@ off (``users.disable_mfa``) and they enrol again.
 
 from __future__ import annotations
 
-import base64
-import functools
 import hashlib
 import hmac
 import io
@@ -24,10 +22,8 @@ from datetime import datetime
 
 import pyotp
 import segno
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from orgplane.core import sealing
 
 ISSUER = "orgplane"
 # Codes of the step before and after the current one pass too: clocks drift, people type slowly.
@@ -38,13 +34,11 @@ _RECOVERY_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 _RECOVERY_LENGTH = 10
 _TOTP_CODE = re.compile(r"[0-9]{6}")
 _RECOVERY_CODE = re.compile(f"[{_RECOVERY_ALPHABET}]{{{_RECOVERY_LENGTH}}}")
-# The version of the sealing scheme, first in every sealed seed (a later scheme can coexist).
-_SEALED_PREFIX = "v1."
-_NONCE_BYTES = 12
+# HKDF's info for the seeds' key: the scheme of sealed seeds since they were first stored.
+_SEAL_PURPOSE = "orgplane totp seed v1"
 
-
-class SeedUnreadable(Exception):
-    """A sealed seed that does not open: sealed under another secret key, or damaged."""
+# A sealed seed that does not open (kept under its name: the sign-in code catches it).
+SeedUnreadable = sealing.Unsealable
 
 
 def new_seed() -> str:
@@ -52,35 +46,22 @@ def new_seed() -> str:
     return pyotp.random_base32()
 
 
-@functools.lru_cache(maxsize=4)
-def _cipher(secret_key: str) -> AESGCM:
-    key = HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=b"orgplane totp seed v1"
-    ).derive(secret_key.encode())
-    return AESGCM(key)
-
-
-def _user_bound(user_pk: int) -> bytes:
-    return f"user:{user_pk}".encode()
+def _user_bound(user_pk: int) -> str:
+    return f"user:{user_pk}"
 
 
 def seal(seed: str, *, user_pk: int, secret_key: str) -> str:
-    """The seed as stored: ``v1.`` + base64url(nonce + AES-GCM ciphertext)."""
-    nonce = secrets.token_bytes(_NONCE_BYTES)
-    sealed = _cipher(secret_key).encrypt(nonce, seed.encode(), _user_bound(user_pk))
-    return _SEALED_PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
+    """The seed as stored (``core.sealing``), bound to its user."""
+    return sealing.seal(
+        seed, purpose=_SEAL_PURPOSE, bound_to=_user_bound(user_pk), secret_key=secret_key
+    )
 
 
 def open_sealed(stored: str, *, user_pk: int, secret_key: str) -> str:
     """The seed ``seal`` stored for this user, or ``SeedUnreadable``."""
-    if not stored.startswith(_SEALED_PREFIX):
-        raise SeedUnreadable("unknown sealing scheme")
-    try:
-        raw = base64.urlsafe_b64decode(stored[len(_SEALED_PREFIX) :])
-        nonce, sealed = raw[:_NONCE_BYTES], raw[_NONCE_BYTES:]
-        return _cipher(secret_key).decrypt(nonce, sealed, _user_bound(user_pk)).decode()
-    except (InvalidTag, ValueError) as exc:
-        raise SeedUnreadable(str(exc) or type(exc).__name__) from None
+    return sealing.open_sealed(
+        stored, purpose=_SEAL_PURPOSE, bound_to=_user_bound(user_pk), secret_key=secret_key
+    )
 
 
 def provisioning_uri(seed: str, account: str) -> str:

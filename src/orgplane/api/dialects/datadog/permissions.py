@@ -77,6 +77,7 @@ _TABLE: tuple[Permission, ...] = (
         "Access Management",
         "write",
     ),
+    Permission("manageWebhooks", "org_webhooks_write", "Webhooks Write", "Integrations", "write"),
 )
 
 

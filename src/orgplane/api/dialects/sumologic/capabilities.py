@@ -32,6 +32,8 @@ TO_ORGPLANE: dict[str, str] = {
     "managePasswordPolicy": "manageSignInPolicy",
     "viewAccessLog": "viewAccessLog",
     "ingestUsage": "ingestUsage",
+    # Sumo Logic's webhooks are "connections".
+    "manageConnections": "manageWebhooks",
 }
 TO_SUMO: dict[str, str] = {}
 for _sumo, _orgplane in TO_ORGPLANE.items():

@@ -1,0 +1,302 @@
+"""The webhooks' statements: endpoints, deliveries, attempts, and the consumers' positions.
+The rules that decide them are in ``service``, ``dispatch`` and ``delivery``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from orgplane.db.engine import Reader, Tx
+from orgplane.models import (
+    audit_chain_heads,
+    audit_log,
+    event_positions,
+    orgs,
+    webhook_attempts,
+    webhook_deliveries,
+    webhooks,
+)
+
+WEBHOOK_COLUMNS = (
+    *webhooks.c,
+    orgs.c.public_id.label("org_public_id"),
+    orgs.c.path.label("org_path"),
+)
+
+
+def _with_org() -> Any:
+    return sa.select(*WEBHOOK_COLUMNS).select_from(
+        webhooks.join(orgs, orgs.c.id == webhooks.c.org_id)
+    )
+
+
+async def insert(tx: Tx, values: dict[str, Any]) -> Any:
+    webhook_pk = (
+        await tx.execute(sa.insert(webhooks).values(values).returning(webhooks.c.id))
+    ).scalar_one()
+    return await by_pk(tx.conn, webhook_pk)
+
+
+async def by_pk(conn: Reader, webhook_pk: int) -> Any:
+    return (await conn.execute(_with_org().where(webhooks.c.id == webhook_pk))).first()
+
+
+async def find(conn: Reader, org_id: int, public_id: str, *, lock: bool = False) -> Any:
+    """The webhook ``public_id`` of the org ``org_id``, or None; locked for a change."""
+    statement = _with_org().where(webhooks.c.public_id == public_id, webhooks.c.org_id == org_id)
+    if lock:
+        statement = statement.with_for_update(of=webhooks)
+    return (await conn.execute(statement)).first()
+
+
+async def page(conn: Reader, org_id: int, *, after: int | None, limit: int) -> list[Any]:
+    """Up to ``limit`` + 1 webhooks of the org after the webhook ``after``, oldest first."""
+    statement = _with_org().where(webhooks.c.org_id == org_id)
+    if after is not None:
+        statement = statement.where(webhooks.c.id > after)
+    return list((await conn.execute(statement.order_by(webhooks.c.id).limit(limit + 1))).all())
+
+
+async def update(tx: Tx, webhook_pk: int, values: dict[str, Any]) -> Any:
+    await tx.execute(sa.update(webhooks).where(webhooks.c.id == webhook_pk).values(values))
+    return await by_pk(tx.conn, webhook_pk)
+
+
+async def delete(tx: Tx, webhook_pk: int) -> None:
+    # Explicitly, children first: the cascade of the foreign keys is not relied on.
+    await tx.execute(sa.delete(webhook_attempts).where(webhook_attempts.c.webhook_id == webhook_pk))
+    await tx.execute(
+        sa.delete(webhook_deliveries).where(webhook_deliveries.c.webhook_id == webhook_pk)
+    )
+    await tx.execute(sa.delete(webhooks).where(webhooks.c.id == webhook_pk))
+
+
+async def chain_head(conn: Reader, root_id: int) -> int:
+    """The tenant's last ``seq`` committed (0 for none)."""
+    statement = sa.select(audit_chain_heads.c.seq).where(audit_chain_heads.c.root_id == root_id)
+    return int((await conn.execute(statement)).scalar() or 0)
+
+
+def _insert_ignoring_conflicts(tx: Tx, table: sa.Table) -> Any:
+    return (
+        postgresql.insert(table) if tx.is_postgres else sqlite.insert(table)
+    ).on_conflict_do_nothing()
+
+
+async def ensure_position(tx: Tx, consumer: str, root_id: int, last_seq: int) -> None:
+    """The consumer's position in the tenant's chain, created at ``last_seq`` if it has none."""
+    await tx.execute(
+        _insert_ignoring_conflicts(tx, event_positions).values(
+            consumer=consumer, root_id=root_id, last_seq=last_seq
+        )
+    )
+
+
+async def tenants_behind(conn: Reader, consumer: str) -> list[int]:
+    """The tenants whose chain has entries past the consumer's position."""
+    statement = (
+        sa.select(event_positions.c.root_id)
+        .select_from(
+            event_positions.join(
+                audit_chain_heads, audit_chain_heads.c.root_id == event_positions.c.root_id
+            )
+        )
+        .where(
+            event_positions.c.consumer == consumer,
+            audit_chain_heads.c.seq > event_positions.c.last_seq,
+        )
+        .order_by(event_positions.c.root_id)
+    )
+    return [int(r) for r in (await conn.execute(statement)).scalars()]
+
+
+async def take_position(tx: Tx, consumer: str, root_id: int) -> int | None:
+    """The consumer's position in the tenant's chain, locked until commit; None when another
+    transaction holds it (PostgreSQL: that worker is fanning this tenant out now)."""
+    statement = sa.select(event_positions.c.last_seq).where(
+        event_positions.c.consumer == consumer, event_positions.c.root_id == root_id
+    )
+    if tx.is_postgres:
+        statement = statement.with_for_update(skip_locked=True)
+    value = (await tx.execute(statement)).scalar()
+    return None if value is None else int(value)
+
+
+async def move_position(tx: Tx, consumer: str, root_id: int, last_seq: int) -> None:
+    await tx.execute(
+        sa.update(event_positions)
+        .where(event_positions.c.consumer == consumer, event_positions.c.root_id == root_id)
+        .values(last_seq=last_seq)
+    )
+
+
+async def entries_after(conn: Reader, root_id: int, last_seq: int, limit: int) -> list[Any]:
+    """The tenant's entries after ``last_seq``, in order, with their org's path: what the
+    dispatcher matches."""
+    statement = (
+        sa.select(
+            audit_log.c.seq,
+            audit_log.c.hash,
+            audit_log.c.action,
+            audit_log.c.at,
+            audit_log.c.org_id,
+            orgs.c.path.label("org_path"),
+        )
+        .select_from(audit_log.join(orgs, orgs.c.id == audit_log.c.org_id))
+        .where(audit_log.c.root_id == root_id, audit_log.c.seq > last_seq)
+        .order_by(audit_log.c.seq)
+        .limit(limit)
+    )
+    return list((await conn.execute(statement)).all())
+
+
+async def live_webhooks_of_tenant(conn: Reader, root_id: int) -> list[Any]:
+    """The tenant's enabled webhooks of live orgs, with their org's path."""
+    statement = _with_org().where(
+        webhooks.c.root_id == root_id, webhooks.c.enabled.is_(True), orgs.c.deleted_at.is_(None)
+    )
+    return list((await conn.execute(statement)).all())
+
+
+async def queue(tx: Tx, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await tx.execute(sa.insert(webhook_deliveries), rows)
+
+
+async def any_due(conn: Reader, now: datetime) -> bool:
+    statement = (
+        sa.select(webhook_deliveries.c.id)
+        .where(
+            webhook_deliveries.c.status == "pending", webhook_deliveries.c.next_attempt_at <= now
+        )
+        .limit(1)
+    )
+    return (await conn.execute(statement)).first() is not None
+
+
+async def claim(tx: Tx, now: datetime, lease_until: datetime, limit: int) -> list[Any]:
+    """Lease up to ``limit`` due deliveries of enabled endpoints: each is due again when the
+    lease ends, unless its worker records the attempt first. On PostgreSQL rows another worker
+    is claiming are skipped (``SKIP LOCKED``); SQLite has one writer."""
+    enabled = (
+        sa.select(webhooks.c.id)
+        .where(webhooks.c.id == webhook_deliveries.c.webhook_id, webhooks.c.enabled.is_(True))
+        .exists()
+    )
+    due = (
+        sa.select(webhook_deliveries.c.id)
+        .where(
+            webhook_deliveries.c.status == "pending",
+            webhook_deliveries.c.next_attempt_at <= now,
+            enabled,
+        )
+        .order_by(webhook_deliveries.c.next_attempt_at)
+        .limit(limit)
+    )
+    if tx.is_postgres:
+        due = due.with_for_update(skip_locked=True)
+    statement = (
+        sa.update(webhook_deliveries)
+        .where(webhook_deliveries.c.id.in_(due.scalar_subquery()))
+        .values(
+            attempts=webhook_deliveries.c.attempts + 1,
+            leased_until=lease_until,
+            next_attempt_at=lease_until,
+        )
+        .returning(
+            webhook_deliveries.c.id,
+            webhook_deliveries.c.webhook_id,
+            webhook_deliveries.c.root_id,
+            webhook_deliveries.c.seq,
+            webhook_deliveries.c.event_id,
+            webhook_deliveries.c.attempts,
+        )
+    )
+    return list((await tx.execute(statement)).all())
+
+
+async def entry(conn: Reader, root_id: int, seq: int) -> Any:
+    """The audit entry at ``seq`` in the tenant's chain, with its org's public id."""
+    statement = (
+        sa.select(*audit_log.c, orgs.c.public_id.label("org_public_id"))
+        .select_from(audit_log.join(orgs, orgs.c.id == audit_log.c.org_id))
+        .where(audit_log.c.root_id == root_id, audit_log.c.seq == seq)
+    )
+    return (await conn.execute(statement)).first()
+
+
+async def record_attempt(tx: Tx, values: dict[str, Any]) -> None:
+    await tx.execute(sa.insert(webhook_attempts).values(values))
+
+
+async def settle(tx: Tx, delivery_pk: int, attempt: int, values: dict[str, Any]) -> bool:
+    """Set a delivery's next state, if it is still the lease of this attempt (a worker whose
+    lease ran out, and whose delivery was claimed again, changes nothing)."""
+    result = await tx.execute(
+        sa.update(webhook_deliveries)
+        .where(
+            webhook_deliveries.c.id == delivery_pk,
+            webhook_deliveries.c.attempts == attempt,
+            webhook_deliveries.c.status == "pending",
+        )
+        .values(values)
+    )
+    return bool(result.rowcount)
+
+
+async def clear_failing(tx: Tx, webhook_pk: int) -> None:
+    await tx.execute(
+        sa.update(webhooks)
+        .where(webhooks.c.id == webhook_pk, webhooks.c.failing_since.is_not(None))
+        .values(failing_since=None)
+    )
+
+
+async def lock_webhook(tx: Tx, webhook_pk: int) -> Any:
+    statement = sa.select(webhooks).where(webhooks.c.id == webhook_pk)
+    if tx.is_postgres:
+        statement = statement.with_for_update()
+    return (await tx.execute(statement)).first()
+
+
+async def attempts_page(
+    conn: Reader, webhook_pk: int, *, before: int | None, limit: int
+) -> list[Any]:
+    """Up to ``limit`` + 1 attempts of the webhook before the attempt ``before``, newest first."""
+    statement = sa.select(webhook_attempts).where(webhook_attempts.c.webhook_id == webhook_pk)
+    if before is not None:
+        statement = statement.where(webhook_attempts.c.id < before)
+    statement = statement.order_by(webhook_attempts.c.id.desc()).limit(limit + 1)
+    return list((await conn.execute(statement)).all())
+
+
+async def queued_events(
+    conn: Reader,
+    webhook_pk: int,
+    *,
+    event_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int,
+) -> list[Any]:
+    """The events queued for the webhook before (one, or those of a time range), each once."""
+    statement = sa.select(
+        webhook_deliveries.c.seq,
+        webhook_deliveries.c.event_id,
+        sa.func.min(webhook_deliveries.c.event_at).label("event_at"),
+    ).where(webhook_deliveries.c.webhook_id == webhook_pk)
+    if event_id is not None:
+        statement = statement.where(webhook_deliveries.c.event_id == event_id)
+    if since is not None:
+        statement = statement.where(webhook_deliveries.c.event_at >= since)
+    if until is not None:
+        statement = statement.where(webhook_deliveries.c.event_at < until)
+    statement = (
+        statement.group_by(webhook_deliveries.c.seq, webhook_deliveries.c.event_id)
+        .order_by(webhook_deliveries.c.seq)
+        .limit(limit)
+    )
+    return list((await conn.execute(statement)).all())

@@ -1,0 +1,187 @@
+"""The webhooks' workers under concurrency, on SQLite and PostgreSQL: the fan-out reads every
+committed entry once while others commit, `orgplane worker` processes never send one attempt
+twice, and a worker killed mid-delivery loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from orgplane.core.webhooks import dispatch
+from orgplane.core.webhooks.worker import Worker
+from orgplane.models import audit_log, webhook_deliveries, webhooks
+from support.harness import Harness, start_harness, stop_harness
+from support.receiver import Receiver, receiver
+
+LOCAL = "127.0.0.0/8"
+
+
+@pytest.fixture
+async def hk(db_url: str) -> AsyncIterator[Harness]:
+    harness = await start_harness(
+        db_url, webhook_allowed_networks=LOCAL, webhook_retry_schedule="0,0",
+        webhook_delivery="off",
+    )  # fmt: skip
+    try:
+        yield harness
+    finally:
+        await stop_harness(harness)
+
+
+@pytest.fixture
+def rx() -> Any:
+    with receiver() as r:
+        yield r
+
+
+async def create_webhook(h: Harness, url: str, **fields: Any) -> dict[str, Any]:
+    body = {"url": url, "event_types": ["org.created"], **fields}
+    response = await h.client.post(f"/orgs/{h.root.org_id}/webhooks", json=body, headers=h.auth())
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def wait_for(check: Callable[[], Any], within: float = 60) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.1)
+
+
+async def deliveries(h: Harness) -> list[Any]:
+    async with h.services.db.read() as conn:
+        return list((await conn.execute(sa.select(webhook_deliveries))).all())
+
+
+async def start_worker(db_url: str, **env: str) -> asyncio.subprocess.Process:
+    """`orgplane worker` in a subprocess, on the test's database."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ORGPLANE_")}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "orgplane.cli", "worker",
+        env={
+            **clean,
+            "ORGPLANE_DATABASE_URL": db_url,
+            "ORGPLANE_ENVIRONMENT": "test",
+            "ORGPLANE_LOG_LEVEL": "warning",
+            "ORGPLANE_WEBHOOK_ALLOWED_NETWORKS": LOCAL,
+            "ORGPLANE_WEBHOOK_POLL_SECONDS": "0.05",
+            **env,
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def test_fan_out_reads_every_entry_once_while_others_commit(
+    hk: Harness, rx: Receiver
+) -> None:
+    await create_webhook(hk, rx.url + "/hook")
+    done = asyncio.Event()
+
+    async def create_orgs() -> None:
+        try:
+            for batch in range(8):
+                await asyncio.gather(
+                    *(hk.create_org(hk.root.org_id, f"Org {batch}-{i}") for i in range(6))
+                )
+        finally:
+            done.set()
+
+    async def dispatch_meanwhile() -> int:
+        passes = 0
+        while not done.is_set():
+            await dispatch.dispatch(hk.services.db, limit=5)
+            passes += 1
+            await asyncio.sleep(0)
+        await dispatch.dispatch(hk.services.db)
+        return passes
+
+    _, passes = await asyncio.gather(create_orgs(), dispatch_meanwhile())
+    assert passes > 1
+    async with hk.services.db.read() as conn:
+        since = (await conn.execute(sa.select(webhooks.c.since_seq))).scalar_one()
+        statement = sa.select(audit_log.c.seq).where(
+            audit_log.c.action == "org.created", audit_log.c.seq > since
+        )
+        created = set((await conn.execute(statement)).scalars())
+    queued = [d.seq for d in await deliveries(hk)]
+    assert len(created) == 48
+    assert sorted(queued) == sorted(created)  # each once, none skipped
+
+
+async def test_two_worker_processes_never_send_an_attempt_twice(
+    hk: Harness, rx: Receiver, db_url: str
+) -> None:
+    created = await create_webhook(hk, rx.url + "/hook")
+    for i in range(40):
+        await hk.create_org(hk.root.org_id, f"Org {i}")
+    workers = [await start_worker(db_url, ORGPLANE_WEBHOOK_CONCURRENCY="4") for _ in range(2)]
+    try:
+
+        async def all_delivered() -> bool:
+            rows = await deliveries(hk)
+            return len(rows) == 40 and all(d.status == "delivered" for d in rows)
+
+        await wait_for(all_delivered)
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        outputs = [await asyncio.wait_for(w.communicate(), 30) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    received = rx.at("/hook")
+    counts = Counter(r.headers["webhook-id"] for r in received)
+    assert len(counts) == 40 and set(counts.values()) == {1}
+    for r in received:
+        r.verifies_with(created["secret"])
+    assert {d.attempts for d in await deliveries(hk)} == {1}
+
+
+async def test_a_worker_killed_mid_delivery_loses_nothing(
+    hk: Harness, rx: Receiver, db_url: str
+) -> None:
+    created = await create_webhook(hk, rx.url + "/slow")
+    rx.delays["/slow"] = 3.0
+    await hk.create_org(hk.root.org_id, "Child")
+    worker = await start_worker(db_url, ORGPLANE_WEBHOOK_LEASE_SECONDS="1.5")
+
+    async def received_once() -> bool:
+        return len(rx.at("/slow")) == 1
+
+    try:
+        await wait_for(received_once, within=30)
+    finally:
+        worker.kill()  # SIGKILL: no chance to record anything
+        await worker.wait()
+    rx.delays.clear()
+    (delivery,) = await deliveries(hk)
+    assert delivery.status == "pending" and delivery.attempts == 1
+    # Another worker claims it once the lease has run out, and delivers it.
+    survivor = Worker(hk.services.db, hk.services.settings)
+
+    async def delivered() -> bool:
+        await survivor.run_once()
+        (row,) = await deliveries(hk)
+        return bool(row.status == "delivered")
+
+    await wait_for(delivered, within=30)
+    first, second = rx.at("/slow")
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    second.verifies_with(created["secret"])
+    (row,) = await deliveries(hk)
+    assert row.attempts == 2
+    log = await hk.client.get(
+        f"/orgs/{hk.root.org_id}/webhooks/{created['id']}/deliveries", headers=hk.auth()
+    )
+    assert [(a["attempt"], a["status_code"]) for a in log.json()["data"]] == [(2, 200)]
+    async with hk.services.db.read() as conn:
+        hook = (await conn.execute(sa.select(webhooks))).one()
+    assert hook.enabled and hook.failing_since is None
