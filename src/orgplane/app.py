@@ -53,6 +53,7 @@ from orgplane.core.access.service import KeyCache
 from orgplane.core.audit import service as audit
 from orgplane.core.audit.access_log import AccessLogWriter
 from orgplane.core.errors import InvalidInput
+from orgplane.core.events.jetstream import NatsSink
 from orgplane.core.webhooks.worker import Worker
 from orgplane.db.engine import Database
 from orgplane.logging import configure as configure_logging
@@ -124,25 +125,35 @@ def create_litestar(services: Services) -> Litestar:
         gc.collect()
         gc.freeze()
         housekeeping = asyncio.create_task(_housekeeping(services), name="orgplane-housekeeping")
-        # Webhooks are dispatched and delivered in every server process unless dedicated
-        # `orgplane worker` processes do it: claims are safe to share.
+        # Webhooks are dispatched and delivered, and events published to NATS (when it is set
+        # up), in every server process unless dedicated `orgplane worker` processes do it:
+        # claims and positions are safe to share.
         stop_webhooks = asyncio.Event()
-        webhooks_task = None
+        background: list[asyncio.Task[None]] = []
         if services.settings.webhook_delivery == "inprocess":
-            webhooks_task = asyncio.create_task(
-                Worker(services.db, services.settings).run(stop_webhooks),
-                name="orgplane-webhooks",
+            background.append(
+                asyncio.create_task(
+                    Worker(services.db, services.settings).run(stop_webhooks),
+                    name="orgplane-webhooks",
+                )
             )
+            if services.settings.events_nats_url:
+                background.append(
+                    asyncio.create_task(
+                        NatsSink(services.db, services.settings).run(stop_webhooks),
+                        name="orgplane-nats-sink",
+                    )
+                )
         try:
             yield
         finally:
             housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await housekeeping
-            if webhooks_task is not None:
-                stop_webhooks.set()
+            stop_webhooks.set()
+            for task in background:
                 with contextlib.suppress(Exception):
-                    await webhooks_task
+                    await task
             await services.access_log.stop()
             await services.limiter.close()
             await services.db.dispose()

@@ -314,10 +314,12 @@ def serve(
 
 @app.command()
 def worker(database_url: DatabaseUrl = None) -> None:
-    """Dispatch and deliver webhooks until SIGTERM or SIGINT (run any number on PostgreSQL;
-    set ORGPLANE_WEBHOOK_DELIVERY=off on the servers when workers do it)."""
+    """Dispatch and deliver webhooks, and publish events to NATS when ORGPLANE_EVENTS_NATS_URL
+    is set, until SIGTERM or SIGINT (run any number on PostgreSQL; set
+    ORGPLANE_WEBHOOK_DELIVERY=off on the servers when workers do it)."""
     import signal
 
+    from orgplane.core.events.jetstream import NatsSink, redacted
     from orgplane.core.webhooks.worker import Worker
     from orgplane.logging import configure as configure_logging
 
@@ -331,7 +333,12 @@ def worker(database_url: DatabaseUrl = None) -> None:
             loop.add_signal_handler(signum, stop.set)
         await _check_schema(db)
         typer.echo("orgplane worker: delivering webhooks (SIGTERM or Ctrl-C stops)", err=True)
-        await Worker(db, settings).run(stop)
+        jobs = [Worker(db, settings).run(stop)]
+        if settings.events_nats_url:
+            servers = redacted(settings.events_nats_url)
+            typer.echo(f"orgplane worker: publishing events to NATS at {servers}", err=True)
+            jobs.append(NatsSink(db, settings).run(stop))
+        await asyncio.gather(*jobs)
 
     _with_db(database_url, run)
     typer.echo("orgplane worker: stopped", err=True)

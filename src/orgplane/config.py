@@ -70,6 +70,18 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     # Deliveries a worker sends at once.
     webhook_concurrency: int = Field(default=16, ge=1, le=1024)
+    # The NATS JetStream sink (core/events/jetstream.py): every event published on
+    # "<prefix>.<tenant>.<type>" to the stream named here (created, capturing "<prefix>.>", if
+    # there is none), where webhooks are delivered. Off while the URL is empty.
+    events_nats_url: str = ""
+    events_nats_stream: str = Field(default="ORGPLANE", pattern=r"^[A-Za-z0-9_-]{1,255}$")
+    events_nats_subject_prefix: str = Field(
+        default="orgplane", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", max_length=200
+    )
+    # While NATS cannot be reached, the sink retries after 0.5 s, doubling up to this.
+    events_nats_backoff_max_seconds: float = Field(default=30.0, gt=0)
+    # How often an idle sink looks for new events.
+    events_nats_poll_seconds: float = Field(default=1.0, gt=0)
 
     @field_validator("database_url")
     @classmethod
@@ -88,6 +100,16 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(part, strict=False)
             except ValueError:
                 raise ValueError(f"{part!r} is not a network (CIDR, e.g. 127.0.0.0/8)") from None
+        return value
+
+    @field_validator("events_nats_url")
+    @classmethod
+    def _nats_url(cls, value: str) -> str:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            if not part.startswith(("nats://", "tls://", "ws://", "wss://")):
+                raise ValueError(
+                    "must be nats://host:port (or tls://, ws://, wss://), comma-separated"
+                )
         return value
 
     @field_validator("webhook_retry_schedule")

@@ -18,6 +18,7 @@ from typing import Any
 
 from orgplane.core import events
 from orgplane.core.access.principal import path_reaches
+from orgplane.core.events import positions
 from orgplane.core.webhooks import repository
 from orgplane.core.webhooks.service import CONSUMER
 from orgplane.db.engine import Database, Tx
@@ -39,10 +40,10 @@ def matches(webhook: Any, entry: Any) -> bool:
 async def dispatch_tenant(tx: Tx, root_id: int, limit: int = BATCH) -> int:
     """Queue the deliveries of up to ``limit`` entries of the tenant past the position, and move
     it past them. How many entries were read (0: none, or another worker holds the tenant)."""
-    last_seq = await repository.take_position(tx, CONSUMER, root_id)
+    last_seq = await positions.take_position(tx, CONSUMER, root_id)
     if last_seq is None:
         return 0
-    entries = await repository.entries_after(tx.conn, root_id, last_seq, limit)
+    entries = await positions.entries_after(tx.conn, root_id, last_seq, limit)
     if not entries:
         return 0
     hooks = await repository.live_webhooks_of_tenant(tx.conn, root_id)
@@ -66,14 +67,14 @@ async def dispatch_tenant(tx: Tx, root_id: int, limit: int = BATCH) -> int:
             if matches(hook, entry)
         ],
     )
-    await repository.move_position(tx, CONSUMER, root_id, entries[-1].seq)
+    await positions.move_position(tx, CONSUMER, root_id, entries[-1].seq)
     return len(entries)
 
 
 async def dispatch(db: Database, limit: int = BATCH) -> int:
     """One pass over every tenant with entries past the position. How many entries were read."""
     async with db.read() as conn:
-        behind = await repository.tenants_behind(conn, CONSUMER)
+        behind = await positions.tenants_behind(conn, CONSUMER)
     read = 0
     for root_id in behind:
         while True:

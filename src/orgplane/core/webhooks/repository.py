@@ -1,5 +1,6 @@
-"""The webhooks' statements: endpoints, deliveries, attempts, and the consumers' positions.
-The rules that decide them are in ``service``, ``dispatch`` and ``delivery``."""
+"""The webhooks' statements: endpoints, deliveries and attempts (the consumers' positions are
+in ``core.events.positions``). The rules that decide them are in ``service``, ``dispatch``
+and ``delivery``."""
 
 from __future__ import annotations
 
@@ -7,13 +8,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from orgplane.db.engine import Reader, Tx
 from orgplane.models import (
-    audit_chain_heads,
     audit_log,
-    event_positions,
     orgs,
     webhook_attempts,
     webhook_deliveries,
@@ -72,85 +70,6 @@ async def delete(tx: Tx, webhook_pk: int) -> None:
         sa.delete(webhook_deliveries).where(webhook_deliveries.c.webhook_id == webhook_pk)
     )
     await tx.execute(sa.delete(webhooks).where(webhooks.c.id == webhook_pk))
-
-
-async def chain_head(conn: Reader, root_id: int) -> int:
-    """The tenant's last ``seq`` committed (0 for none)."""
-    statement = sa.select(audit_chain_heads.c.seq).where(audit_chain_heads.c.root_id == root_id)
-    return int((await conn.execute(statement)).scalar() or 0)
-
-
-def _insert_ignoring_conflicts(tx: Tx, table: sa.Table) -> Any:
-    return (
-        postgresql.insert(table) if tx.is_postgres else sqlite.insert(table)
-    ).on_conflict_do_nothing()
-
-
-async def ensure_position(tx: Tx, consumer: str, root_id: int, last_seq: int) -> None:
-    """The consumer's position in the tenant's chain, created at ``last_seq`` if it has none."""
-    await tx.execute(
-        _insert_ignoring_conflicts(tx, event_positions).values(
-            consumer=consumer, root_id=root_id, last_seq=last_seq
-        )
-    )
-
-
-async def tenants_behind(conn: Reader, consumer: str) -> list[int]:
-    """The tenants whose chain has entries past the consumer's position."""
-    statement = (
-        sa.select(event_positions.c.root_id)
-        .select_from(
-            event_positions.join(
-                audit_chain_heads, audit_chain_heads.c.root_id == event_positions.c.root_id
-            )
-        )
-        .where(
-            event_positions.c.consumer == consumer,
-            audit_chain_heads.c.seq > event_positions.c.last_seq,
-        )
-        .order_by(event_positions.c.root_id)
-    )
-    return [int(r) for r in (await conn.execute(statement)).scalars()]
-
-
-async def take_position(tx: Tx, consumer: str, root_id: int) -> int | None:
-    """The consumer's position in the tenant's chain, locked until commit; None when another
-    transaction holds it (PostgreSQL: that worker is fanning this tenant out now)."""
-    statement = sa.select(event_positions.c.last_seq).where(
-        event_positions.c.consumer == consumer, event_positions.c.root_id == root_id
-    )
-    if tx.is_postgres:
-        statement = statement.with_for_update(skip_locked=True)
-    value = (await tx.execute(statement)).scalar()
-    return None if value is None else int(value)
-
-
-async def move_position(tx: Tx, consumer: str, root_id: int, last_seq: int) -> None:
-    await tx.execute(
-        sa.update(event_positions)
-        .where(event_positions.c.consumer == consumer, event_positions.c.root_id == root_id)
-        .values(last_seq=last_seq)
-    )
-
-
-async def entries_after(conn: Reader, root_id: int, last_seq: int, limit: int) -> list[Any]:
-    """The tenant's entries after ``last_seq``, in order, with their org's path: what the
-    dispatcher matches."""
-    statement = (
-        sa.select(
-            audit_log.c.seq,
-            audit_log.c.hash,
-            audit_log.c.action,
-            audit_log.c.at,
-            audit_log.c.org_id,
-            orgs.c.path.label("org_path"),
-        )
-        .select_from(audit_log.join(orgs, orgs.c.id == audit_log.c.org_id))
-        .where(audit_log.c.root_id == root_id, audit_log.c.seq > last_seq)
-        .order_by(audit_log.c.seq)
-        .limit(limit)
-    )
-    return list((await conn.execute(statement)).all())
 
 
 async def live_webhooks_of_tenant(conn: Reader, root_id: int) -> list[Any]:

@@ -23,6 +23,7 @@ from orgplane.core.access.principal import Actor, Principal
 from orgplane.core.access.service import reach
 from orgplane.core.audit import service as audit
 from orgplane.core.errors import FieldError, Forbidden, InvalidInput, NotFound
+from orgplane.core.events import positions
 from orgplane.core.ids import new_public_id
 from orgplane.core.pagination import decode_cursor, encode_cursor, time_window
 from orgplane.core.webhooks import destinations, repository, signing
@@ -162,8 +163,8 @@ async def create(
     secret = signing.new_secret()
     now = utcnow()
     # Events committed before the webhook are not its: it starts at the chain's head.
-    head = await repository.chain_head(tx.conn, org.root_id)
-    await repository.ensure_position(tx, CONSUMER, org.root_id, head)
+    head = await positions.chain_head(tx.conn, org.root_id)
+    await positions.ensure_position(tx, CONSUMER, org.root_id, head)
     row = await repository.insert(
         tx,
         {
