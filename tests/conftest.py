@@ -5,7 +5,8 @@ tables are emptied (PostgreSQL) or the migrated file is copied afresh (SQLite), 
 starts from the same state. Without a reachable PostgreSQL those runs are skipped with a loud
 message, unless ORGPLANE_REQUIRE_POSTGRES=1 (CI), which makes them fail instead. The browser
 tests (tests/console/test_browser.py) are skipped or failed the same way without Chromium and
-Playwright (ORGPLANE_REQUIRE_BROWSER=1).
+Playwright (ORGPLANE_REQUIRE_BROWSER=1), and the NATS sink's tests without NATS
+(ORGPLANE_REQUIRE_NATS=1; support/nats.py).
 
 The harness's types and functions (``Harness``, ``start_harness``...) are in support/harness.py;
 the helpers tests share are in support/.
@@ -33,6 +34,7 @@ from orgplane.db.migrate import upgrade
 from orgplane.models import metadata, meters
 from support.browser import CHROMIUM, REQUIRE_BROWSER, browser_missing
 from support.harness import Harness, LiveServer, run_in_thread, start_harness, stop_harness
+from support.nats import NATS_URL, REQUIRE_NATS, Stream, drop, nats_unreachable, own_stream
 
 POSTGRES_URL = os.environ.get(
     "ORGPLANE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -97,6 +99,17 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             ),
             banner,
         ]
+    nats_error = nats_unreachable()
+    if nats_error is None:
+        lines.append(f"orgplane: NATS at {NATS_URL} is reachable; the NATS sink is tested")
+    else:
+        lines += [
+            banner,
+            f"orgplane: NATS at {NATS_URL} is NOT reachable ({nats_error}).",
+            "orgplane: NATS sink tests will be "
+            + ("FAILED (ORGPLANE_REQUIRE_NATS=1)." if REQUIRE_NATS else "SKIPPED."),
+            banner,
+        ]
     return lines
 
 
@@ -111,6 +124,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if missing is not None and not REQUIRE_BROWSER:
         terminalreporter.write_sep(
             "!", f"browser tests were SKIPPED: they need {missing}", red=True
+        )
+    if nats_unreachable() is not None and not REQUIRE_NATS:
+        terminalreporter.write_sep(
+            "!", f"NATS at {NATS_URL} was unreachable: the NATS sink tests were SKIPPED", red=True
         )
 
 
@@ -202,6 +219,21 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url: str = request.getfixturevalue("postgres_migrated")
     await _truncate_postgres(url)
     return url
+
+
+@pytest.fixture
+async def nats_stream() -> AsyncIterator[Stream]:
+    """A JetStream stream name and subject prefix of the test's own, dropped after it."""
+    error = nats_unreachable()
+    if error is not None:
+        if REQUIRE_NATS:
+            pytest.fail(f"NATS is required (ORGPLANE_REQUIRE_NATS=1) but unreachable: {error}")
+        pytest.skip(f"NATS at {NATS_URL} unreachable ({error})")
+    stream = await own_stream()
+    try:
+        yield stream
+    finally:
+        await drop(stream)
 
 
 @pytest.fixture

@@ -110,13 +110,19 @@ class NatsSink:
         await self._disconnect()
         servers = [p.strip() for p in self.url.split(",") if p.strip()]
         async with _talking_to_nats():
-            nc = await nats.connect(
-                servers=servers,
-                name="orgplane",
-                allow_reconnect=False,
-                max_reconnect_attempts=0,
-                connect_timeout=CONNECT_TIMEOUT,
-                error_cb=quiet,
+            # Each server is tried twice at most (0 would mean forever); the run loop's
+            # backoff does the retrying, and a lost connection is made anew on the next pass.
+            nc = await asyncio.wait_for(
+                nats.connect(
+                    servers=servers,
+                    name="orgplane",
+                    allow_reconnect=False,
+                    max_reconnect_attempts=1,
+                    reconnect_time_wait=0,
+                    connect_timeout=CONNECT_TIMEOUT,
+                    error_cb=quiet,
+                ),
+                timeout=4 * CONNECT_TIMEOUT * len(servers),
             )
             try:
                 js = nc.jetstream(timeout=PUBLISH_TIMEOUT)
