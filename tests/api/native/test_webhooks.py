@@ -15,7 +15,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from orgplane.core.webhooks import destinations
 from orgplane.core.webhooks.worker import Worker
-from orgplane.models import audit_log, webhook_deliveries
+from orgplane.models import audit_log, webhook_attempts, webhook_deliveries
 from support.harness import Harness, start_harness, stop_harness
 from support.receiver import Receiver, receiver
 
@@ -414,3 +414,75 @@ async def test_redelivery_by_event_and_by_range(hk: Harness, rx: Receiver) -> No
     neither = await hk.client.post(path, json={}, headers=hk.auth())
     assert neither.status_code == 400
     assert len(await actions(hk, "webhook.redelivery_requested")) == 2
+
+
+async def _received(rx: Receiver, path: str) -> None:
+    for _ in range(200):
+        if rx.at(path):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"nothing reached {path}")
+
+
+async def attempts_logged(h: Harness) -> int:
+    async with h.services.db.read() as conn:
+        statement = sa.select(sa.func.count()).select_from(webhook_attempts)
+        return int((await conn.execute(statement)).scalar_one())
+
+
+async def test_a_webhook_deleted_while_its_test_is_sent(hk: Harness, rx: Receiver) -> None:
+    """The receiver holds the test's request while the webhook is deleted: the test answers 404
+    with what happened, and no attempt is recorded for the webhook that is gone."""
+    root = hk.root.org_id
+    rx.delays["/slow"] = 1.0
+    created = await create_webhook(hk, root, rx.url + "/slow")
+    path = f"/orgs/{root}/webhooks/{created['id']}"
+    testing = asyncio.create_task(hk.client.post(f"{path}/test", headers=hk.auth()))
+    await _received(rx, "/slow")
+    assert not testing.done()
+    deleted = await hk.client.delete(path, headers=hk.auth())
+    assert deleted.status_code == 204
+    tested = await testing
+    assert tested.status_code == 404, tested.text
+    assert tested.headers["content-type"].startswith("application/problem+json")
+    assert "deleted while its test event was being sent" in tested.json()["detail"]
+    assert await attempts_logged(hk) == 0
+    # The deletion is audited as usual; the next test of a live webhook is recorded.
+    assert [e.action for e in await actions(hk, "webhook.")] == [
+        "webhook.created",
+        "webhook.deleted",
+    ]
+    other = await create_webhook(hk, root, rx.url + "/fast")
+    ok = await hk.client.post(f"/orgs/{root}/webhooks/{other['id']}/test", headers=hk.auth())
+    assert ok.status_code == 200 and ok.json()["delivered"] is True
+    assert await attempts_logged(hk) == 1
+
+
+async def test_a_webhook_deleted_while_a_delivery_is_sent(hk: Harness, rx: Receiver) -> None:
+    """A delivery in flight when its webhook is deleted ends without an error: its attempt and
+    the delivery go with the webhook."""
+    root = hk.root.org_id
+    rx.delays["/slow"] = 1.0
+    created = await create_webhook(hk, root, rx.url + "/slow", event_types=["org.created"])
+    await hk.create_org(root, "Child")
+    worker = Worker(hk.services.db, hk.services.settings)
+    try:
+        delivering = asyncio.create_task(worker.run_once())
+        await _received(rx, "/slow")
+        deleted = await hk.client.delete(
+            f"/orgs/{root}/webhooks/{created['id']}", headers=hk.auth()
+        )
+        assert deleted.status_code == 204
+        # Two entries read (the webhook's creation, the org's), one delivery sent: no error.
+        assert await delivering == 3
+    finally:
+        await worker.close()
+    assert len(rx.at("/slow")) == 1
+    assert await attempts_logged(hk) == 0
+    assert await deliveries_left(hk) == 0
+
+
+async def deliveries_left(h: Harness) -> int:
+    async with h.services.db.read() as conn:
+        statement = sa.select(sa.func.count()).select_from(webhook_deliveries)
+        return int((await conn.execute(statement)).scalar_one())

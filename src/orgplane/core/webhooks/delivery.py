@@ -124,7 +124,10 @@ async def record(
     tx: Tx, *, claimed: Any, event_type: str, started: datetime, outcome: Outcome, policy: Policy
 ) -> None:
     """The attempt in the delivery log, the delivery's next state (if the lease is still this
-    attempt's), and the endpoint's failing streak, which may disable it."""
+    attempt's), and the endpoint's failing streak, which may disable it. Nothing, if the
+    webhook was deleted (with its deliveries and log) while the request was on its way."""
+    if not await repository.still_there(tx, claimed.webhook_id):
+        return
     await repository.record_attempt(
         tx,
         service.attempt_values(

@@ -174,6 +174,16 @@ async def clear_failing(tx: Tx, webhook_pk: int) -> None:
     )
 
 
+async def still_there(tx: Tx, webhook_pk: int) -> bool:
+    """Whether the webhook exists, kept so until commit: on PostgreSQL ``FOR KEY SHARE``, which a
+    deletion waits for (and which waits for a deletion under way) but other deliveries' records
+    do not; SQLite has one writer."""
+    statement = sa.select(webhooks.c.id).where(webhooks.c.id == webhook_pk)
+    if tx.is_postgres:
+        statement = statement.with_for_update(key_share=True)
+    return (await tx.execute(statement)).first() is not None
+
+
 async def lock_webhook(tx: Tx, webhook_pk: int) -> Any:
     statement = sa.select(webhooks).where(webhooks.c.id == webhook_pk)
     if tx.is_postgres:

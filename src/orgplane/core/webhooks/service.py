@@ -426,17 +426,22 @@ async def send_test(
         signing_secrets(row, secret_key, now), event_id, int(time.time()), body
     )
     outcome = await sender.send(row.url, headers, body)
-    await db.transaction(
-        _record_test, webhook_pk=row.id, event_id=event_id, at=now, outcome=outcome
-    )
+    await db.transaction(_record_test, webhook=row, event_id=event_id, at=now, outcome=outcome)
     return event_id, outcome
 
 
 async def _record_test(
-    tx: Tx, *, webhook_pk: int, event_id: str, at: datetime, outcome: Outcome
+    tx: Tx, *, webhook: Any, event_id: str, at: datetime, outcome: Outcome
 ) -> None:
+    """The test's attempt in the delivery log, unless the webhook was deleted while the test
+    was on its way (404: there is no log to add it to)."""
+    if not await repository.still_there(tx, webhook.id):
+        raise NotFound(
+            f"webhook {webhook.public_id!r} was deleted while its test event was being sent; "
+            "the attempt is not recorded"
+        )
     await repository.record_attempt(
-        tx, attempt_values(webhook_pk, None, event_id, TEST_EVENT, 1, at, outcome)
+        tx, attempt_values(webhook.id, None, event_id, TEST_EVENT, 1, at, outcome)
     )
 
 
