@@ -9,11 +9,11 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import sqlalchemy as sa
@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from orgplane.core import events
 from orgplane.core.events.jetstream import CONSUMER, NatsSink, redacted
 from orgplane.models import audit_log, event_positions, orgs
+from support.cli import free_port, start_serve
 from support.harness import Harness, start_harness, stop_harness
 from support.nats import Stream
 
@@ -200,12 +201,6 @@ async def nats_on(port: int, target: str) -> AsyncIterator[None]:
         await server.wait_closed()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_the_sink_survives_an_outage_and_picks_up_where_it_left_off(
     hn: Harness, nats_stream: Stream, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -287,3 +282,34 @@ async def test_orgplane_worker_publishes_events(
     assert b"publishing events to NATS at nats://" in err
     got = [(m.subject, orjson.loads(m.data)) for m in await nats_stream.messages()]
     assert got == expected
+
+
+async def test_orgplane_serve_publishes_events(
+    hn: Harness, nats_stream: Stream, db_url: str
+) -> None:
+    settings = nats_stream.settings()
+    server, base = await start_serve(
+        db_url,
+        ORGPLANE_EVENTS_NATS_URL=settings["events_nats_url"],
+        ORGPLANE_EVENTS_NATS_STREAM=settings["events_nats_stream"],
+        ORGPLANE_EVENTS_NATS_SUBJECT_PREFIX=settings["events_nats_subject_prefix"],
+        ORGPLANE_EVENTS_NATS_POLL_SECONDS="0.05",
+    )
+    try:
+        async with httpx.AsyncClient(base_url=base, headers=hn.auth()) as client:
+            made = await client.post(f"/orgs/{hn.root.org_id}/children", json={"name": "Child"})
+            assert made.status_code == 201, made.text
+        expected = await expected_events(hn)
+
+        async def all_there() -> bool:
+            return await nats_stream.count() == len(expected)
+
+        await wait_for(all_there)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(server.communicate(), 60)
+    assert server.returncode == 0, (out, err)
+    got = [(m.subject, orjson.loads(m.data)) for m in await nats_stream.messages()]
+    assert got == expected
+    assert got[-1][0] == f"{nats_stream.prefix}.{hn.root.org_id}.org.created"
+    assert got[-1][1]["data"]["org_id"] == made.json()["id"]

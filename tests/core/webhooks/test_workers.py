@@ -1,6 +1,7 @@
 """The webhooks' workers under concurrency, on SQLite and PostgreSQL: the fan-out reads every
 committed entry once while others commit, `orgplane worker` processes never send one attempt
-twice, and a worker killed mid-delivery loses nothing."""
+twice, a worker killed mid-delivery loses nothing, and `orgplane serve` delivers in process and
+stops cleanly with a delivery in flight."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
 from orgplane.core.webhooks import dispatch
 from orgplane.core.webhooks.worker import Worker
 from orgplane.models import audit_log, webhook_deliveries, webhooks
+from support.cli import start_serve
 from support.harness import Harness, start_harness, stop_harness
 from support.receiver import Receiver, receiver
 
@@ -185,3 +188,50 @@ async def test_a_worker_killed_mid_delivery_loses_nothing(
     async with hk.services.db.read() as conn:
         hook = (await conn.execute(sa.select(webhooks))).one()
     assert hook.enabled and hook.failing_since is None
+
+
+async def test_serve_delivers_in_process_and_stops_with_a_delivery_in_flight(
+    hk: Harness, rx: Receiver, db_url: str
+) -> None:
+    """`orgplane serve`'s own worker (the app's lifespan task) delivers an event made through
+    its API; SIGTERM while a delivery is in flight lets it finish and be recorded, and the
+    server exits cleanly."""
+    created = await create_webhook(hk, rx.url + "/hook")
+    server, base = await start_serve(
+        db_url,
+        ORGPLANE_WEBHOOK_ALLOWED_NETWORKS=LOCAL,
+        ORGPLANE_WEBHOOK_POLL_SECONDS="0.05",
+    )
+    try:
+        async with httpx.AsyncClient(base_url=base, headers=hk.auth()) as client:
+            made = await client.post(f"/orgs/{hk.root.org_id}/children", json={"name": "First"})
+            assert made.status_code == 201, made.text
+
+            async def first_delivered() -> bool:
+                rows = await deliveries(hk)
+                return len(rows) == 1 and rows[0].status == "delivered"
+
+            await wait_for(first_delivered, within=30)
+            (received,) = rx.at("/hook")
+            assert received.verifies_with(created["secret"])["data"]["org_id"] == made.json()["id"]
+            # The next one is held by the receiver while the server is told to stop.
+            rx.delays["/hook"] = 2.0
+            second = await client.post(f"/orgs/{hk.root.org_id}/children", json={"name": "2nd"})
+            assert second.status_code == 201, second.text
+
+        async def in_flight() -> bool:
+            return len(rx.at("/hook")) == 2
+
+        await wait_for(in_flight, within=30)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(server.communicate(), 60)
+    assert server.returncode == 0, (out, err)
+    assert b"Traceback" not in err, err
+    rows = await deliveries(hk)
+    assert [r.status for r in rows] == ["delivered", "delivered"]  # the second was recorded
+    log = await hk.client.get(
+        f"/orgs/{hk.root.org_id}/webhooks/{created['id']}/deliveries", headers=hk.auth()
+    )
+    assert [a["status_code"] for a in log.json()["data"]] == [200, 200]
+    assert len(rx.at("/hook")) == 2  # and nothing was sent twice
