@@ -458,6 +458,20 @@ async def test_openapi_documents_every_operation_its_errors_and_security(h):
 
     schemas = doc["components"]["schemas"]
     assert set(schemas["Problem"]["required"]) >= {"type", "title", "status", "detail"}
+    # The events' payload, as webhooks, the events API and the NATS sink carry it.
+    event = schemas["Event"]
+    assert set(event["properties"]) == {"id", "type", "timestamp", "data"}
+    assert event["properties"]["timestamp"]["format"] == "date-time"
+    assert event["properties"]["data"] == {"$ref": "#/components/schemas/EventData"}
+    assert set(schemas["EventData"]["properties"]) == {
+        "org_id", "sequence", "actor", "actor_key_id", "surface", "target_type", "target_id",
+        "before", "after", "request_id",
+    }  # fmt: skip
+    tested = operations[("post", "/orgs/{org_id}/webhooks/{webhook_id}/test")]
+    result = tested["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    assert schemas[result.removeprefix("#/components/schemas/")]["properties"]["event"] == {
+        "$ref": "#/components/schemas/Event"
+    }
     for ref in _refs(doc):
         assert ref.startswith("#/components/schemas/"), ref
         assert ref.removeprefix("#/components/schemas/") in schemas, ref

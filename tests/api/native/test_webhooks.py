@@ -377,7 +377,13 @@ async def test_redirects_are_not_followed(hk: Harness, rx: Receiver) -> None:
     assert result["error"] == "redirects are not followed"
     assert len(rx.at("/moved")) == 1 and rx.at("/landing") == []
     (test_request,) = rx.at("/moved")
-    assert test_request.verifies_with(created["secret"])["type"] == "webhook.test"
+    sent = test_request.verifies_with(created["secret"])
+    assert sent["type"] == "webhook.test"
+    # The test event is shaped as every event is, and the answer shows it as sent.
+    assert set(sent) == {"id", "type", "timestamp", "data"}
+    assert sent["data"]["target_type"] == "webhook" and sent["data"]["target_id"] == created["id"]
+    assert sent["data"]["org_id"] == hk.root.org_id and sent["data"]["sequence"] == 0
+    assert result["event"] == sent and result["event_id"] == sent["id"]
 
 
 async def test_redelivery_by_event_and_by_range(hk: Harness, rx: Receiver) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Router, delete, get, patch, post
 from litestar.params import JSONBody, PathParameter
 from msgspec import UNSET, Meta, Struct, UnsetType, structs
@@ -13,6 +14,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType, structs
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
 from orgplane.api.native.openapi import problems
 from orgplane.api.native.orgs import Cursor, Limit, OrgId
+from orgplane.api.native.schemas import Event
 from orgplane.core.errors import InvalidInput
 from orgplane.core.pagination import DEFAULT_LIMIT
 from orgplane.core.webhooks import service as webhooks
@@ -122,6 +124,7 @@ class DeliveryAttemptPage(Struct):
 
 class TestResult(Struct):
     event_id: str
+    event: Event
     delivered: bool
     status_code: int | None
     error: str | None
@@ -283,8 +286,9 @@ async def rotate_secret(
     summary="Send a test event to a webhook",
     status_code=200,
     responses=problems(),
-    description="Sends a `webhook.test` event now (once, not retried) and answers with the "
-    "attempt's outcome, which the delivery log shows too.",
+    description="Sends a `webhook.test` event now (once, not retried), shaped as every event "
+    "is (`Event`), and answers with it and the attempt's outcome, which the delivery log shows "
+    "too.",
 )
 async def test_webhook(
     org_id: OrgId, webhook_id: WebhookId, services: ServicesDep, actor: ActorDep
@@ -296,7 +300,7 @@ async def test_webhook(
         total_timeout=settings.webhook_timeout_seconds,
     )
     try:
-        event_id, outcome = await webhooks.send_test(
+        event, outcome = await webhooks.send_test(
             services.db,
             sender,
             actor=actor,
@@ -307,7 +311,8 @@ async def test_webhook(
     finally:
         await sender.close()
     return TestResult(
-        event_id=event_id,
+        event_id=event["id"],
+        event=msgspec.convert(event, Event),
         delivered=outcome.delivered,
         status_code=outcome.status_code,
         error=outcome.error,

@@ -406,28 +406,39 @@ async def send_test(
     org_ref: str,
     webhook_ref: str,
     secret_key: str,
-) -> tuple[str, Outcome]:
+) -> tuple[dict[str, Any], Outcome]:
     """Send a ``webhook.test`` event to the webhook now (not queued, not retried); its attempt
-    is in the delivery log. The event's id and the attempt's outcome."""
+    is in the delivery log. The event sent (shaped as every event is, the webhook its target,
+    0 its sequence: it is not in the log) and the attempt's outcome."""
     principal = _principal(actor)
     async with db.read() as conn:
         row = await _target(conn, principal, org_ref, webhook_ref, scope="webhooks:write")
     now = utcnow()
     event_id = "evt_test_" + new_public_id()
-    body = orjson.dumps(
-        {
-            "id": event_id,
-            "type": TEST_EVENT,
-            "timestamp": now.isoformat(timespec="microseconds").replace("+00:00", "Z"),
-            "data": {"org_id": row.org_public_id, "webhook_id": row.public_id},
-        }
-    )
+    event = {
+        "id": event_id,
+        "type": TEST_EVENT,
+        "timestamp": now.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "data": {
+            "org_id": row.org_public_id,
+            "sequence": 0,
+            "actor": actor.label,
+            "actor_key_id": principal.key_id,
+            "surface": actor.meta.surface,
+            "target_type": "webhook",
+            "target_id": row.public_id,
+            "before": None,
+            "after": None,
+            "request_id": actor.meta.request_id,
+        },
+    }
+    body = orjson.dumps(event)
     headers = signing.headers(
         signing_secrets(row, secret_key, now), event_id, int(time.time()), body
     )
     outcome = await sender.send(row.url, headers, body)
     await db.transaction(_record_test, webhook=row, event_id=event_id, at=now, outcome=outcome)
-    return event_id, outcome
+    return event, outcome
 
 
 async def _record_test(
