@@ -1,0 +1,197 @@
+"""The SQL of usage alerts: an org's thresholds, their firing state, and the figures a check
+compares them with (the counters of a period and the limit). The rules are ``service``'s."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from orgplane.db.engine import PreparedSelect, Reader, Tx
+from orgplane.models import org_limits, orgs, usage_alerts, usage_daily, usage_subtree_daily
+
+_STATE_COLUMNS = (
+    usage_alerts.c.org_id,
+    usage_alerts.c.meter,
+    usage_alerts.c.threshold,
+    usage_alerts.c.root_id,
+    usage_alerts.c.scope,
+    usage_alerts.c.period,
+    usage_alerts.c.armed,
+    usage_alerts.c.created_at,
+    usage_alerts.c.updated_at,
+)
+_KEY_ORDER = (usage_alerts.c.org_id, usage_alerts.c.meter, usage_alerts.c.threshold)
+
+
+async def of_org(conn: Reader, org_id: int, meter: str | None = None) -> list[Any]:
+    """An org's thresholds (of one meter, or of all), by meter and threshold."""
+    statement = sa.select(*_STATE_COLUMNS).where(usage_alerts.c.org_id == org_id)
+    if meter is not None:
+        statement = statement.where(usage_alerts.c.meter == meter)
+    return list((await conn.execute(statement.order_by(*_KEY_ORDER))).all())
+
+
+async def lock_of_org(tx: Tx, org_id: int, meter: str) -> list[Any]:
+    """``of_org`` for one meter, its rows locked (PostgreSQL) for a change of the alert."""
+    statement = (
+        sa.select(*_STATE_COLUMNS)
+        .where(usage_alerts.c.org_id == org_id, usage_alerts.c.meter == meter)
+        .order_by(*_KEY_ORDER)
+    )
+    if tx.is_postgres:
+        statement = statement.with_for_update()
+    return list((await tx.execute(statement)).all())
+
+
+async def insert(
+    tx: Tx, org: Any, meter: str, scope: str, thresholds: Iterable[int], now: datetime
+) -> None:
+    rows = [
+        {
+            "org_id": org.id,
+            "meter": meter,
+            "threshold": threshold,
+            "root_id": org.root_id,
+            "scope": scope,
+            "period": None,
+            "armed": True,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for threshold in thresholds
+    ]
+    if rows:
+        await tx.execute(sa.insert(usage_alerts), rows)
+
+
+async def delete(tx: Tx, org_id: int, meter: str, thresholds: Iterable[int] | None = None) -> None:
+    """Delete an org's thresholds of a meter (these, or all of them)."""
+    statement = sa.delete(usage_alerts).where(
+        usage_alerts.c.org_id == org_id, usage_alerts.c.meter == meter
+    )
+    if thresholds is not None:
+        statement = statement.where(usage_alerts.c.threshold.in_(list(thresholds)))
+    await tx.execute(statement)
+
+
+async def reset(tx: Tx, org_id: int, meter: str, scope: str, now: datetime) -> None:
+    """Give an org's thresholds of a meter a new scope, armed and never fired: what they
+    measure changed."""
+    await tx.execute(
+        sa.update(usage_alerts)
+        .where(usage_alerts.c.org_id == org_id, usage_alerts.c.meter == meter)
+        .values(scope=scope, period=None, armed=True, updated_at=now)
+    )
+
+
+# Ingestion's one question when the batch's orgs have no alerts: the thresholds of the batch's
+# orgs and of their ancestors (for subtree alerts), by the primary key's leading column.
+_CANDIDATES = (
+    sa.select(*_STATE_COLUMNS, orgs.c.public_id, orgs.c.timezone)
+    .select_from(usage_alerts.join(orgs, orgs.c.id == usage_alerts.c.org_id))
+    .where(usage_alerts.c.org_id.in_(sa.bindparam("org_ids", expanding=True)))
+)
+
+
+async def candidates(tx: Tx, org_ids: Iterable[int]) -> list[Any]:
+    """The thresholds set on these orgs, with each org's public id and time zone."""
+    return list((await tx.execute(_CANDIDATES, {"org_ids": sorted(set(org_ids))})).all())
+
+
+_ANY_ON = PreparedSelect(
+    sa.select(usage_alerts.c.threshold)
+    .where(
+        usage_alerts.c.org_id == sa.bindparam("org_id"),
+        usage_alerts.c.meter == sa.bindparam("meter"),
+    )
+    .limit(1)
+)
+
+
+async def any_on(tx: Tx, org_id: int, meter: str) -> bool:
+    """Whether the org has an alert on the meter (one probe of the primary key)."""
+    return bool(await tx.fetch(_ANY_ON, {"org_id": org_id, "meter": meter}))
+
+
+async def lock_states(tx: Tx, pairs: Iterable[tuple[int, str]]) -> list[Any]:
+    """The thresholds of these (org, meter) pairs, locked (PostgreSQL) in key order: a check
+    that reads the counters after this waits for any concurrent one to commit, and sees what
+    it wrote and fired."""
+    statement = (
+        sa.select(*_STATE_COLUMNS)
+        .where(sa.tuple_(usage_alerts.c.org_id, usage_alerts.c.meter).in_(sorted(set(pairs))))
+        .order_by(*_KEY_ORDER)
+    )
+    if tx.is_postgres:
+        statement = statement.with_for_update()
+    return list((await tx.execute(statement)).all())
+
+
+async def consumed(
+    tx: Tx, scope: str, pairs: Iterable[tuple[int, str]], start: date, end: date
+) -> dict[tuple[int, str], int]:
+    """Consumption per (org, meter) over the days ``[start, end)``: the org's own (``org``) or
+    its subtree's (``subtree``), from the day counters as the consumption report reads them."""
+    counters = usage_daily if scope == "org" else usage_subtree_daily
+    statement = (
+        sa.select(counters.c.org_id, counters.c.meter, sa.func.sum(counters.c.quantity))
+        .where(
+            sa.tuple_(counters.c.org_id, counters.c.meter).in_(sorted(set(pairs))),
+            counters.c.day >= start,
+            counters.c.day < end,
+        )
+        .group_by(counters.c.org_id, counters.c.meter)
+    )
+    return {(r[0], r[1]): int(r[2] or 0) for r in await tx.execute(statement)}
+
+
+async def limits(tx: Tx, pairs: Iterable[tuple[int, str]]) -> dict[tuple[int, str], int]:
+    """The limit (``amount``) per (org, meter), where there is one."""
+    statement = sa.select(org_limits.c.org_id, org_limits.c.meter, org_limits.c.amount).where(
+        sa.tuple_(org_limits.c.org_id, org_limits.c.meter).in_(sorted(set(pairs)))
+    )
+    return {(r.org_id, r.meter): int(r.amount) for r in await tx.execute(statement)}
+
+
+async def fire(tx: Tx, state: Any, period: str, now: datetime) -> bool:
+    """Mark a threshold fired in ``period``, unless it already did (a conditional update: of
+    two checks racing, one fires)."""
+    result = await tx.execute(
+        sa.update(usage_alerts)
+        .where(
+            usage_alerts.c.org_id == state.org_id,
+            usage_alerts.c.meter == state.meter,
+            usage_alerts.c.threshold == state.threshold,
+            sa.or_(
+                usage_alerts.c.period.is_(None),
+                usage_alerts.c.period < period,
+                sa.and_(usage_alerts.c.period == period, usage_alerts.c.armed.is_(sa.true())),
+            ),
+        )
+        .values(period=period, armed=False, updated_at=now)
+    )
+    return bool(result.rowcount)
+
+
+async def rearm(tx: Tx, state: Any, now: datetime) -> None:
+    await tx.execute(
+        sa.update(usage_alerts)
+        .where(
+            usage_alerts.c.org_id == state.org_id,
+            usage_alerts.c.meter == state.meter,
+            usage_alerts.c.threshold == state.threshold,
+        )
+        .values(armed=True, updated_at=now)
+    )
+
+
+async def org_public_ids(tx: Tx, org_ids: Iterable[int]) -> dict[int, Any]:
+    rows = await tx.execute(
+        sa.select(orgs.c.id, orgs.c.public_id, orgs.c.timezone).where(
+            orgs.c.id.in_(sorted(set(org_ids)))
+        )
+    )
+    return {r.id: r for r in rows}
