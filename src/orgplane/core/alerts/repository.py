@@ -137,7 +137,9 @@ async def consumed(
     its subtree's (``subtree``), from the day counters as the consumption report reads them."""
     counters = usage_daily if scope == "org" else usage_subtree_daily
     statement = (
-        sa.select(counters.c.org_id, counters.c.meter, sa.func.sum(counters.c.quantity))
+        sa.select(
+            counters.c.org_id, counters.c.meter, sa.func.sum(counters.c.quantity).label("used")
+        )
         .where(
             sa.tuple_(counters.c.org_id, counters.c.meter).in_(sorted(set(pairs))),
             counters.c.day >= start,
@@ -145,7 +147,7 @@ async def consumed(
         )
         .group_by(counters.c.org_id, counters.c.meter)
     )
-    return {(r[0], r[1]): int(r[2] or 0) for r in await tx.execute(statement)}
+    return {(r.org_id, r.meter): int(r.used or 0) for r in await tx.execute(statement)}
 
 
 async def limits(tx: Tx, pairs: Iterable[tuple[int, str]]) -> dict[tuple[int, str], int]:
