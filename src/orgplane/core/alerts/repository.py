@@ -88,17 +88,24 @@ async def reset(tx: Tx, org_id: int, meter: str, scope: str, now: datetime) -> N
 
 
 # Ingestion's one question when the batch's orgs have no alerts: the thresholds of the batch's
-# orgs and of their ancestors (for subtree alerts), by the primary key's leading column.
+# orgs and of their ancestors (for subtree alerts), by the primary key's leading column. On
+# PostgreSQL the rows found are locked, in key order: the check that follows reads the counters
+# after the lock, so of two concurrent checks the second waits for the first to commit and sees
+# its usage and what it fired. (A tenant's ingests queue on its audit chain head at commit all
+# the same: locking the thresholds of ancestors they do not concern costs no concurrency.)
 _CANDIDATES = (
-    sa.select(*_STATE_COLUMNS, orgs.c.public_id, orgs.c.timezone)
+    sa.select(*_STATE_COLUMNS, orgs.c.public_id)
     .select_from(usage_alerts.join(orgs, orgs.c.id == usage_alerts.c.org_id))
     .where(usage_alerts.c.org_id.in_(sa.bindparam("org_ids", expanding=True)))
+    .order_by(*_KEY_ORDER)
 )
+_CANDIDATES_LOCKED = _CANDIDATES.with_for_update(of=usage_alerts)
 
 
 async def candidates(tx: Tx, org_ids: Iterable[int]) -> list[Any]:
-    """The thresholds set on these orgs, with each org's public id and time zone."""
-    return list((await tx.execute(_CANDIDATES, {"org_ids": sorted(set(org_ids))})).all())
+    """The thresholds set on these orgs (locked on PostgreSQL), with each org's public id."""
+    statement = _CANDIDATES_LOCKED if tx.is_postgres else _CANDIDATES
+    return list((await tx.execute(statement, {"org_ids": sorted(set(org_ids))})).all())
 
 
 _ANY_ON = PreparedSelect(
@@ -116,46 +123,55 @@ async def any_on(tx: Tx, org_id: int, meter: str) -> bool:
     return bool(await tx.fetch(_ANY_ON, {"org_id": org_id, "meter": meter}))
 
 
-async def lock_states(tx: Tx, pairs: Iterable[tuple[int, str]]) -> list[Any]:
-    """The thresholds of these (org, meter) pairs, locked (PostgreSQL) in key order: a check
-    that reads the counters after this waits for any concurrent one to commit, and sees what
-    it wrote and fired."""
-    statement = (
-        sa.select(*_STATE_COLUMNS)
-        .where(sa.tuple_(usage_alerts.c.org_id, usage_alerts.c.meter).in_(sorted(set(pairs))))
-        .order_by(*_KEY_ORDER)
-    )
-    if tx.is_postgres:
-        statement = statement.with_for_update()
-    return list((await tx.execute(statement)).all())
-
-
-async def consumed(
-    tx: Tx, scope: str, pairs: Iterable[tuple[int, str]], start: date, end: date
-) -> dict[tuple[int, str], int]:
-    """Consumption per (org, meter) over the days ``[start, end)``: the org's own (``org``) or
-    its subtree's (``subtree``), from the day counters as the consumption report reads them."""
-    counters = usage_daily if scope == "org" else usage_subtree_daily
-    statement = (
-        sa.select(
-            counters.c.org_id, counters.c.meter, sa.func.sum(counters.c.quantity).label("used")
-        )
+def _used(counters: sa.Table) -> Any:
+    return (
+        sa.select(sa.func.coalesce(sa.func.sum(counters.c.quantity), 0))
         .where(
-            sa.tuple_(counters.c.org_id, counters.c.meter).in_(sorted(set(pairs))),
-            counters.c.day >= start,
-            counters.c.day < end,
+            counters.c.org_id == usage_alerts.c.org_id,
+            counters.c.meter == usage_alerts.c.meter,
+            counters.c.day >= sa.bindparam("start"),
+            counters.c.day < sa.bindparam("end"),
         )
-        .group_by(counters.c.org_id, counters.c.meter)
+        .scalar_subquery()
     )
-    return {(r.org_id, r.meter): int(r.used or 0) for r in await tx.execute(statement)}
 
 
-async def limits(tx: Tx, pairs: Iterable[tuple[int, str]]) -> dict[tuple[int, str], int]:
-    """The limit (``amount``) per (org, meter), where there is one."""
-    statement = sa.select(org_limits.c.org_id, org_limits.c.meter, org_limits.c.amount).where(
-        sa.tuple_(org_limits.c.org_id, org_limits.c.meter).in_(sorted(set(pairs)))
+# What each (org, meter) with an alert used in a period, as its scope counts it, and its limit:
+# one statement whatever the number of alerts (compiled once, the orgs an expanding parameter).
+_FIGURES = (
+    sa.select(
+        usage_alerts.c.org_id,
+        usage_alerts.c.meter,
+        org_limits.c.amount,
+        sa.case(
+            (usage_alerts.c.scope == "org", _used(usage_daily)), else_=_used(usage_subtree_daily)
+        ).label("used"),
     )
-    return {(r.org_id, r.meter): int(r.amount) for r in await tx.execute(statement)}
+    .select_from(
+        usage_alerts.outerjoin(
+            org_limits,
+            sa.and_(
+                org_limits.c.org_id == usage_alerts.c.org_id,
+                org_limits.c.meter == usage_alerts.c.meter,
+            ),
+        )
+    )
+    .where(usage_alerts.c.org_id.in_(sa.bindparam("org_ids", expanding=True)))
+    .distinct()
+)
+
+
+async def figures(
+    tx: Tx, org_ids: Iterable[int], start: date, end: date
+) -> dict[tuple[int, str], tuple[int | None, int]]:
+    """Per (org, meter) with an alert among these orgs: its limit (None without one) and its
+    consumption over the days ``[start, end)`` (the org's own, or its subtree's, by the alert's
+    scope), from the day counters as the consumption report reads them."""
+    rows = await tx.execute(_FIGURES, {"org_ids": sorted(set(org_ids)), "start": start, "end": end})
+    return {
+        (r.org_id, r.meter): (None if r.amount is None else int(r.amount), int(r.used or 0))
+        for r in rows
+    }
 
 
 async def fire(tx: Tx, state: Any, period: str, now: datetime) -> bool:
@@ -188,12 +204,3 @@ async def rearm(tx: Tx, state: Any, now: datetime) -> None:
         )
         .values(armed=True, updated_at=now)
     )
-
-
-async def org_public_ids(tx: Tx, org_ids: Iterable[int]) -> dict[int, Any]:
-    rows = await tx.execute(
-        sa.select(orgs.c.id, orgs.c.public_id, orgs.c.timezone).where(
-            orgs.c.id.in_(sorted(set(org_ids)))
-        )
-    )
-    return {r.id: r for r in rows}

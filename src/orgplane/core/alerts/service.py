@@ -211,28 +211,21 @@ async def check_usage(tx: Tx, actor: Actor, orgs: Iterable[Any], new: Sequence[A
     """After a batch's usage is folded into the counters (same transaction): fire the
     thresholds it took consumption to. ``orgs`` are the batch's orgs (``BatchOrg``), ``new``
     its events stored now (``usage.repository.Event``)."""
-    ids = {ancestor for org in orgs for ancestor in org.ancestors}
-    if not ids:
-        return
-    found = await repository.candidates(tx, ids)
+    ancestors = {org.id: org.ancestors for org in orgs}
+    found = await repository.candidates(tx, {a for path in ancestors.values() for a in path})
     if not found:
         return
     scopes = {(r.org_id, r.meter): r.scope for r in found}
     months: defaultdict[tuple[int, str], set[date]] = defaultdict(set)
-    seen: set[tuple[int, str, date]] = set()
-    for event in new:
-        if not event.quantity or (event.org.id, event.meter, event.day) in seen:
-            continue
-        seen.add((event.org.id, event.meter, event.day))
-        start = period_start(event.day)
-        if scopes.get((event.org.id, event.meter)) == "org":
-            months[(event.org.id, event.meter)].add(start)
-        for ancestor in event.org.ancestors:
-            if scopes.get((ancestor, event.meter)) == "subtree":
-                months[(ancestor, event.meter)].add(start)
+    for org_id, meter, day in {(e.org.id, e.meter, e.day) for e in new if e.quantity}:
+        start = period_start(day)
+        if scopes.get((org_id, meter)) == "org":
+            months[(org_id, meter)].add(start)
+        for ancestor in ancestors[org_id]:
+            if scopes.get((ancestor, meter)) == "subtree":
+                months[(ancestor, meter)].add(start)
     if months:
-        public_ids = {r.org_id: r.public_id for r in found}
-        await _check(tx, actor, months, public_ids)
+        await _check(tx, actor, months, [r for r in found if (r.org_id, r.meter) in months])
 
 
 async def limit_changed(tx: Tx, actor: Actor, org: Any, meter: str, *, known: bool = False) -> None:
@@ -241,8 +234,11 @@ async def limit_changed(tx: Tx, actor: Actor, org: Any, meter: str, *, known: bo
     the org has an alert on the meter (``has_alert``)."""
     if not known and not await has_alert(tx, org.id, meter):
         return
-    start = period_start(local_today(org.timezone))
-    await _check(tx, actor, {(org.id, meter): {start}}, {org.id: org.public_id})
+    states = await repository.lock_of_org(tx, org.id, meter)
+    if states:
+        start = period_start(local_today(org.timezone))
+        public_ids = {org.id: org.public_id}
+        await _check(tx, actor, {(org.id, meter): {start}}, states, public_ids)
 
 
 async def has_alert(tx: Tx, org_id: int, meter: str) -> bool:
@@ -254,34 +250,28 @@ async def _check(
     tx: Tx,
     actor: Actor,
     months: Mapping[tuple[int, str], set[date]],
-    public_ids: Mapping[int, str],
+    states: Sequence[Any],
+    public_ids: Mapping[int, str] | None = None,
 ) -> None:
-    """Compare the thresholds of these (org, meter) pairs with their consumption in each of
-    the periods starting on the given days (oldest first), firing and re-arming them."""
-    states = await repository.lock_states(tx, months)
-    if not states:
-        return
+    """Compare the thresholds ``states`` (read under their lock) of these (org, meter) pairs
+    with their consumption in each period starting on the given days, oldest first, firing
+    and re-arming them."""
     by_pair: defaultdict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
     for row in states:
         by_pair[(row.org_id, row.meter)].append(row._asdict())
-    limits = await repository.limits(tx, by_pair)
-    wanted: defaultdict[tuple[str, date], list[tuple[int, str]]] = defaultdict(list)
-    for pair, rows in by_pair.items():
-        for start in months[pair]:
-            wanted[(rows[0]["scope"], start)].append(pair)
-    consumed: dict[tuple[tuple[int, str], date], int] = {}
-    for (scope, start), pairs in wanted.items():
+    if public_ids is None:
+        public_ids = {row.org_id: row.public_id for row in states}
+    org_ids = {org_id for org_id, _ in by_pair}
+    figures: dict[date, dict[tuple[int, str], tuple[int | None, int]]] = {}
+    for start in sorted({start for pair in by_pair for start in months[pair]}):
         period = month_of(start)
-        sums = await repository.consumed(tx, scope, pairs, period.start, period.end)
-        for pair in pairs:
-            consumed[(pair, start)] = sums.get(pair, 0)
+        figures[start] = await repository.figures(tx, org_ids, period.start, period.end)
     now = utcnow()
     system = Actor(meta=actor.meta, label_override="system")
     for pair in sorted(by_pair):
-        limit = limits.get(pair)
         for start in sorted(months[pair]):
             label = month_of(start).label
-            used = consumed[(pair, start)]
+            limit, used = figures[start].get(pair, (None, 0))
             for state in by_pair[pair]:
                 reached = bool(limit) and used * 100 >= state["threshold"] * (limit or 0)
                 last = state["period"]
