@@ -21,13 +21,18 @@ RUN_STAMP := $(VENV)/.installed-run
 
 $(RUN_STAMP): pyproject.toml | $(BIN)/python
 	@echo "installing orgplane and what it needs to serve into $(VENV) ..."
-	$(BIN)/python -m pip install --progress-bar on -e .
+	$(BIN)/python -m pip install --progress-bar on -e '.[examples]'
 	touch $(RUN_STAMP)
+
+# The demo lets webhooks reach this machine (the tour's receiver listens on 127.0.0.1); set
+# ORGPLANE_WEBHOOK_ALLOWED_NETWORKS to change that. A production server starts with none.
+DEMO_WEBHOOK_NETWORKS ?= 127.0.0.0/8
 
 run: $(RUN_STAMP)
 	$(BIN)/orgplane migrate
 	$(BIN)/orgplane bootstrap
-	$(BIN)/orgplane serve
+	ORGPLANE_WEBHOOK_ALLOWED_NETWORKS="$${ORGPLANE_WEBHOOK_ALLOWED_NETWORKS-$(DEMO_WEBHOOK_NETWORKS)}" \
+		$(BIN)/orgplane serve
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist); each has databases of its own.
 TEST_WORKERS ?= 2
@@ -36,14 +41,14 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench scripts
-	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/ruff check src tests bench scripts examples
+	$(BIN)/ruff format --check src tests bench scripts examples
 	$(BIN)/mypy
 	$(BIN)/mypy scripts
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests bench scripts
-	$(BIN)/ruff check --fix src tests bench scripts
+	$(BIN)/ruff format src tests bench scripts examples
+	$(BIN)/ruff check --fix src tests bench scripts examples
 
 BENCH_STAMP := $(VENV)/.installed-bench
 

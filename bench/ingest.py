@@ -18,7 +18,8 @@ and a time in the last hour; every key is new. After a warm-up, ``--batches`` ba
 ``--batch-size`` events are posted with ``--concurrency`` requests in flight; then the same
 batches again (every event a duplicate). It prints events/s and the p50/p99 latency of a batch
 for both passes, and checks that the counters hold exactly what was sent. Bounded by
-``--max-seconds``.
+``--max-seconds``. ``--alerts N`` sets usage alerts on N of the orgs first (their limits far
+above the run's usage), to measure what checking them costs ingestion.
 """
 
 from __future__ import annotations
@@ -210,6 +211,27 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Any) -> None:
     raise TimeoutError(f"{url} did not answer within 60 s")
 
 
+async def _set_alerts(
+    client: httpx.AsyncClient, admin: dict[str, str], root: str, orgs: list[str]
+) -> None:
+    """Usage alerts (50/80/100%) on both meters of these orgs: the first (the batches' parent)
+    on its subtree, the others on their own usage, each with a limit far above what the run
+    uses (every batch is checked; none fires)."""
+    parent, children = orgs[0], orgs[1:]
+    for meter in ("operations", "credits"):
+        calls = [
+            (f"/orgs/{root}/limits/{meter}", {"amount": 10**13}),
+            (f"/orgs/{root}/children/{parent}/allocations/{meter}", {"amount": 10**12}),
+            *((f"/orgs/{parent}/children/{c}/allocations/{meter}", {"amount": 10**10})
+              for c in children),
+            (f"/orgs/{parent}/alerts/{meter}", {"scope": "subtree"}),
+            *((f"/orgs/{c}/alerts/{meter}", {"scope": "org"}) for c in children),
+        ]  # fmt: skip
+        for path, body in calls:
+            response = await client.put(path, json=body, headers=admin)
+            response.raise_for_status()
+
+
 async def run(url: str, args: argparse.Namespace) -> tuple[Pass, Pass]:
     upgrade(url)
     settings = Settings(
@@ -241,6 +263,8 @@ async def run(url: str, args: argparse.Namespace) -> tuple[Pass, Pass]:
                     f"/orgs/{parent['id']}/children", json={"name": f"C{n}"}, headers=admin
                 )
                 orgs.append(child.json()["id"])
+            if args.alerts:
+                await _set_alerts(client, admin, root.org_id, orgs[: args.alerts])
             key = await client.post(
                 f"/orgs/{parent['id']}/api_keys",
                 json={"name": "ingest", "scopes": ["usage:write"]},
@@ -309,7 +333,7 @@ def _report(name: str, passes: tuple[Pass, Pass], args: argparse.Namespace) -> s
     return "\n".join(
         [
             f"{name}: {args.batches} batches of {args.batch_size:,} events over {args.orgs} orgs, "
-            f"{args.concurrency} in flight, "
+            f"{args.concurrency} in flight, {args.alerts} orgs with alerts, "
             + ("orgplane serve (granian, 1 worker)" if args.serve else "in process")
             + f" (load average {os.getloadavg()[0]:.2f})",
             fresh.line("new events"),
@@ -333,6 +357,12 @@ def main() -> int:
         "--serve", action="store_true", help="post to orgplane serve (granian, 1 worker)"
     )
     parser.add_argument("--port", type=int, default=8790, help="the served app's port")
+    parser.add_argument(
+        "--alerts",
+        type=int,
+        default=0,
+        help="usage alerts on this many of the orgs (the batches' parent on its subtree)",
+    )
     args = parser.parse_args()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if not 1 <= args.batches * args.batch_size <= 1_000_000 or args.batch_size > 10_000:

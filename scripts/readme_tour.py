@@ -46,8 +46,8 @@ TOKEN = re.compile(
     r"|(?P<date>\b(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT)"
     r"|(?P<uuid>\b[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}\b)"
     r"|(?P<hex>\b(?:[0-9a-f]{64}|[0-9a-f]{32})\b)"
-    r"|(?P<secret>\bop[a-z]_[0-9A-Za-z_-]+)"
-    r"|(?P<id>\b(?:(?:key|usr|inv|rol)_)?[0-9a-z]{12}\b)"
+    r"|(?P<secret>\b(?:op[a-z]|whsec)_[0-9A-Za-z_+/=-]+)"
+    r"|(?P<id>\b(?:evt_[0-9a-f]{32}\b|(?:(?:key|usr|inv|rol|whk)_)?[0-9a-z]{12}\b))"
     r"|(?P<curl>\bcurl/[0-9.]+)"
 )
 PAIRED = ("id", "uuid", "secret")
@@ -252,9 +252,12 @@ class Orgplane:
             raise SystemExit(f"{self.cli} is missing: run this with the project's .venv/bin/python")
         # The tour runs `.venv/bin/orgplane` from the project's directory; here is one like it.
         (workdir / ".venv").symlink_to(venv)
+        (workdir / "examples").symlink_to(README.parent / "examples")
         self.db = workdir / "orgplane.db"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ORGPLANE_")}
         self.env["ORGPLANE_DATABASE_URL"] = f"sqlite+aiosqlite:///{self.db}"
+        # As `make run` serves (its DEMO_WEBHOOK_NETWORKS): the tour's receiver is on 127.0.0.1.
+        self.env["ORGPLANE_WEBHOOK_ALLOWED_NETWORKS"] = "127.0.0.0/8"
         self.workdir = workdir
         self.api = f"http://127.0.0.1:{free_port()}"
         self.server: subprocess.Popen[bytes] | None = None

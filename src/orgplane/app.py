@@ -27,11 +27,12 @@ from orgplane.api.dialects import make as make_dialect
 from orgplane.api.dialects import openapi as dialect_openapi
 from orgplane.api.dialects import sumologic as sumologic_dialect
 from orgplane.api.fastpath import FastReads
-from orgplane.api.native import auth as auth_api
 from orgplane.api.native import (
+    alerts,
     consumption,
     credits,
     customizations,
+    events,
     keys,
     logs,
     meters,
@@ -43,6 +44,7 @@ from orgplane.api.native import (
     users,
     webhooks,
 )
+from orgplane.api.native import auth as auth_api
 from orgplane.api.observability import Metrics, ObservabilityMiddleware
 from orgplane.api.ratelimit import RateLimiter, add_rate_limit_headers
 from orgplane.api.scim.routes import router as scim_router
@@ -147,6 +149,7 @@ def create_litestar(services: Services) -> Litestar:
         try:
             yield
         finally:
+            services.stopping.set()
             housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await housekeeping
@@ -187,6 +190,15 @@ def create_litestar(services: Services) -> Litestar:
             Tag(name="organizations", description="The organization tree"),
             Tag(name="api keys", description="Scoped API keys, shown once, stored hashed"),
             Tag(name="logs", description="Audit trail (hash-chained) and access log"),
+            Tag(
+                name="events",
+                description="Every audited change as an event: polled (keyset) or streamed "
+                "(Server-Sent Events)",
+            ),
+            Tag(
+                name="alerts",
+                description="Usage thresholds that fire usage.threshold_crossed once per period",
+            ),
             Tag(name="customizations", description="Per-org customization documents"),
             Tag(name="consumption", description="Monthly consumption per meter"),
             Tag(name="usage", description="Usage ingestion: batches of metered events"),
@@ -227,6 +239,8 @@ def create_litestar(services: Services) -> Litestar:
             orgs.router,
             keys.router,
             logs.router,
+            events.router,
+            alerts.router,
             customizations.router,
             customizations.customizations_schema,
             consumption.router,

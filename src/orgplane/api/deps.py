@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import asyncio
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from litestar import Request
@@ -35,6 +36,8 @@ class Services:
     access_log: AccessLogWriter
     limiter: RateLimiter
     metrics: Metrics
+    # Set when the application shuts down: long-lived responses (event streams) end.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 ServicesDep = NamedDependency[Services]

@@ -4,6 +4,7 @@ Queries are Core statements: the ORM measured several times slower on the hot pa
 rows map naturally to the msgspec structs the API returns.
 """
 
+from orgplane.models.alerts import usage_alerts
 from orgplane.models.audit import access_log, audit_chain_heads, audit_log
 from orgplane.models.base import metadata
 from orgplane.models.credentials import credentials
@@ -51,6 +52,7 @@ __all__ = [
     "org_tags",
     "orgs",
     "roles",
+    "usage_alerts",
     "usage_daily",
     "usage_events",
     "usage_subtree_daily",

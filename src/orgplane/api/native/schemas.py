@@ -192,6 +192,88 @@ class AccessLogPage(Struct):
     next_cursor: str | None
 
 
+class EventData(Struct):
+    """What an event says: the audit entry it is, as the reader may see it (orgs outside the
+    reader's reach named in ``before``/``after`` are null)."""
+
+    org_id: Annotated[str, Meta(description="Public id of the organization the change is of")]
+    sequence: Annotated[
+        int, Meta(description="Position in the tenant's log: events are ordered by it")
+    ]
+    actor: Annotated[str, Meta(description="Who made the change, e.g. key:key_abc, user:usr_abc")]
+    actor_key_id: str | None
+    surface: Annotated[
+        str | None,
+        Meta(description="api, datadog, make, sumologic, scim, console or cli (None on older)"),
+    ]
+    target_type: str
+    target_id: str
+    before: Any
+    after: Any
+    request_id: str | None
+
+
+class Event(Struct):
+    """An event, in the Standard Webhooks payload shape: every audited change is one, typed
+    by its audit action (``org.created``, ``credits.allocated``,
+    ``usage.threshold_crossed``...)."""
+
+    id: Annotated[str, Meta(description="Stable and unique: evt_ and 32 hex digits")]
+    type: str
+    timestamp: Annotated[str, Meta(description="When it was committed, ISO 8601 UTC")]
+    data: EventData
+
+
+class EventPage(Struct):
+    data: list[Event]
+    next_cursor: Annotated[
+        str,
+        Meta(
+            description="Always present: poll again with ?after=<next_cursor> for what follows "
+            "(it may advance past entries of the tenant that are not this subtree's)"
+        ),
+    ]
+
+
+AlertScope = Literal["org", "subtree"]
+Percent = Annotated[int, Meta(ge=1, le=1000, description="A percentage of the limit, 1-1000")]
+
+
+class AlertPut(Struct, forbid_unknown_fields=True):
+    thresholds: (
+        Annotated[
+            list[Percent],
+            Meta(min_length=1, max_length=10, description="Unique; default [50, 80, 100]"),
+        ]
+        | UnsetType
+    ) = UNSET
+    scope: Annotated[
+        AlertScope,
+        Meta(description="org: the org's own consumption; subtree: its subtree's roll-up"),
+    ] = "org"
+
+
+class AlertThreshold(Struct):
+    threshold: int
+    # The consumption period (YYYY-MM) it last fired in; None if it has not fired since set.
+    last_fired_period: str | None
+    # Whether it fires when usage next reaches it in last_fired_period (re-armed after a new
+    # allocation took utilization below it); it fires anew in every later period regardless.
+    armed: bool
+
+
+class Alert(Struct):
+    org_id: str
+    meter: str
+    scope: AlertScope
+    thresholds: list[AlertThreshold]
+    updated_at: datetime
+
+
+class AlertList(Struct):
+    data: list[Alert]
+
+
 class MeterConsumption(Struct):
     meter: str
     unit: str

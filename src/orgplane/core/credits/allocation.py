@@ -13,6 +13,7 @@ from typing import Any
 
 from orgplane.core.access.principal import Actor, Caller
 from orgplane.core.access.service import reach, reached
+from orgplane.core.alerts import service as alerts
 from orgplane.core.audit import service as audit
 from orgplane.core.credits import allocation_pg
 from orgplane.core.credits.errors import (
@@ -303,6 +304,7 @@ async def _allocate_locked(
         idempotency_key=idempotency_key,
     )
     audit.record(tx, actor, **_allocation_audit(parent, child, meter, amount, change))
+    await alerts.limit_changed(tx, actor, child, meter.name)
     return Allocation(
         meter.name,
         parent,
@@ -335,7 +337,10 @@ async def _allocate_postgres(
     several allocations, ``db.grouped``), it is queued for the commit, and the chain head is
     locked then, after every limit row of the transaction, as every audited write does."""
     check_amount(amount, meter)
-    chain_here = not tx.pending_audit and not tx.grouped
+    # An alert on the child may fire or re-arm after the change, locking its thresholds: the
+    # chain head is then locked at commit, after them, as every audited write does.
+    alerted = await alerts.has_alert(tx, child.id, meter.name)
+    chain_here = not tx.pending_audit and not tx.grouped and not alerted
     locked = await allocation_pg.lock(
         tx, parent.root_id, parent.id, child.id, meter.name, head=chain_here
     )
@@ -389,6 +394,8 @@ async def _allocate_postgres(
         raise refusal or AssertionError("the allocation's checks disagree")
     if not chain_here:
         tx.pending_audit.append(entry)
+    if alerted:
+        await alerts.limit_changed(tx, actor, child, meter.name, known=True)
     child_balance.exists = True
     return Allocation(
         meter.name,

@@ -31,6 +31,7 @@ from typing import Any
 
 from orgplane.core.access.principal import Actor, Caller
 from orgplane.core.access.service import reach
+from orgplane.core.alerts import service as alerts
 from orgplane.core.audit import service as audit
 from orgplane.core.credits.errors import (
     BelowConsumption,
@@ -190,6 +191,7 @@ async def apply_root_limit(
         before={"limit": amount - delta},
         after={"limit": amount},
     )
+    await alerts.limit_changed(tx, actor, org, meter.name)
     return balance
 
 

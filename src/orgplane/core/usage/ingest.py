@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from orgplane.core.access.principal import Actor, Caller, Principal
 from orgplane.core.access.service import reach
+from orgplane.core.alerts import service as alerts
 from orgplane.core.audit import service as audit
 from orgplane.core.errors import FieldError, InvalidInput, NotFound
 from orgplane.core.locks import lock_tree
@@ -105,6 +106,8 @@ async def ingest(
     if hard:
         await _check_limits(tx, [e for e in hard if e.key in inserted], limits)
     _audit(tx, actor, parsed, new)
+    if new:
+        await alerts.check_usage(tx, actor, {o.id: o for o in orgs_by_ref.values()}.values(), new)
     return IngestResult(accepted=len(new), duplicates=len(events) - len(new))
 
 

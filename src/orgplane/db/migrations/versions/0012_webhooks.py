@@ -1,7 +1,7 @@
 """webhooks: endpoints, deliveries, the delivery log, and the event log's consumer positions
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-08
 
 webhooks: an org's endpoints (url, event type patterns, whether its descendants' events go too),
@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql
 from orgplane.models.base import UTCDateTime
 
 revision: str = "0012"
-down_revision: str | None = "0010"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
