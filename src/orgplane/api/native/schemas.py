@@ -382,32 +382,3 @@ def set_fields(struct: Struct) -> dict[str, Any]:
 
 
 __all__ = ["UNSET", "date"]
-
-
-class EventData(Struct):
-    """What happened: the audit entry behind the event."""
-
-    org_id: Annotated[str, Meta(description="the org the change happened in")]
-    sequence: Annotated[
-        int, Meta(description="the entry's number in its tenant's log (0: a test event)")
-    ]
-    actor: Annotated[str, Meta(description="who made the change (a key, a user, the system)")]
-    actor_key_id: str | None
-    surface: Annotated[
-        str | None, Meta(description="where the change came from: api, console, scim, cli...")
-    ]
-    target_type: str
-    target_id: str
-    before: Annotated[dict[str, Any] | None, Meta(description="the changed fields before")]
-    after: Annotated[dict[str, Any] | None, Meta(description="the changed fields after")]
-    request_id: str | None
-
-
-class Event(Struct):
-    """An event (an audited change) as webhooks, the events API and the NATS sink carry it, in
-    the Standard Webhooks shape."""
-
-    id: Annotated[str, Meta(description="evt_...: the same on every retry, endpoint and sink")]
-    type: Annotated[str, Meta(description="the change, e.g. org.created, credits.allocated")]
-    timestamp: datetime
-    data: EventData

@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Router, delete, get, patch, post
 from litestar.params import JSONBody, PathParameter
 from msgspec import UNSET, Meta, Struct, UnsetType, structs
 
 from orgplane.api.deps import ActorDep, PrincipalDep, ServicesDep
+from orgplane.api.native.events import event_out
 from orgplane.api.native.openapi import problems
 from orgplane.api.native.orgs import Cursor, Limit, OrgId
 from orgplane.api.native.schemas import Event
@@ -312,7 +312,7 @@ async def test_webhook(
         await sender.close()
     return TestResult(
         event_id=event["id"],
-        event=msgspec.convert(event, Event),
+        event=event_out(event),
         delivered=outcome.delivered,
         status_code=outcome.status_code,
         error=outcome.error,
