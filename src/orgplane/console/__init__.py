@@ -22,7 +22,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from orgplane.config import Settings
-from orgplane.console import account, bars, keys, logs, orgs, people, sign_in
+from orgplane.console import account, alerts, bars, keys, logs, orgs, people, sign_in, webhooks
 from orgplane.console.render import error_page
 from orgplane.console.session import (
     PATH,
@@ -83,6 +83,18 @@ def console_router(settings: Settings) -> Router:
             keys.keys_page,
             keys.create_key,
             keys.revoke_key,
+            webhooks.webhooks_page,
+            webhooks.create_webhook,
+            webhooks.webhook_page,
+            webhooks.edit_webhook,
+            webhooks.enable_webhook,
+            webhooks.delete_webhook,
+            webhooks.rotate_secret,
+            webhooks.test_webhook,
+            webhooks.redeliver,
+            alerts.alerts_page,
+            alerts.set_alert,
+            alerts.delete_alert,
             logs.log_page,
             logs.log_csv,
             create_static_files_router(

@@ -41,6 +41,13 @@ def page(
     )
 
 
+def refusal(exc: OrgplaneError) -> str:
+    """A refusal as the form shows it: each bad field named with what is wrong with it."""
+    if exc.errors:
+        return "; ".join(f"{e.field}: {e.message}" for e in exc.errors)
+    return str(exc)
+
+
 def http_error_page(request: Request[Any, Any, Any], exc: HTTPException) -> Template:
     """What the framework refuses before a console page runs: no such page, a method the page
     does not take, a form whose CSRF token is missing or wrong."""

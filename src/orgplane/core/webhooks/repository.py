@@ -202,6 +202,19 @@ async def attempts_page(
     return list((await conn.execute(statement)).all())
 
 
+async def last_attempts(conn: Reader, webhook_pks: list[int]) -> dict[int, Any]:
+    """Each of these webhooks' latest attempt (webhooks never sent to are absent)."""
+    if not webhook_pks:
+        return {}
+    latest = (
+        sa.select(sa.func.max(webhook_attempts.c.id))
+        .where(webhook_attempts.c.webhook_id.in_(webhook_pks))
+        .group_by(webhook_attempts.c.webhook_id)
+    )
+    statement = sa.select(webhook_attempts).where(webhook_attempts.c.id.in_(latest))
+    return {row.webhook_id: row for row in (await conn.execute(statement)).all()}
+
+
 async def queued_events(
     conn: Reader,
     webhook_pk: int,

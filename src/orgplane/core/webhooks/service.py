@@ -210,6 +210,15 @@ async def list_webhooks(
     return rows, encode_cursor(rows[-1].id) if more else None
 
 
+async def last_attempts(
+    conn: Reader, principal: Principal, org_ref: str, webhook_rows: Sequence[Any]
+) -> dict[int, Any]:
+    """The latest attempt of each of the org's webhooks among ``webhook_rows`` (a page of
+    ``list_webhooks``), by the webhook's row id: how its last delivery went."""
+    org = await reach(conn, principal, org_ref, scope="webhooks:read")
+    return await repository.last_attempts(conn, [r.id for r in webhook_rows if r.org_id == org.id])
+
+
 async def update(
     tx: Tx,
     *,
