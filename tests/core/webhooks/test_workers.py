@@ -235,3 +235,36 @@ async def test_serve_delivers_in_process_and_stops_with_a_delivery_in_flight(
     )
     assert [a["status_code"] for a in log.json()["data"]] == [200, 200]
     assert len(rx.at("/hook")) == 2  # and nothing was sent twice
+
+
+async def test_a_tenant_without_live_webhooks_is_skipped_to_its_head(hk: Harness, rx: Any) -> None:
+    """With every webhook of a tenant deleted, a pass moves the fan-out's position to the head
+    without reading the entries in between; a webhook created afterwards still gets the next
+    event, and only that one."""
+    from orgplane.core.events import positions
+    from orgplane.core.webhooks.service import CONSUMER
+
+    first = await create_webhook(hk, rx.url)
+    deleted = await hk.client.delete(
+        f"/orgs/{hk.root.org_id}/webhooks/{first['id']}", headers=hk.auth()
+    )
+    assert deleted.status_code == 204, deleted.text
+    for n in range(3):
+        await hk.create_org(hk.root.org_id, f"Unwatched {n}")
+    async with hk.services.db.read() as conn:
+        (root_id,) = (await conn.execute(sa.select(audit_log.c.root_id).limit(1))).one()
+        head = await positions.chain_head(conn, root_id)
+    assert await dispatch.dispatch(hk.services.db) == 0  # no entry read
+    async with hk.services.db.read() as conn:
+        position = await positions.position(conn, CONSUMER, root_id)
+    assert position == head
+    assert await deliveries(hk) == []
+
+    await create_webhook(hk, rx.url)
+    await hk.create_org(hk.root.org_id, "Watched")
+    assert await dispatch.dispatch(hk.services.db) > 0
+    (queued,) = await deliveries(hk)
+    async with hk.services.db.read() as conn:
+        statement = sa.select(audit_log).where(audit_log.c.seq == queued.seq)
+        entry = (await conn.execute(statement)).one()
+    assert (entry.action, entry.after["name"]) == ("org.created", "Watched")
