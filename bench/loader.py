@@ -974,6 +974,7 @@ class AuditPlan:
                 "target_id": target_id,
                 "target_type": target_type,
                 "user_agent": agent,
+                "surface": "api",
             }
             digest = sha256(prev.encode() + b"\n" + dumps(document, option=sort_keys)).hexdigest()
             if j == 0:
@@ -999,6 +1000,7 @@ class AuditPlan:
                 request_id,
                 ip,
                 agent,
+                "api",
                 prev,
                 digest,
             )
