@@ -55,7 +55,6 @@ from orgplane.core.access.service import KeyCache
 from orgplane.core.audit import service as audit
 from orgplane.core.audit.access_log import AccessLogWriter
 from orgplane.core.errors import InvalidInput
-from orgplane.core.events.jetstream import NatsSink
 from orgplane.core.webhooks.worker import Worker
 from orgplane.db.engine import Database
 from orgplane.logging import configure as configure_logging
@@ -140,6 +139,9 @@ def create_litestar(services: Services) -> Litestar:
                 )
             )
             if services.settings.events_nats_url:
+                # Imported only where the sink runs: nats-py stays out of other servers' memory.
+                from orgplane.core.events.jetstream import NatsSink
+
                 background.append(
                     asyncio.create_task(
                         NatsSink(services.db, services.settings).run(stop_webhooks),

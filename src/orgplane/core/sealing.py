@@ -12,11 +12,10 @@ from __future__ import annotations
 import base64
 import functools
 import secrets
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 # The version of the sealing scheme, first in every sealed value (a later scheme can coexist).
 SEALED_PREFIX = "v1."
@@ -29,6 +28,12 @@ class Unsealable(Exception):
 
 @functools.lru_cache(maxsize=16)
 def _cipher(secret_key: str, purpose: str) -> AESGCM:
+    # Imported on first use: OpenSSL's bindings (~6 MB per process) are loaded only by a server
+    # that seals or opens a secret (two-factor sign-in, webhooks).
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(
         secret_key.encode()
     )
@@ -44,6 +49,8 @@ def seal(value: str, *, purpose: str, bound_to: str, secret_key: str) -> str:
 
 def open_sealed(stored: str, *, purpose: str, bound_to: str, secret_key: str) -> str:
     """The value ``seal`` stored for this purpose and owner, or ``Unsealable``."""
+    from cryptography.exceptions import InvalidTag
+
     if not stored.startswith(SEALED_PREFIX):
         raise Unsealable("unknown sealing scheme")
     try:

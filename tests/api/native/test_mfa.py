@@ -82,12 +82,15 @@ async def test_enrol_confirm_and_sign_in_with_a_code(h: Harness) -> None:
         )
     await set_user(h, user_pk, failed_logins=0, failed_since=None)
 
-    signed_in = await sign_in(h, "ana@example.com", PASSWORD, otp=code_at(secret, 1))
+    # The next time step's code (the enrolment spent the current one), sent twice: the replay
+    # is the same string, even if the clock has moved on to another step since.
+    next_code = code_at(secret, 1)
+    signed_in = await sign_in(h, "ana@example.com", PASSWORD, otp=next_code)
     assert signed_in.status_code == 200, signed_in.text
     assert signed_in.json()["mfa_enrolment_required"] is False
     new_token = signed_in.json()["token"]
     assert (await h.client.get(f"/orgs/{root}", headers=bearer(new_token))).status_code == 200
-    replayed = await sign_in(h, "ana@example.com", PASSWORD, otp=code_at(secret, 1))
+    replayed = await sign_in(h, "ana@example.com", PASSWORD, otp=next_code)
     problem(replayed, 401, code="second_factor_required")
     # A recovery code, as shown or typed loosely, works once.
     typed = codes[0].replace("-", " ").upper()
