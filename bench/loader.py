@@ -30,6 +30,7 @@ database has); SQLite is left as orgplane leaves it (back in WAL mode, no ``ANAL
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -468,10 +469,12 @@ class Forked:
                 else:
                     raise RuntimeError(f"the row generator failed:\n{payload}")
         finally:
-            self._receive.close()
+            with contextlib.suppress(OSError):
+                self._receive.close()
             self._child.join(timeout=10)
             if self._child.is_alive():
                 self._child.kill()
+                self._child.join()
 
 
 def _produce(batches: Iterator[list[Row]], state: Callable[[], Any] | None, sender: Any) -> None:
@@ -573,9 +576,16 @@ class Loader:
         started = time.monotonic()
         batches: Iterator[list[Row]] = batched(rows)
         producer = Forked(batches, state) if forked else None
-        if producer is not None:
-            batches = iter(producer)
-        written = await pump(self.sink, table, columns, batches, total, self.say)
+        if producer is None:
+            written = await pump(self.sink, table, columns, batches, total, self.say)
+        else:
+            received = iter(producer)
+            try:
+                written = await pump(self.sink, table, columns, received, total, self.say)
+            finally:
+                # A failed write leaves the child blocked on the pipe: closing the reader
+                # stops it now, not at the interpreter's exit (which then waited for it).
+                received.close()  # type: ignore[attr-defined]
         seconds = time.monotonic() - started
         self.loaded.rows[name] = written
         self.loaded.seconds[name] = round(seconds, 1)

@@ -257,11 +257,7 @@ async def test_webhook(
 ) -> Template:
     """Send a test event now and show how it went (the delivery log shows it too)."""
     settings = services.settings
-    sender = Sender(
-        settings.webhook_networks,
-        connect_timeout=settings.webhook_connect_timeout_seconds,
-        total_timeout=settings.webhook_timeout_seconds,
-    )
+    sender = Sender.of(settings)
     try:
         event_id, outcome = await webhooks.send_test(
             services.db, sender, actor=caller, org_ref=org_id, webhook_ref=webhook_id,

@@ -294,11 +294,7 @@ async def test_webhook(
     org_id: OrgId, webhook_id: WebhookId, services: ServicesDep, actor: ActorDep
 ) -> TestResult:
     settings = services.settings
-    sender = Sender(
-        settings.webhook_networks,
-        connect_timeout=settings.webhook_connect_timeout_seconds,
-        total_timeout=settings.webhook_timeout_seconds,
-    )
+    sender = Sender.of(settings)
     try:
         event, outcome = await webhooks.send_test(
             services.db,

@@ -10,11 +10,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 
 from orgplane.core.webhooks import destinations
 from orgplane.core.webhooks.destinations import Destination, Network, Refused
+
+if TYPE_CHECKING:
+    from orgplane.config import Settings
 
 # What is read of an endpoint's answer at most, and what the delivery log keeps of it.
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -78,6 +82,15 @@ class Sender:
         else:
             self._clients.move_to_end(key)
         return client
+
+    @classmethod
+    def of(cls, settings: Settings) -> Sender:
+        """A sender with the installation's allowed networks and timeouts."""
+        return cls(
+            settings.webhook_networks,
+            connect_timeout=settings.webhook_connect_timeout_seconds,
+            total_timeout=settings.webhook_timeout_seconds,
+        )
 
     async def close(self) -> None:
         clients, self._clients = list(self._clients.values()), OrderedDict()

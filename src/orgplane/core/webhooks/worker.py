@@ -24,11 +24,7 @@ class Worker:
         self.db = db
         self.settings = settings
         self.policy = delivery.Policy.of(settings)
-        self.sender = Sender(
-            settings.webhook_networks,
-            connect_timeout=settings.webhook_connect_timeout_seconds,
-            total_timeout=settings.webhook_timeout_seconds,
-        )
+        self.sender = Sender.of(settings)
         self._in_flight: set[asyncio.Task[Any]] = set()
 
     async def run_once(self) -> int:
