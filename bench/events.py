@@ -25,8 +25,9 @@ allocations/s and their ratio; target: the ratio ≥ 0.95.
 
 ``throughput`` (PostgreSQL, then SQLite for the record): with ``ORGPLANE_WEBHOOK_DELIVERY=off``,
 one webhook of the root (``org.updated``, descendants) and ``--events`` (20,000) updates of 64
-children through the API (wrk, 64 connections, in chunks until the audit log holds them); the server is
-stopped, then ONE ``orgplane worker`` process starts, fans the events out and delivers them.
+children through the API (wrk, 64 connections, in chunks until the audit log holds them); the
+server is stopped, then ONE ``orgplane worker`` process starts, fans the events out and
+delivers them.
 Timed from the worker's start until ``webhook_deliveries`` holds every delivery delivered
 (polled every 0.25 s); the rate is also given from the first delivery queued to the last
 delivered (the process's start-up left out). Target: ≥ 2,000 deliveries/s on PostgreSQL.
@@ -257,7 +258,10 @@ def wait_until(check: Callable[[], bool], seconds: float, every: float = 0.25) -
 def cost(url: str, args: argparse.Namespace, workdir: Path, deadline: Deadline) -> dict[str, Any]:
     label = "cost"
     env, boot = fresh_install(label, url)
-    env = webhook_env(env)
+    # server: delivery in the server's process (the default); worker: in one `orgplane worker`
+    # process beside it, the server's off.
+    in_worker = args.cost_delivery == "worker"
+    env = webhook_env(env, **({"ORGPLANE_WEBHOOK_DELIVERY": "off"} if in_worker else {}))
     root = boot["org_id"]
     headers = {"Authorization": f"Bearer {boot['api_key']}", "Content-Type": "application/json"}
     servers = Servers()
@@ -268,6 +272,9 @@ def cost(url: str, args: argparse.Namespace, workdir: Path, deadline: Deadline) 
             servers, "orgplane", env, args.port, 1, workdir / f"{label}-orgplane.log"
         )
         pgid = servers.pid("orgplane")
+        if in_worker:
+            log = workdir / f"{label}-worker.log"
+            servers.start("worker", [str(BIN / "orgplane"), "worker"], env, log)
         with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
             limit, children = alloc.prepare_pool(client, root, args)
             say(
@@ -356,6 +363,7 @@ def cost(url: str, args: argparse.Namespace, workdir: Path, deadline: Deadline) 
     return {
         "part": "cost",
         "database": "postgresql",
+        "delivery": args.cost_delivery,
         "hooks": args.hooks,
         "rounds": rounds,
         "without_per_s": round(median_without, 1),
@@ -727,6 +735,12 @@ def main() -> int:
     parser.add_argument("--max-steps", type=int, default=100)
     parser.add_argument("--limit-factor", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=64)
+    parser.add_argument(
+        "--cost-delivery",
+        choices=("server", "worker"),
+        default="server",
+        help="cost: deliver in the server (default) or in one `orgplane worker` beside it",
+    )
     parser.add_argument(
         "--drain-seconds", type=float, default=120, help="wait for a run's deliveries"
     )
