@@ -21,7 +21,8 @@ their order alternating: *without* (no webhook) and *with* (``--hooks`` (3) webh
 root subscribed to ``credits.*`` with its descendants, pointing at the receiver, created
 before the run). After a *with* run the deliveries it queued are waited for (the next run must
 not carry its backlog) and the webhooks are deleted. The figure is each variant's median
-allocations/s and their ratio; target: the ratio ≥ 0.95.
+allocations/s and their ratio; target: the ratio ≥ 0.95. ``--cost-delivery worker`` turns
+delivery off in the server and runs one ``orgplane worker`` beside it instead.
 
 ``throughput`` (PostgreSQL, then SQLite for the record): with ``ORGPLANE_WEBHOOK_DELIVERY=off``,
 one webhook of the root (``org.updated``, descendants) and ``--events`` (20,000) updates of 64
