@@ -249,6 +249,78 @@ def write_script(workdir: Path, label: str, root: str, children: list[str], seed
     return script
 
 
+def prepare_pool(
+    client: httpx.Client, root: str, args: argparse.Namespace
+) -> tuple[int, list[str]]:
+    """Through the API: the root's limit (``--limit-factor`` x children x the largest amount)
+    and ``--children`` children. Returns (the limit, the children's ids)."""
+    limit = int(args.children * args.max_steps * STEP * args.limit_factor) // STEP * STEP
+    api(client, "PUT", f"/orgs/{root}/limits/{METER}", 200, json={"amount": limit})
+    children = [
+        api(client, "POST", f"/orgs/{root}/children", 201, json={"name": f"alloc {i}"})["id"]
+        for i in range(args.children)
+    ]
+    return limit, children
+
+
+def allocation_run(
+    label: str,
+    base: str,
+    script: Path,
+    auth: dict[str, str],
+    args: argparse.Namespace,
+    server_pgid: int,
+    database_url: str,
+) -> tuple[Run, str]:
+    """One wrk run of ``args.duration`` seconds with the allocation script, with the server's
+    CPU, the machine's and (PostgreSQL) the backends' states over it. Returns (the run, the
+    first unexpected responses)."""
+    sampler = WaitSampler(database_url) if database_url.startswith("postgresql") else None
+    if sampler:
+        sampler.start()
+    cpu_before, machine_before = _group_cpu_seconds(server_pgid), _machine_times()
+    started = time.monotonic()
+    try:
+        result, counts, others = wrk_run(base, script, auth, args.duration, args.connections)
+    finally:
+        waits = sampler.finish() if sampler else None
+    elapsed = time.monotonic() - started
+    cpu_after, machine_after = _group_cpu_seconds(server_pgid), _machine_times()
+    busy = machine_after[0] - machine_before[0]
+    whole = machine_after[1] - machine_before[1]
+    run = Run(
+        seconds=args.duration,
+        requests=result.requests,
+        socket_errors=result.socket_errors,
+        p50_ms=result.p50_ms,
+        p99_ms=result.p99_ms,
+        load_avg=os.getloadavg()[0],
+        server_cpu_pct=round(100 * (cpu_after - cpu_before) / elapsed, 1),
+        machine_busy_pct=round(100 * busy / whole, 1) if whole else 0.0,
+        other_statuses=others,
+        waits=waits,
+        **counts,
+    )
+    return run, others
+
+
+def print_run(label: str, name: str, run: Run, others: str) -> None:
+    print(
+        f"[{label}] {name}: {run.allocations_per_s:7.1f} allocations/s  "
+        f"p50 {run.p50_ms:6.1f} ms  p99 {run.p99_ms:6.1f} ms  "
+        f"(changed {run.changed}, same amount {run.unchanged}, refused {run.refused}, "
+        f"other {run.other}, socket errors {run.socket_errors}; server CPU "
+        f"{run.server_cpu_pct:.0f}% of a core, machine {run.machine_busy_pct:.0f}% busy, "
+        f"load {run.load_avg:.2f})",
+        flush=True,
+    )
+    if others:
+        print(f"[{label}]   unexpected responses:\n{others}", flush=True)
+    if run.waits:
+        top = ", ".join(f"{k} {v:.0%}" for k, v in list(run.waits.items())[:6])
+        print(f"[{label}]   PostgreSQL backends of this database: {top}", flush=True)
+
+
 def measure(
     label: str,
     database_url: str,
@@ -258,7 +330,6 @@ def measure(
 ) -> dict[str, Any]:
     env, boot = fresh_install(label, database_url)
     root = boot["org_id"]
-    limit = int(args.children * args.max_steps * STEP * args.limit_factor) // STEP * STEP
     headers = {"Authorization": f"Bearer {boot['api_key']}", "Content-Type": "application/json"}
 
     procs = Processes()
@@ -278,13 +349,7 @@ def measure(
         server_pgid = procs.procs[-1][1].pid
         wait_ready(f"{base}/healthz", procs)
         with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
-            api(client, "PUT", f"/orgs/{root}/limits/{METER}", 200, json={"amount": limit})
-            children = [
-                api(client, "POST", f"/orgs/{root}/children", 201, json={"name": f"alloc {i}"})[
-                    "id"
-                ]
-                for i in range(args.children)
-            ]
+            limit, children = prepare_pool(client, root, args)
         print(
             f"[{label}] root {root}: {METER} limit {limit:,}; {len(children)} children; "
             f"{args.connections} connections, amounts 0..{args.max_steps} x {STEP:,}",
@@ -303,49 +368,9 @@ def measure(
             deadline.check(f"run {n}")
             procs.check_alive()
             script = write_script(workdir, label, root, children, args.seed + n, args)
-            sampler = WaitSampler(database_url) if label == "postgresql" else None
-            if sampler:
-                sampler.start()
-            cpu_before, machine_before = _group_cpu_seconds(server_pgid), _machine_times()
-            started = time.monotonic()
-            try:
-                result, counts, others = wrk_run(
-                    base, script, auth, args.duration, args.connections
-                )
-            finally:
-                waits = sampler.finish() if sampler else None
-            elapsed = time.monotonic() - started
-            cpu_after, machine_after = _group_cpu_seconds(server_pgid), _machine_times()
-            busy = machine_after[0] - machine_before[0]
-            whole = machine_after[1] - machine_before[1]
-            run = Run(
-                seconds=args.duration,
-                requests=result.requests,
-                socket_errors=result.socket_errors,
-                p50_ms=result.p50_ms,
-                p99_ms=result.p99_ms,
-                load_avg=os.getloadavg()[0],
-                server_cpu_pct=round(100 * (cpu_after - cpu_before) / elapsed, 1),
-                machine_busy_pct=round(100 * busy / whole, 1) if whole else 0.0,
-                other_statuses=others,
-                waits=waits,
-                **counts,
-            )
+            run, others = allocation_run(label, base, script, auth, args, server_pgid, database_url)
             runs.append(run)
-            print(
-                f"[{label}] run {n}: {run.allocations_per_s:7.1f} allocations/s  "
-                f"p50 {run.p50_ms:6.1f} ms  p99 {run.p99_ms:6.1f} ms  "
-                f"(changed {run.changed}, same amount {run.unchanged}, refused {run.refused}, "
-                f"other {run.other}, socket errors {run.socket_errors}; server CPU "
-                f"{run.server_cpu_pct:.0f}% of a core, machine {run.machine_busy_pct:.0f}% busy, "
-                f"load {run.load_avg:.2f})",
-                flush=True,
-            )
-            if others:
-                print(f"[{label}]   unexpected responses:\n{others}", flush=True)
-            if waits:
-                top = ", ".join(f"{k} {v:.0%}" for k, v in list(waits.items())[:6])
-                print(f"[{label}]   PostgreSQL backends of this database: {top}", flush=True)
+            print_run(label, f"run {n}", run, others)
         # Requests in flight when wrk stopped still run to completion: wait for the last one.
         ledger_rows = asyncio.run(_settled_allocation_rows(database_url))
         with httpx.Client(base_url=base, headers=headers, timeout=30) as client:

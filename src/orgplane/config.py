@@ -64,7 +64,8 @@ class Settings(BaseSettings):
     webhook_delivery: Literal["inprocess", "off"] = "inprocess"
     # How long a claimed delivery is reserved for its worker; past it, another worker retries it.
     webhook_lease_seconds: float = Field(default=60.0, gt=0)
-    # How often an idle worker looks for new events and due deliveries.
+    # How often an idle worker looks for new events and due deliveries (an in-process worker
+    # also wakes when its process commits an event).
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
     webhook_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -404,6 +404,9 @@ class Database:
         # Called after a commit with the key hashes a command asked to forget (``Tx.forget_keys``;
         # None: all of them): the app's key cache, set by the app.
         self.keys_forgotten: Callable[[frozenset[str] | None], None] | None = None
+        # Called after a commit that appended audit entries (events): the in-process webhook
+        # worker and NATS sink wake on it instead of waiting for their next poll.
+        self.events_committed: list[Callable[[], None]] = []
         self._groups = TransactionGroups(self, retryable)
 
     @property
@@ -516,10 +519,14 @@ class Database:
             async with conn.begin():
                 tx = Tx(conn=conn, dialect=self.dialect, _keys_forgotten=self.keys_forgotten)
                 result = await fn(tx, *args, **kwargs)
+                appended = bool(tx.pending_audit)
                 if self.before_commit is not None:
                     await self.before_commit(tx)
         for callback in tx.after_commit:
             callback()
+        if appended:
+            for listener in self.events_committed:
+                listener()
         return result
 
 

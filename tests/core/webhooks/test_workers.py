@@ -268,3 +268,35 @@ async def test_a_tenant_without_live_webhooks_is_skipped_to_its_head(hk: Harness
         statement = sa.select(audit_log).where(audit_log.c.seq == queued.seq)
         entry = (await conn.execute(statement)).one()
     assert (entry.action, entry.after["name"]) == ("org.created", "Watched")
+
+
+async def test_a_commit_in_the_process_wakes_its_worker_before_the_poll(
+    hk: Harness, rx: Receiver
+) -> None:
+    """A worker polling once an hour still delivers an event committed by its own process
+    (through the app in this process) at once: the commit wakes it. A transaction that appends
+    no audit entry does not."""
+    created = await create_webhook(hk, rx.url + "/hook")
+    settings = hk.services.settings.model_copy(update={"webhook_poll_seconds": 3600.0})
+    worker = Worker(hk.services.db, settings)
+    woken: list[int] = []
+    hk.services.db.events_committed.append(lambda: woken.append(1))
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        await hk.services.db.transaction(lambda tx: asyncio.sleep(0))
+        assert woken == []  # nothing appended to the audit log: no wake-up
+        made = await hk.create_org(hk.root.org_id, "Woken")
+        assert woken  # the org and its audit entry committed
+
+        async def delivered() -> bool:
+            rows = await deliveries(hk)
+            return len(rows) == 1 and rows[0].status == "delivered"
+
+        await wait_for(delivered, within=30)  # far less than the hour of the poll
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 30)
+    (received,) = rx.at("/hook")
+    assert received.verifies_with(created["secret"])["data"]["org_id"] == made["id"]
+    assert worker._woken.set not in hk.services.db.events_committed

@@ -16,6 +16,10 @@ from orgplane.models.base import utcnow
 
 log = logging.getLogger("orgplane.webhooks")
 
+# A pass woken by a commit starts at least this long after the previous pass started: under a
+# stream of writes the worker passes at most 20 times a second, not once per commit.
+WAKE_INTERVAL = 0.05
+
 
 class Worker:
     """Dispatches new events and sends due deliveries, up to ``webhook_concurrency`` at once."""
@@ -26,6 +30,9 @@ class Worker:
         self.policy = delivery.Policy.of(settings)
         self.sender = Sender.of(settings)
         self._in_flight: set[asyncio.Task[Any]] = set()
+        # Set when this process commits an event: the loop passes at once instead of sleeping
+        # out its poll (events committed by other processes wait for the poll).
+        self._woken = asyncio.Event()
 
     async def run_once(self) -> int:
         """One pass: fan out what is new, then send what is due and wait for it. How much was
@@ -38,12 +45,19 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop`` is set: fan out, claim as many due deliveries as there are free
-        slots, send them in the background; sleep ``webhook_poll_seconds`` when idle. In-flight
-        deliveries finish before it returns."""
+        slots, send them in the background. When idle, sleep ``webhook_poll_seconds``, or
+        until this process commits an event (``WAKE_INTERVAL`` at least after the last pass).
+        In-flight deliveries finish before it returns."""
         poll = self.settings.webhook_poll_seconds
         stopped = asyncio.ensure_future(stop.wait())
+        woken = asyncio.ensure_future(self._woken.wait())
+        self.db.events_committed.append(self._woken.set)
+        loop = asyncio.get_running_loop()
         try:
             while not stop.is_set():
+                # Cleared before the pass: an event committed during it sets it again.
+                self._woken.clear()
+                started = loop.time()
                 busy = False
                 try:
                     busy = await dispatch.dispatch(self.db) > 0
@@ -55,11 +69,19 @@ class Worker:
                 if busy:
                     await asyncio.sleep(0)
                     continue
+                if woken.done():
+                    woken = asyncio.ensure_future(self._woken.wait())
                 await asyncio.wait(
-                    {stopped, *self._in_flight}, timeout=poll, return_when=asyncio.FIRST_COMPLETED
+                    {stopped, woken, *self._in_flight},
+                    timeout=poll,
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
+                if woken.done() and (pause := started + WAKE_INTERVAL - loop.time()) > 0:
+                    await asyncio.wait({stopped}, timeout=pause)
         finally:
+            self.db.events_committed.remove(self._woken.set)
             stopped.cancel()
+            woken.cancel()
             if self._in_flight:
                 await asyncio.wait(
                     self._in_flight, timeout=self.settings.webhook_timeout_seconds + 5
