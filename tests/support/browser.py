@@ -116,7 +116,7 @@ class Console:
 
     async def look(self, name: str) -> None:
         """A screenshot of the page at each size, and axe's check at each: no serious or
-        critical violation."""
+        critical violation, and nothing wider than the window (no sideways scrolling)."""
         from axe_playwright_python.async_playwright import Axe
 
         self.looked += 1
@@ -129,6 +129,9 @@ class Console:
             )
             results = await Axe().run(self.page)
             found += [f"{size}: {line}" for line in violations(results.response)]
+            wide = await self.page.evaluate("document.documentElement.scrollWidth")
+            if wide > width:
+                found.append(f"{size}: the page is {wide} px wide, wider than the window's {width}")
         width, height = SIZES["desktop"]
         await self.page.set_viewport_size({"width": width, "height": height})
         assert not found, f"axe on {name} ({self.page.url}):\n" + "\n".join(found)
