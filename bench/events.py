@@ -81,7 +81,10 @@ from quick import (
     write_report,
 )
 
+from orgplane.config import Settings
 from orgplane.models import audit_log, webhook_attempts, webhook_deliveries
+
+DEFAULT_CONCURRENCY = Settings.model_fields["webhook_concurrency"].default
 
 BENCH_DIR = Path(__file__).resolve().parent
 COST_TARGET_RATIO = 0.95
@@ -523,7 +526,7 @@ def throughput(
                 "worker_cpu_ms_per_delivery": round(1000 * cpu / max(1, counts["delivered"]), 3),
                 "receiver": got,
                 "all_delivered": counts["delivered"] == events,
-                "settings": {"webhook_concurrency": "default (16)"},
+                "settings": {"webhook_concurrency": f"default ({DEFAULT_CONCURRENCY})"},
             }
         )
         verdict = ""
@@ -555,7 +558,6 @@ async def profile_worker(label: str, url: str, args: argparse.Namespace) -> dict
     from pyinstrument import Profiler
 
     from orgplane.app import build_services
-    from orgplane.config import Settings
     from orgplane.core.webhooks.worker import Worker
 
     settings = Settings(

@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     webhook_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     # Deliveries a worker sends at once.
-    webhook_concurrency: int = Field(default=16, ge=1, le=1024)
+    webhook_concurrency: int = Field(default=256, ge=1, le=4096)
     # The NATS JetStream sink (core/events/jetstream.py): every event published on
     # "<prefix>.<tenant>.<type>" to the stream named here (created, capturing "<prefix>.>", if
     # there is none), where webhooks are delivered. Off while the URL is empty.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections import namedtuple
 from collections.abc import (
@@ -22,6 +23,7 @@ import asyncpg
 import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from orgplane.db.grouped import TransactionGroups, group_of
@@ -370,6 +372,28 @@ class Tx:
         rows = await (await self._transaction_driver()).fetch(plan.sql, *plan.args(params))
         return [plan.make_row(r) for r in rows]
 
+    async def insert_many(self, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert ``rows`` (each naming the same columns). On PostgreSQL one statement on the
+        driver, whatever their number (``INSERT ... SELECT FROM unnest`` of one array per
+        column): SQLAlchemy's executemany costs ~10 µs of CPU per row and the database one
+        execution per row. The values go to the driver as they are, without the columns' type
+        processing: for columns of plain values (numbers, text, aware datetimes)."""
+        if not rows:
+            return
+        if not self.is_postgres:
+            await self.conn.execute(sa.insert(table), list(rows))
+            return
+        names = tuple(rows[0])
+        sql = _insert_many_sql(table, names)
+        columns = [[row[name] for row in rows] for name in names]
+        await (await self._transaction_driver()).execute(sql, *columns)
+
+    async def driver_execute(self, sql: str, *args: Any) -> str:
+        """PostgreSQL: one statement with positional parameters (``$1``...) on the driver, in
+        this transaction (prepared and cached by asyncpg). Its status (``UPDATE 3``)."""
+        status: str = await (await self._transaction_driver()).execute(sql, *args)
+        return status
+
     async def run_script(self, sql: str) -> None:
         """PostgreSQL: statements without parameters (``;``-separated) in one round trip, on
         the driver, in this transaction."""
@@ -385,6 +409,16 @@ class Tx:
                 await adapted._start_transaction()
             self._driver = fairy.driver_connection
         return self._driver
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_many_sql(table: sa.Table, names: tuple[str, ...]) -> str:
+    dialect = postgresql.dialect()
+    arrays = ", ".join(
+        f"${i}::{table.c[name].type.compile(dialect=dialect)}[]"
+        for i, name in enumerate(names, start=1)
+    )
+    return f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays})"
 
 
 class Database:

@@ -21,6 +21,7 @@ IPv4-mapped IPv6 address is checked as its IPv4 address), unless the address is 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Sequence
@@ -63,6 +64,7 @@ class Destination:
     address: IPAddress
 
 
+@functools.lru_cache(maxsize=1024)
 def parse(url: str) -> Target:
     """The URL's parts, or ``ValueError`` saying what is wrong with it."""
     if len(url) > MAX_URL_LENGTH:
@@ -172,19 +174,31 @@ async def resolve(url: str, networks: Sequence[Network]) -> Destination:
         target = parse(url)
     except ValueError as exc:
         raise Refused(f"invalid URL: {exc}") from None
+    if literal(target.host) is not None:
+        # Nothing to resolve: the same URL and networks always give the same answer.
+        return _checked_literal(target, tuple(networks))
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            target.host, target.port, type=socket.SOCK_STREAM
+        )
+    except OSError as exc:
+        raise Refused(f"cannot resolve {target.host}: {exc}") from None
+    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+    if not addresses:
+        raise Refused(f"{target.host} resolves to no address")
+    return _checked(target, addresses, networks)
+
+
+@functools.lru_cache(maxsize=1024)
+def _checked_literal(target: Target, networks: tuple[Network, ...]) -> Destination:
     address = literal(target.host)
-    if address is not None:
-        addresses = [address]
-    else:
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                target.host, target.port, type=socket.SOCK_STREAM
-            )
-        except OSError as exc:
-            raise Refused(f"cannot resolve {target.host}: {exc}") from None
-        addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
-        if not addresses:
-            raise Refused(f"{target.host} resolves to no address")
+    assert address is not None
+    return _checked(target, [address], networks)
+
+
+def _checked(
+    target: Target, addresses: list[IPAddress], networks: Sequence[Network]
+) -> Destination:
     for candidate in addresses:
         if (why := refusal(candidate, networks)) is not None:
             raise Refused(f"refused destination: {why}")

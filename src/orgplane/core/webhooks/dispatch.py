@@ -79,8 +79,10 @@ async def dispatch_tenant(tx: Tx, root_id: int, limit: int = BATCH) -> int:
     return len(entries)
 
 
-async def dispatch(db: Database, limit: int = BATCH) -> int:
-    """One pass over every tenant with entries past the position. How many entries were read."""
+async def dispatch(db: Database, limit: int = BATCH, *, drain: bool = True) -> int:
+    """One pass over every tenant with entries past the position: all of them (``drain``), or
+    up to ``limit`` of each (the worker's loop, which sends deliveries between its passes). How
+    many entries were read."""
     async with db.read() as conn:
         behind = await positions.tenants_behind(conn, CONSUMER)
     read = 0
@@ -88,6 +90,6 @@ async def dispatch(db: Database, limit: int = BATCH) -> int:
         while True:
             count = await db.transaction(dispatch_tenant, root_id, limit)
             read += count
-            if count < limit:
+            if count < limit or not drain:
                 break
     return read

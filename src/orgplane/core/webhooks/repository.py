@@ -42,6 +42,14 @@ async def by_pk(conn: Reader, webhook_pk: int) -> Any:
     return (await conn.execute(_with_org().where(webhooks.c.id == webhook_pk))).first()
 
 
+async def by_pks(conn: Reader, webhook_pks: set[int]) -> dict[int, Any]:
+    """These webhooks, by primary key (the ones gone are absent)."""
+    if not webhook_pks:
+        return {}
+    statement = _with_org().where(webhooks.c.id.in_(sorted(webhook_pks)))
+    return {row.id: row for row in (await conn.execute(statement)).all()}
+
+
 async def find(conn: Reader, org_id: int, public_id: str, *, lock: bool = False) -> Any:
     """The webhook ``public_id`` of the org ``org_id``, or None; locked for a change."""
     statement = _with_org().where(webhooks.c.public_id == public_id, webhooks.c.org_id == org_id)
@@ -81,8 +89,7 @@ async def live_webhooks_of_tenant(conn: Reader, root_id: int) -> list[Any]:
 
 
 async def queue(tx: Tx, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        await tx.execute(sa.insert(webhook_deliveries), rows)
+    await tx.insert_many(webhook_deliveries, rows)
 
 
 async def any_due(conn: Reader, now: datetime) -> bool:
@@ -147,8 +154,70 @@ async def entry(conn: Reader, root_id: int, seq: int) -> Any:
     return (await conn.execute(statement)).first()
 
 
+async def entries(conn: Reader, keys: set[tuple[int, int]]) -> dict[tuple[int, int], Any]:
+    """The audit entries at these (tenant, ``seq``) places, with their org's public id."""
+    if not keys:
+        return {}
+    statement = (
+        sa.select(*audit_log.c, orgs.c.public_id.label("org_public_id"))
+        .select_from(audit_log.join(orgs, orgs.c.id == audit_log.c.org_id))
+        .where(sa.tuple_(audit_log.c.root_id, audit_log.c.seq).in_(sorted(keys)))
+    )
+    return {(row.root_id, row.seq): row for row in (await conn.execute(statement)).all()}
+
+
 async def record_attempt(tx: Tx, values: dict[str, Any]) -> None:
     await tx.execute(sa.insert(webhook_attempts).values(values))
+
+
+async def record_attempts(tx: Tx, rows: list[dict[str, Any]]) -> None:
+    await tx.insert_many(webhook_attempts, rows)
+
+
+_SETTLE_MANY = (
+    sa.update(webhook_deliveries)
+    .where(
+        webhook_deliveries.c.id == sa.bindparam("delivery_pk"),
+        webhook_deliveries.c.attempts == sa.bindparam("attempt"),
+        webhook_deliveries.c.status == "pending",
+    )
+    .values(
+        status=sa.bindparam("new_status"),
+        delivered_at=sa.bindparam("new_delivered_at"),
+        # None keeps the time it has (a delivery settled for good is never due again).
+        next_attempt_at=sa.func.coalesce(
+            sa.bindparam("new_next_attempt_at", type_=webhook_deliveries.c.next_attempt_at.type),
+            webhook_deliveries.c.next_attempt_at,
+        ),
+        leased_until=None,
+    )
+)
+
+
+# The same for PostgreSQL in one statement whatever the number of deliveries.
+_SETTLE_MANY_PG = """
+UPDATE webhook_deliveries AS d
+SET status = s.status,
+    delivered_at = s.delivered_at,
+    next_attempt_at = coalesce(s.next_attempt_at, d.next_attempt_at),
+    leased_until = NULL
+FROM unnest($1::bigint[], $2::integer[], $3::varchar[], $4::timestamptz[], $5::timestamptz[])
+    AS s(id, attempt, status, delivered_at, next_attempt_at)
+WHERE d.id = s.id AND d.attempts = s.attempt AND d.status = 'pending'
+"""
+
+
+async def settle_many(tx: Tx, states: list[dict[str, Any]]) -> None:
+    """``settle`` for many deliveries: each of ``states`` names ``delivery_pk``, ``attempt``,
+    ``new_status``, ``new_delivered_at`` and ``new_next_attempt_at`` (None: unchanged)."""
+    if not states:
+        return
+    states = sorted(states, key=lambda state: state["delivery_pk"])
+    if not tx.is_postgres:
+        await tx.execute(_SETTLE_MANY, states)
+        return
+    keys = ("delivery_pk", "attempt", "new_status", "new_delivered_at", "new_next_attempt_at")
+    await tx.driver_execute(_SETTLE_MANY_PG, *([state[k] for state in states] for k in keys))
 
 
 async def settle(tx: Tx, delivery_pk: int, attempt: int, values: dict[str, Any]) -> bool:
@@ -175,19 +244,43 @@ async def clear_failing(tx: Tx, webhook_pk: int) -> None:
 
 
 async def still_there(tx: Tx, webhook_pk: int) -> bool:
-    """Whether the webhook exists, kept so until commit: on PostgreSQL ``FOR KEY SHARE``, which a
-    deletion waits for (and which waits for a deletion under way) but other deliveries' records
-    do not; SQLite has one writer."""
-    statement = sa.select(webhooks.c.id).where(webhooks.c.id == webhook_pk)
+    """Whether the webhook exists, kept so until commit (``keep_existing``)."""
+    return webhook_pk in await keep_existing(tx, {webhook_pk})
+
+
+async def keep_existing(tx: Tx, webhook_pks: set[int]) -> set[int]:
+    """Which of these webhooks exist, kept so until commit: on PostgreSQL ``FOR KEY SHARE``, in
+    key order, which a deletion waits for (and which waits for a deletion under way) but other
+    deliveries' records and changes to a webhook's other columns do not; SQLite has one
+    writer."""
+    if not webhook_pks:
+        return set()
+    statement = (
+        sa.select(webhooks.c.id)
+        .where(webhooks.c.id.in_(sorted(webhook_pks)))
+        .order_by(webhooks.c.id)
+    )
     if tx.is_postgres:
-        statement = statement.with_for_update(key_share=True)
-    return (await tx.execute(statement)).first() is not None
+        statement = statement.with_for_update(read=True, key_share=True)
+    return set((await tx.execute(statement)).scalars().all())
+
+
+async def failing(conn: Reader, webhook_pks: set[int]) -> set[int]:
+    """Which of these webhooks have a failing streak."""
+    if not webhook_pks:
+        return set()
+    statement = sa.select(webhooks.c.id).where(
+        webhooks.c.id.in_(sorted(webhook_pks)), webhooks.c.failing_since.is_not(None)
+    )
+    return set((await conn.execute(statement)).scalars().all())
 
 
 async def lock_webhook(tx: Tx, webhook_pk: int) -> Any:
+    """The webhook, locked for a change of its columns other than the key (on PostgreSQL ``FOR NO
+    KEY UPDATE``: it does not wait for the ``FOR KEY SHARE`` of ``keep_existing``)."""
     statement = sa.select(webhooks).where(webhooks.c.id == webhook_pk)
     if tx.is_postgres:
-        statement = statement.with_for_update()
+        statement = statement.with_for_update(key_share=True)
     return (await tx.execute(statement)).first()
 
 
