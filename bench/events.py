@@ -21,8 +21,13 @@ their order alternating: *without* (no webhook) and *with* (``--hooks`` (3) webh
 root subscribed to ``credits.*`` with its descendants, pointing at the receiver, created
 before the run). After a *with* run the deliveries it queued are waited for (the next run must
 not carry its backlog) and the webhooks are deleted. The figure is each variant's median
-allocations/s and their ratio; target: the ratio ≥ 0.95. ``--cost-delivery worker`` turns
-delivery off in the server and runs one ``orgplane worker`` beside it instead.
+allocations/s and their ratio; target: the ratio ≥ 0.95. With ``--cost-alerts`` (the default)
+the *with* variant also sets a usage alert (the default thresholds) on every child for the
+allocated meter, so that each allocation re-arms its child's alert in the write's transaction.
+``--cost-delivery worker`` turns delivery off in the server and runs one ``orgplane worker``
+beside it instead; ``--cost-delivery deferred`` runs that worker only after each *with* run, to
+deliver what the run queued: what events cost the write itself, with the delivery's CPU out of
+the measured window.
 
 ``throughput`` (PostgreSQL, then SQLite for the record): with ``ORGPLANE_WEBHOOK_DELIVERY=off``,
 one webhook of the root (``org.updated``, descendants) and ``--events`` (20,000) updates of 64
@@ -214,6 +219,16 @@ def create_webhook(client: httpx.Client, org: str, url: str, types: list[str]) -
     return str(api(client, "POST", f"/orgs/{org}/webhooks", 201, json=body)["id"])
 
 
+def set_alert(client: httpx.Client, org: str, meter: str) -> None:
+    api(client, "PUT", f"/orgs/{org}/alerts/{meter}", 200, json={})
+
+
+def delete_alert(client: httpx.Client, org: str, meter: str) -> None:
+    response = client.delete(f"/orgs/{org}/alerts/{meter}")
+    if response.status_code != 204:
+        raise RuntimeError(f"delete alert: {response.status_code} {response.text[:300]}")
+
+
 def delete_webhook(client: httpx.Client, org: str, webhook: str) -> None:
     response = client.delete(f"/orgs/{org}/webhooks/{webhook}")
     if response.status_code != 204:
@@ -263,9 +278,12 @@ def cost(url: str, args: argparse.Namespace, workdir: Path, deadline: Deadline) 
     label = "cost"
     env, boot = fresh_install(label, url)
     # server: delivery in the server's process (the default); worker: in one `orgplane worker`
-    # process beside it, the server's off.
+    # process beside it, the server's off; deferred: the server's off and the worker runs after
+    # each run, to deliver what it queued (the cost on the write itself).
     in_worker = args.cost_delivery == "worker"
-    env = webhook_env(env, **({"ORGPLANE_WEBHOOK_DELIVERY": "off"} if in_worker else {}))
+    deferred = args.cost_delivery == "deferred"
+    server_delivers = args.cost_delivery == "server"
+    env = webhook_env(env, **({} if server_delivers else {"ORGPLANE_WEBHOOK_DELIVERY": "off"}))
     root = boot["org_id"]
     headers = {"Authorization": f"Bearer {boot['api_key']}", "Content-Type": "application/json"}
     servers = Servers()
@@ -276,8 +294,8 @@ def cost(url: str, args: argparse.Namespace, workdir: Path, deadline: Deadline) 
             servers, "orgplane", env, args.port, 1, workdir / f"{label}-orgplane.log"
         )
         pgid = servers.pid("orgplane")
+        log = workdir / f"{label}-worker.log"
         if in_worker:
-            log = workdir / f"{label}-worker.log"
             servers.start("worker", [str(BIN / "orgplane"), "worker"], env, log)
         with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
             limit, children = alloc.prepare_pool(client, root, args)
@@ -299,6 +317,9 @@ def cost(url: str, args: argparse.Namespace, workdir: Path, deadline: Deadline) 
                             create_webhook(client, root, f"{receiver}/hook/{i}", ["credits.*"])
                             for i in range(args.hooks)
                         ]
+                        if args.cost_alerts:
+                            for child in children:
+                                set_alert(client, child, alloc.METER)
                     receiver_reset(receiver)
                     before = delivery_counts(url)
                     script = alloc.write_script(
@@ -315,6 +336,8 @@ def cost(url: str, args: argparse.Namespace, workdir: Path, deadline: Deadline) 
                         "allocations_per_s": round(run.allocations_per_s, 1),
                         "run": asdict(run),
                     }
+                    if hooks and deferred:
+                        servers.start("worker", [str(BIN / "orgplane"), "worker"], env, log)
                     if hooks:
                         queued_in_run = during["queued"] - before["queued"]
                         delivered_in_run = during["delivered"] - before["delivered"]
@@ -348,8 +371,13 @@ def cost(url: str, args: argparse.Namespace, workdir: Path, deadline: Deadline) 
                             f"{'delivered' if drained else 'NOT delivered'} {drain:.1f} s after "
                             f"(receiver: {got['count']:,} requests, {got['distinct']:,} distinct)",
                         )
+                        if deferred:
+                            servers.stop("worker")
                         for hook in hooks:
                             delete_webhook(client, root, hook)
+                        if args.cost_alerts:
+                            for child in children:
+                                delete_alert(client, child, alloc.METER)
                     rounds.append(record)
     finally:
         servers.stop_all()
@@ -369,6 +397,7 @@ def cost(url: str, args: argparse.Namespace, workdir: Path, deadline: Deadline) 
         "database": "postgresql",
         "delivery": args.cost_delivery,
         "hooks": args.hooks,
+        "alerts_on_children": args.cost_alerts,
         "rounds": rounds,
         "without_per_s": round(median_without, 1),
         "with_per_s": round(median_with, 1),
@@ -740,9 +769,17 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=64)
     parser.add_argument(
         "--cost-delivery",
-        choices=("server", "worker"),
+        choices=("server", "worker", "deferred"),
         default="server",
-        help="cost: deliver in the server (default) or in one `orgplane worker` beside it",
+        help="cost: deliver in the server (default), in one `orgplane worker` beside it, or "
+        "in one after each run (deferred: what events cost the write itself)",
+    )
+    parser.add_argument(
+        "--cost-alerts",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="cost: the variant with webhooks also sets a usage alert (default thresholds) on "
+        "each child for the allocated meter",
     )
     parser.add_argument(
         "--drain-seconds", type=float, default=120, help="wait for a run's deliveries"

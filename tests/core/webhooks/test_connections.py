@@ -38,6 +38,7 @@ class Scripted:
     scripts: list[Script]
     port: int = 0
     connections: int = 0
+    closed: int = 0
     requests: list[bytes] = field(default_factory=list)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -56,7 +57,7 @@ class Scripted:
                 if writer.is_closing():
                     return
         except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+            self.closed += 1
         finally:
             writer.close()
 
@@ -303,3 +304,23 @@ def test_tls_checks_the_name_and_sends_it(runner: str, tmp_path: Path) -> None:
     good = RUNNERS[runner](main())
     assert good.status == 200
     assert names[0] == "hooks.example"
+
+
+def test_idle_connections_are_closed_after_their_time(runner: str) -> None:
+    async def test(server: Scripted) -> Any:
+        pool = Pool(connect_timeout=1, idle_seconds=0.05)
+        to = Destination("127.0.0.1", server.port, None)
+        try:
+            await pool.post(to, "/", {}, b"")
+            await asyncio.sleep(0.1)
+            await pool.post(to, "/", {}, b"")  # the idle one is too old: a new connection
+            await asyncio.sleep(0.1)
+            await pool.post(Destination("localhost", server.port, None), "/", {}, b"")
+            await asyncio.sleep(0.05)
+            # The sweep on that request closed the second connection, idle for too long.
+            return server.connections, server.closed
+        finally:
+            await pool.close()
+
+    connections, closed = run(test, [answer(OK)] * 3, runner)
+    assert connections == 3 and closed >= 2

@@ -189,7 +189,7 @@ async def record(tx: Tx, sent: Sequence[Sent], policy: Policy) -> None:
             by_hook[s.claimed.webhook_id].append(s)
     streaks = {hook_pk: _streak(attempts) for hook_pk, attempts in by_hook.items()}
     to_clear = await repository.failing(
-        tx.conn, {hook_pk for hook_pk, failed in streaks.items() if failed is None}
+        tx, {hook_pk for hook_pk, failed in streaks.items() if failed is None}
     )
     for hook_pk in sorted(streaks):
         failed = streaks[hook_pk]

@@ -52,7 +52,7 @@ async def dispatch_tenant(tx: Tx, root_id: int, limit: int = BATCH) -> int:
         # (a tenant whose webhooks are all disabled or deleted costs two reads per pass).
         await positions.move_position(tx, CONSUMER, root_id, head)
         return 0
-    entries = await positions.entries_after(tx.conn, root_id, last_seq, limit)
+    entries = await repository.fan_out_entries(tx, root_id, last_seq, limit)
     if not entries:
         return 0
     now = utcnow()

@@ -8,8 +8,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
-from orgplane.db.engine import Reader, Tx
+from orgplane.db.engine import PreparedSelect, Reader, Tx, all_rows, reads_postgres
 from orgplane.models import (
     audit_log,
     orgs,
@@ -42,12 +43,24 @@ async def by_pk(conn: Reader, webhook_pk: int) -> Any:
     return (await conn.execute(_with_org().where(webhooks.c.id == webhook_pk))).first()
 
 
+# A batch's reads on PostgreSQL take their keys as arrays: one statement text whatever their
+# number, prepared once by the driver (an IN list of n keys is a new statement for each n).
+_BIGINTS = postgresql.ARRAY(sa.BigInteger)
+_WEBHOOKS_PG = PreparedSelect(
+    _with_org().where(webhooks.c.id == sa.any_(sa.bindparam("ids", type_=_BIGINTS)))
+)
+
+
 async def by_pks(conn: Reader, webhook_pks: set[int]) -> dict[int, Any]:
     """These webhooks, by primary key (the ones gone are absent)."""
     if not webhook_pks:
         return {}
-    statement = _with_org().where(webhooks.c.id.in_(sorted(webhook_pks)))
-    return {row.id: row for row in (await conn.execute(statement)).all()}
+    if reads_postgres(conn):
+        rows = await all_rows(conn, _WEBHOOKS_PG, {"ids": sorted(webhook_pks)})
+    else:
+        statement = _with_org().where(webhooks.c.id.in_(sorted(webhook_pks)))
+        rows = list((await conn.execute(statement)).all())
+    return {row.id: row for row in rows}
 
 
 async def find(conn: Reader, org_id: int, public_id: str, *, lock: bool = False) -> Any:
@@ -90,6 +103,33 @@ async def live_webhooks_of_tenant(conn: Reader, root_id: int) -> list[Any]:
 
 async def queue(tx: Tx, rows: list[dict[str, Any]]) -> None:
     await tx.insert_many(webhook_deliveries, rows)
+
+
+# What the fan-out matches and queues of an entry (not its documents: the delivery reads them).
+_FAN_OUT_ENTRIES = PreparedSelect(
+    sa.select(
+        audit_log.c.seq,
+        audit_log.c.org_id,
+        audit_log.c.action,
+        audit_log.c.hash,
+        audit_log.c.at,
+        orgs.c.path.label("org_path"),
+    )
+    .select_from(audit_log.join(orgs, orgs.c.id == audit_log.c.org_id))
+    .where(
+        audit_log.c.root_id == sa.bindparam("root_id"),
+        audit_log.c.seq > sa.bindparam("last_seq"),
+    )
+    .order_by(audit_log.c.seq)
+    .limit(sa.bindparam("limit"))
+)
+
+
+async def fan_out_entries(tx: Tx, root_id: int, last_seq: int, limit: int) -> list[Any]:
+    """The tenant's entries after ``last_seq``, in order, with what the fan-out needs."""
+    return await tx.fetch(
+        _FAN_OUT_ENTRIES, {"root_id": root_id, "last_seq": last_seq, "limit": limit}
+    )
 
 
 async def any_due(conn: Reader, now: datetime) -> bool:
@@ -154,16 +194,41 @@ async def entry(conn: Reader, root_id: int, seq: int) -> Any:
     return (await conn.execute(statement)).first()
 
 
+def _entries_pg() -> PreparedSelect:
+    places = (
+        sa.func.unnest(sa.bindparam("roots", type_=_BIGINTS), sa.bindparam("seqs", type_=_BIGINTS))
+        .table_valued("root_id", "seq")
+        .render_derived(name="places")
+    )
+    return PreparedSelect(
+        sa.select(*audit_log.c, orgs.c.public_id.label("org_public_id")).select_from(
+            places.join(
+                audit_log,
+                sa.and_(audit_log.c.root_id == places.c.root_id, audit_log.c.seq == places.c.seq),
+            ).join(orgs, orgs.c.id == audit_log.c.org_id)
+        )
+    )
+
+
+_ENTRIES_PG = _entries_pg()
+
+
 async def entries(conn: Reader, keys: set[tuple[int, int]]) -> dict[tuple[int, int], Any]:
     """The audit entries at these (tenant, ``seq``) places, with their org's public id."""
     if not keys:
         return {}
-    statement = (
-        sa.select(*audit_log.c, orgs.c.public_id.label("org_public_id"))
-        .select_from(audit_log.join(orgs, orgs.c.id == audit_log.c.org_id))
-        .where(sa.tuple_(audit_log.c.root_id, audit_log.c.seq).in_(sorted(keys)))
-    )
-    return {(row.root_id, row.seq): row for row in (await conn.execute(statement)).all()}
+    ordered = sorted(keys)
+    if reads_postgres(conn):
+        params = {"roots": [k[0] for k in ordered], "seqs": [k[1] for k in ordered]}
+        rows = await all_rows(conn, _ENTRIES_PG, params)
+    else:
+        statement = (
+            sa.select(*audit_log.c, orgs.c.public_id.label("org_public_id"))
+            .select_from(audit_log.join(orgs, orgs.c.id == audit_log.c.org_id))
+            .where(sa.tuple_(audit_log.c.root_id, audit_log.c.seq).in_(ordered))
+        )
+        rows = list((await conn.execute(statement)).all())
+    return {(row.root_id, row.seq): row for row in rows}
 
 
 async def record_attempt(tx: Tx, values: dict[str, Any]) -> None:
