@@ -69,8 +69,9 @@ class Settings(BaseSettings):
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
     webhook_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
-    # Deliveries a worker sends at once.
-    webhook_concurrency: int = Field(default=256, ge=1, le=4096)
+    # Deliveries a worker has in flight (claimed, not yet recorded); at most 32 requests go to
+    # one endpoint at once (its connections), the others wait their turn within the timeout.
+    webhook_concurrency: int = Field(default=512, ge=1, le=4096)
     # The NATS JetStream sink (core/events/jetstream.py): every event published on
     # "<prefix>.<tenant>.<type>" to the stream named here (created, capturing "<prefix>.>", if
     # there is none), where webhooks are delivered. Off while the URL is empty.

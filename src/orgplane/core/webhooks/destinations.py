@@ -96,6 +96,7 @@ def parse(url: str) -> Target:
     return Target(scheme=scheme, host=host, port=port, path=path)
 
 
+@functools.lru_cache(maxsize=1024)
 def literal(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host)

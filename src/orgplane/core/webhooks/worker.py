@@ -81,15 +81,22 @@ class Worker:
         self.settings = settings
         self.policy = delivery.Policy.of(settings)
         self.sender = Sender.of(settings)
-        self.recorder = Recorder(db, self.policy, batch=max(1, settings.webhook_concurrency // 2))
+        self.recorder = Recorder(db, self.policy, batch=self._batch)
         self._in_flight: set[asyncio.Task[Any]] = set()
-        # Deliveries claimed and not yet recorded; the loop claims more when at most half the
-        # slots are taken, so that claims come in batches.
+        # Deliveries claimed and not yet recorded; the loop claims more when a batch's worth of
+        # slots is free.
         self._claimed = 0
         self._room = asyncio.Event()
         # Set when this process commits an event: the loop passes at once instead of sleeping
         # out its poll (events committed by other processes wait for the poll).
         self._woken = asyncio.Event()
+
+    @property
+    def _batch(self) -> int:
+        """Claims and records come in batches of at least this many (a quarter of the slots),
+        so that the next batch is claimed and read while three quarters are still on their
+        way."""
+        return max(1, self.settings.webhook_concurrency // 4)
 
     @property
     def _free(self) -> int:
@@ -107,11 +114,10 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop`` is set: fan out, claim due deliveries for the free slots, send them in
         the background. When there is nothing to do (or no room for a batch), sleep
-        ``webhook_poll_seconds``, until half the slots are free, or until this process commits an
-        event (``WAKE_INTERVAL`` at least after the last pass). In-flight deliveries finish
-        before it returns."""
+        ``webhook_poll_seconds``, until a batch's worth of slots is free, or until this process
+        commits an event (``WAKE_INTERVAL`` at least after the last pass). In-flight deliveries
+        finish before it returns."""
         poll = self.settings.webhook_poll_seconds
-        half = max(1, self.settings.webhook_concurrency // 2)
         stopped = asyncio.ensure_future(stop.wait())
         woken = asyncio.ensure_future(self._woken.wait())
         room = asyncio.ensure_future(self._room.wait())
@@ -126,7 +132,7 @@ class Worker:
                 busy = False
                 try:
                     busy = await dispatch.dispatch(self.db, drain=False) > 0
-                    if self._free >= half:
+                    if self._free >= self._batch:
                         busy = await self._start_due(self._free) or busy
                 except Exception:
                     log.exception("webhook worker pass failed; will retry")
@@ -168,7 +174,7 @@ class Worker:
 
     def _release(self, count: int) -> None:
         self._claimed -= count
-        if self._free >= max(1, self.settings.webhook_concurrency // 2):
+        if self._free >= self._batch:
             self._room.set()
 
     async def _prepare(self, claimed: Sequence[Any]) -> None:
