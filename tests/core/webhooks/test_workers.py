@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from orgplane.core.webhooks import dispatch
 from orgplane.core.webhooks.worker import Worker
-from orgplane.models import audit_log, webhook_deliveries, webhooks
+from orgplane.models import audit_log, webhook_attempts, webhook_deliveries, webhooks
 from support.cli import start_serve
 from support.harness import Harness, start_harness, stop_harness
 from support.receiver import Receiver, receiver
@@ -121,31 +121,74 @@ async def test_fan_out_reads_every_entry_once_while_others_commit(
     assert sorted(queued) == sorted(created)  # each once, none skipped
 
 
+async def run_workers(
+    db_url: str, until: Callable[[], Any], count: int = 2, **env: str
+) -> list[tuple[bytes, bytes]]:
+    """``count`` worker processes, until ``until()`` holds; each stopped by SIGTERM and exiting
+    cleanly. Their (stdout, stderr)."""
+    workers = [await start_worker(db_url, **env) for _ in range(count)]
+    try:
+        await wait_for(until)
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        outputs = [await asyncio.wait_for(w.communicate(), 30) for w in workers]
+    assert [w.returncode for w in workers] == [0] * count, outputs
+    return outputs
+
+
 async def test_two_worker_processes_never_send_an_attempt_twice(
     hk: Harness, rx: Receiver, db_url: str
 ) -> None:
     created = await create_webhook(hk, rx.url + "/hook")
     for i in range(40):
         await hk.create_org(hk.root.org_id, f"Org {i}")
-    workers = [await start_worker(db_url, ORGPLANE_WEBHOOK_CONCURRENCY="4") for _ in range(2)]
-    try:
 
-        async def all_delivered() -> bool:
-            rows = await deliveries(hk)
-            return len(rows) == 40 and all(d.status == "delivered" for d in rows)
+    async def all_delivered() -> bool:
+        rows = await deliveries(hk)
+        return len(rows) == 40 and all(d.status == "delivered" for d in rows)
 
-        await wait_for(all_delivered)
-    finally:
-        for worker in workers:
-            worker.send_signal(signal.SIGTERM)
-        outputs = [await asyncio.wait_for(w.communicate(), 30) for w in workers]
-    assert [w.returncode for w in workers] == [0, 0], outputs
+    await run_workers(db_url, all_delivered, ORGPLANE_WEBHOOK_CONCURRENCY="4")
     received = rx.at("/hook")
     counts = Counter(r.headers["webhook-id"] for r in received)
     assert len(counts) == 40 and set(counts.values()) == {1}
     for r in received:
         r.verifies_with(created["secret"])
     assert {d.attempts for d in await deliveries(hk)} == {1}
+
+
+async def test_two_workers_recording_failures_side_by_side_never_deadlock(
+    hk: Harness, rx: Receiver, db_url: str
+) -> None:
+    """Four failing endpoints, their deliveries spread over two worker processes: each records
+    batches of attempts that start the same webhooks' failing streaks (rows locked in key
+    order). Every delivery is attempted and recorded once, and no transaction failed."""
+    for i in range(4):
+        rx.answers[f"/fail/{i}"] = (500, {})
+        await create_webhook(hk, rx.url + f"/fail/{i}")
+    for i in range(15):
+        await hk.create_org(hk.root.org_id, f"Org {i}")
+
+    async def all_recorded() -> bool:
+        rows = await deliveries(hk)
+        return len(rows) >= 4 * 15 and all(d.attempts == 1 and d.leased_until is None for d in rows)
+
+    outputs = await run_workers(
+        db_url,
+        all_recorded,
+        ORGPLANE_WEBHOOK_CONCURRENCY="8",
+        ORGPLANE_WEBHOOK_RETRY_SCHEDULE="3600",
+    )
+    for _, err in outputs:
+        assert b"deadlock" not in err and b"Traceback" not in err, err
+    rows = await deliveries(hk)
+    assert {(d.status, d.attempts) for d in rows} == {("pending", 1)}
+    async with hk.services.db.read() as conn:
+        attempts = (await conn.execute(sa.select(webhook_attempts))).all()
+        hooks = (await conn.execute(sa.select(webhooks))).all()
+    assert len(attempts) == len(rows) and {a.status_code for a in attempts} == {500}
+    assert all(h.failing_since is not None and h.enabled for h in hooks)
+    assert sum(len(rx.at(f"/fail/{i}")) for i in range(4)) == len(rows)
 
 
 async def test_a_worker_killed_mid_delivery_loses_nothing(
