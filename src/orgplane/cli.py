@@ -79,7 +79,11 @@ def _settings(database_url: str | None) -> Settings:
         raise typer.Exit(2) from None
 
 
-def _with_db(database_url: str | None, fn: Callable[[Database], Awaitable[T]]) -> T:
+def _with_db(
+    database_url: str | None, fn: Callable[[Database], Awaitable[T]], *, uvloop: bool = False
+) -> T:
+    """``fn`` with the database, on an event loop of its own (uvloop's for the long-running
+    commands: it costs the worker's deliveries less CPU than asyncio's)."""
     settings = _settings(database_url)
     _refuse_missing_sqlite_file(settings.database_url)
 
@@ -92,6 +96,10 @@ def _with_db(database_url: str | None, fn: Callable[[Database], Awaitable[T]]) -
             await db.dispose()
 
     try:
+        if uvloop:
+            import uvloop as fast_loop
+
+            return fast_loop.run(run())
         return asyncio.run(run())
     except OrgplaneError as exc:
         typer.echo(f"error: {exc.detail}", err=True)
@@ -340,7 +348,7 @@ def worker(database_url: DatabaseUrl = None) -> None:
             jobs.append(NatsSink(db, settings).run(stop))
         await asyncio.gather(*jobs)
 
-    _with_db(database_url, run)
+    _with_db(database_url, run, uvloop=True)
     typer.echo("orgplane worker: stopped", err=True)
 
 

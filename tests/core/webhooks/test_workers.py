@@ -125,9 +125,16 @@ async def run_workers(
     db_url: str, until: Callable[[], Any], count: int = 2, **env: str
 ) -> list[tuple[bytes, bytes]]:
     """``count`` worker processes, until ``until()`` holds; each stopped by SIGTERM and exiting
-    cleanly. Their (stdout, stderr)."""
+    cleanly. Their (stdout, stderr after the start-up line)."""
     workers = [await start_worker(db_url, **env) for _ in range(count)]
     try:
+        for worker in workers:
+            # Started (its signal handlers set): a SIGTERM before would kill it outright.
+            assert worker.stderr is not None
+            line = b""
+            while b"delivering webhooks" not in line:
+                line = await asyncio.wait_for(worker.stderr.readline(), 30)
+                assert line, "the worker exited before it started"
         await wait_for(until)
     finally:
         for worker in workers:
