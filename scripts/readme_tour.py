@@ -349,6 +349,8 @@ def run_tour(tour: Tour, workdir: Path) -> Run:
     orgplane = Orgplane(workdir)
     try:
         printed = "\n".join(orgplane.start()).replace(orgplane.api, README_API)
+        # Before the start-up's check: the root's id, made now, may have no digit.
+        literals.run_org_ids = orgplane.org_ids()
         check(f"README.md:{tour.startup[0] + 1}: what `make run` prints", tour.startup, printed)
         shell = Shell(workdir, orgplane.env)
         try:
