@@ -94,6 +94,20 @@ def sender() -> Sender:
     return Sender(LOCAL, connect_timeout=2, total_timeout=1)
 
 
+def two_sends(scripts: list[Script], runner: str) -> tuple[Any, Any, int]:
+    """Two deliveries one after the other to a server answering with ``scripts``: their
+    outcomes and the connections the server accepted."""
+
+    async def test(server: Scripted) -> Any:
+        s = sender()
+        first = await s.send(f"http://127.0.0.1:{server.port}/", {}, b"{}")
+        second = await s.send(f"http://127.0.0.1:{server.port}/", {}, b"{}")
+        await s.close()
+        return first, second, server.connections
+
+    return run(test, scripts, runner)  # type: ignore[no-any-return]
+
+
 @pytest.fixture(params=sorted(RUNNERS))
 def runner(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -144,14 +158,7 @@ def test_a_kept_alive_connection_carries_request_after_request(runner: str) -> N
 def test_answers_of_every_framing(
     runner: str, raw: bytes, status: int, excerpt: str | None
 ) -> None:
-    async def test(server: Scripted) -> Any:
-        s = sender()
-        first = await s.send(f"http://127.0.0.1:{server.port}/", {}, b"{}")
-        again = await s.send(f"http://127.0.0.1:{server.port}/", {}, b"{}")
-        await s.close()
-        return first, again, server.connections
-
-    first, again, connections = run(test, [answer(raw), answer(OK)], runner)
+    first, again, connections = two_sends([answer(raw), answer(OK)], runner)
     assert (first.status_code, first.excerpt) == (status, excerpt)
     assert first.delivered is (200 <= status < 300)
     if status == 302:
@@ -160,14 +167,8 @@ def test_answers_of_every_framing(
 
 
 def test_an_answer_ended_by_the_close_of_its_connection(runner: str) -> None:
-    async def test(server: Scripted) -> Any:
-        s = sender()
-        outcomes = [await s.send(f"http://127.0.0.1:{server.port}/", {}, b"{}") for _ in range(2)]
-        await s.close()
-        return outcomes, server.connections
-
     no_length = answer(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", close=True)
-    (first, second), connections = run(test, [no_length, no_length], runner)
+    first, second, connections = two_sends([no_length, no_length], runner)
     assert (first.status_code, first.excerpt) == (200, "until the end")
     assert second.status_code == 200 and connections == 2
 
@@ -175,15 +176,7 @@ def test_an_answer_ended_by_the_close_of_its_connection(runner: str) -> None:
 def test_a_long_answer_is_read_up_to_the_cap_and_its_connection_dropped(runner: str) -> None:
     body = b"x" * (200 * 1024)
     long = answer(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-
-    async def test(server: Scripted) -> Any:
-        s = sender()
-        first = await s.send(f"http://127.0.0.1:{server.port}/", {}, b"{}")
-        second = await s.send(f"http://127.0.0.1:{server.port}/", {}, b"{}")
-        await s.close()
-        return first, second, server.connections
-
-    first, second, connections = run(test, [long, answer(OK)], runner)
+    first, second, connections = two_sends([long, answer(OK)], runner)
     assert first.status_code == 200 and first.excerpt == "x" * 1024
     assert second.status_code == 200 and connections == 2
 

@@ -184,16 +184,6 @@ async def claim(tx: Tx, now: datetime, lease_until: datetime, limit: int) -> lis
     return list((await tx.execute(statement)).all())
 
 
-async def entry(conn: Reader, root_id: int, seq: int) -> Any:
-    """The audit entry at ``seq`` in the tenant's chain, with its org's public id."""
-    statement = (
-        sa.select(*audit_log.c, orgs.c.public_id.label("org_public_id"))
-        .select_from(audit_log.join(orgs, orgs.c.id == audit_log.c.org_id))
-        .where(audit_log.c.root_id == root_id, audit_log.c.seq == seq)
-    )
-    return (await conn.execute(statement)).first()
-
-
 def _entries_pg() -> PreparedSelect:
     places = (
         sa.func.unnest(sa.bindparam("roots", type_=_BIGINTS), sa.bindparam("seqs", type_=_BIGINTS))
